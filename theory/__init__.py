@@ -1,0 +1,6 @@
+"""theory: the NoPE transformer and its mathematics (sympy, scipy; never torch)."""
+
+from .spec import ModelSpec
+from . import taps
+
+__all__ = ["ModelSpec", "taps"]

@@ -1,0 +1,321 @@
+"""`ModelSpec`: the one description of a random NoPE transformer.
+
+Theory owns the spec because the theory defines the object being studied; `simulate`
+realises the same spec in torch. The spec is a frozen dataclass validated on
+construction (nanoGPT's ``GPTConfig``, made immutable); variants are made with
+``dataclasses.replace``.
+
+Every numeric field may be a sympy expression in symbolic mode. For symbolic values we
+raise only when a condition is *definitely* false (sympy.stats' ``_value_check`` rule):
+``sigma_q = Symbol("sigma_q", positive=True)`` is accepted, ``sigma_q = -1`` is not.
+
+Example
+-------
+>>> from theory import ModelSpec
+>>> spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=32)
+>>> spec.d_head
+16
+>>> ModelSpec.from_json(spec.to_json()) == spec
+True
+>>> sym = spec.symbolic("d_model", "sigma_q")
+>>> sym.d_model
+d
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Union
+
+import sympy as sp
+
+Number = Union[int, float, sp.Expr]
+
+ATTN_SCALES = ("sqrt", "linear")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+NORMS = ("pre",)
+POSITIONALS = ("none",)
+
+# Fields that count things (positive integers) and fields that are standard deviations.
+SIZE_FIELDS = ("d_model", "n_heads", "n_layers", "seq_len", "mlp_ratio")
+SIGMA_FIELDS = (
+    "sigma_embed",
+    "sigma_q",
+    "sigma_k",
+    "sigma_v",
+    "sigma_o",
+    "sigma_mlp_in",
+    "sigma_mlp_out",
+)
+
+# The name each field takes as a sympy symbol (short, as it reads in a paper).
+SYMBOL_NAMES = {
+    "d_model": "d",
+    "n_heads": "H",
+    "n_layers": "L",
+    "seq_len": "T",
+    "mlp_ratio": "r",
+    "sigma_embed": "sigma_e",
+    "sigma_q": "sigma_q",
+    "sigma_k": "sigma_k",
+    "sigma_v": "sigma_v",
+    "sigma_o": "sigma_o",
+    "sigma_mlp_in": "sigma_in",
+    "sigma_mlp_out": "sigma_out",
+    "ln_eps": "epsilon",
+}
+
+
+def field_symbol(field: str) -> sp.Symbol:
+    """The sympy symbol standing for a numeric spec field, with its assumptions."""
+    if field not in SYMBOL_NAMES:
+        raise ValueError(
+            f"field {field!r} cannot be symbolic; symbolic fields are: {', '.join(SYMBOL_NAMES)}"
+        )
+    if field in SIZE_FIELDS:
+        return sp.Symbol(SYMBOL_NAMES[field], positive=True, integer=True)
+    if field == "ln_eps":
+        return sp.Symbol(SYMBOL_NAMES[field], nonnegative=True)
+    return sp.Symbol(SYMBOL_NAMES[field], positive=True)
+
+
+def _is_symbolic(value: Any) -> bool:
+    return isinstance(value, sp.Basic) and not value.is_number
+
+
+def _definitely(condition: Any) -> bool | None:
+    """True/False when a (possibly symbolic) relational is decided, None otherwise."""
+    if isinstance(condition, (bool,)):
+        return condition
+    if condition is sp.true:
+        return True
+    if condition is sp.false:
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A causal, pre-LN transformer without positional embeddings, at random init.
+
+    Defaults follow GPT-2 small (Radford et al. 2019): width 768, 12 heads of 64,
+    12 layers, context 1024, all weights N(0, 0.02^2), LayerNorm eps 1e-5, logits
+    scaled by 1/sqrt(d_head), MLP ratio 4 with the tanh-approximate GELU. Token
+    inputs are continuous Gaussian, ``x_m ~ N(0, sigma_embed^2 I)`` i.i.d. over
+    positions (``vocab_size=None``); biases are zero and LayerNorm gains are one, as
+    at GPT-2's initialisation.
+
+    Fields
+    ------
+    d_model, n_heads, n_layers, seq_len, mlp_ratio : positive integers
+        ``d_model`` must be divisible by ``n_heads``; ``d_head = d_model / n_heads``.
+    sigma_embed, sigma_q, sigma_k, sigma_v, sigma_o, sigma_mlp_in, sigma_mlp_out : float >= 0
+        Standard deviation of the entries of each weight matrix (and of the inputs).
+    ln_eps : float >= 0
+        LayerNorm's epsilon: ``LN(x) = (x - mean) / sqrt(var_biased + eps)``.
+    attn_scale : "sqrt" | "linear"
+        Logits divided by ``sqrt(d_head)`` or by ``d_head``.
+    activation : "gelu" (exact erf form) | "gelu_tanh" (GPT-2) | "relu"
+    norm : "pre"          LayerNorm placement.
+    attn_only : bool      No MLP sub-block when true.
+    positional : "none"   The subject of this toolkit.
+    vocab_size : int | None
+        None: continuous Gaussian token embeddings; an integer: ids drawn uniformly
+        from a random embedding table of that many rows.
+    """
+
+    d_model: Number = 768
+    n_heads: Number = 12
+    n_layers: Number = 12
+    seq_len: Number = 1024
+    sigma_embed: Number = 0.02
+    sigma_q: Number = 0.02
+    sigma_k: Number = 0.02
+    sigma_v: Number = 0.02
+    sigma_o: Number = 0.02
+    sigma_mlp_in: Number = 0.02
+    sigma_mlp_out: Number = 0.02
+    ln_eps: Number = 1e-5
+    attn_scale: str = "sqrt"
+    mlp_ratio: Number = 4
+    activation: str = "gelu_tanh"
+    norm: str = "pre"
+    attn_only: bool = False
+    positional: str = "none"
+    vocab_size: int | None = None
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        for name in SIZE_FIELDS:
+            self._check_size(name)
+        for name in SIGMA_FIELDS:
+            self._check_nonnegative(name, "a finite number >= 0")
+        self._check_nonnegative("ln_eps", "a finite number >= 0 (GPT-2 uses 1e-5)")
+        self._check_divisible()
+        self._check_choice("attn_scale", ATTN_SCALES)
+        self._check_choice("activation", ACTIVATIONS)
+        self._check_choice("norm", NORMS)
+        self._check_choice("positional", POSITIONALS)
+        if not isinstance(self.attn_only, bool):
+            raise ValueError(f"attn_only must be true or false, got {self.attn_only!r}")
+        if self.vocab_size is not None:
+            if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, numbers.Integral):
+                raise ValueError(
+                    f"vocab_size must be null (continuous Gaussian inputs) or a positive "
+                    f"integer, got {self.vocab_size!r}"
+                )
+            if self.vocab_size < 1:
+                raise ValueError(f"vocab_size must be a positive integer or null, got {self.vocab_size!r}")
+
+    def _check_size(self, name: str) -> None:
+        value = getattr(self, name)
+        allowed = f"{name} must be a positive integer"
+        if isinstance(value, bool):
+            raise ValueError(f"{allowed}, got {value!r}")
+        if isinstance(value, sp.Basic):
+            if _is_symbolic(value):
+                if value.is_positive is False or value.is_integer is False:
+                    raise ValueError(f"{allowed}, got the symbol {value} which is not")
+                return
+            if not (value.is_Integer and value > 0):
+                raise ValueError(f"{allowed}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+            return
+        if isinstance(value, numbers.Integral):
+            if value < 1:
+                raise ValueError(f"{allowed}, got {value!r}")
+            return
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 1:
+            object.__setattr__(self, name, int(value))  # JSON may carry 768.0
+            return
+        raise ValueError(f"{allowed}, got {value!r}")
+
+    def _check_nonnegative(self, name: str, allowed: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        if isinstance(value, sp.Basic):
+            if _is_symbolic(value):
+                if value.is_nonnegative is False or value.is_finite is False:
+                    raise ValueError(f"{name} must be {allowed}, got the symbol {value} which is not")
+                return
+            if not value.is_real:
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+            value = float(value)
+            object.__setattr__(self, name, value)
+        if not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        object.__setattr__(self, name, float(value))
+
+    def _check_divisible(self) -> None:
+        d, h = self.d_model, self.n_heads
+        if _is_symbolic(d) or _is_symbolic(h):
+            if (sp.sympify(d) / h).is_integer is False:
+                raise ValueError(f"d_model ({d}) must be divisible by n_heads ({h})")
+            return
+        if d % h:
+            raise ValueError(
+                f"d_model ({d}) must be divisible by n_heads ({h}); "
+                f"allowed n_heads are divisors of {d}"
+            )
+
+    def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def d_head(self) -> Number:
+        """Width of one attention head, ``d_model / n_heads``."""
+        if self.is_symbolic:
+            return sp.sympify(self.d_model) / self.n_heads
+        return self.d_model // self.n_heads
+
+    @property
+    def d_mlp(self) -> Number:
+        """Width of the MLP hidden layer, ``mlp_ratio * d_model``."""
+        return self.mlp_ratio * self.d_model
+
+    @property
+    def is_symbolic(self) -> bool:
+        """True when any numeric field is a sympy symbol (or expression)."""
+        return any(_is_symbolic(getattr(self, f)) for f in SYMBOL_NAMES)
+
+    def symbolic(self, *fields: str) -> "ModelSpec":
+        """A copy in which each named numeric field is its sympy symbol.
+
+        >>> ModelSpec().symbolic("sigma_q").sigma_q
+        sigma_q
+        """
+        return dataclasses.replace(self, **{f: field_symbol(f) for f in fields})
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        """``dataclasses.replace`` as a method, validated like the constructor."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; a symbolic field is written as ``{"symbol": name}``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, sp.Basic):
+                value = {"symbol": str(value)} if _is_symbolic(value) else float(value)
+            out[f.name] = value
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        if not isinstance(data, dict):
+            raise ValueError(f"a spec must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown spec field(s) {', '.join(map(repr, unknown))}; "
+                f"allowed fields are: {', '.join(sorted(known))}"
+            )
+        kwargs = {}
+        for name, value in data.items():
+            if isinstance(value, dict):
+                if set(value) != {"symbol"} or name not in SYMBOL_NAMES:
+                    raise ValueError(
+                        f"{name}: only numeric fields may be symbolic, written as "
+                        f'{{"symbol": "{SYMBOL_NAMES.get(name, name)}"}}; got {value!r}'
+                    )
+                value = field_symbol(name)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        """Parse a spec from JSON text (or a path to a JSON file)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"spec is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str) -> "ModelSpec":
+        """Read a spec from a JSON file."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as err:
+            raise ValueError(f"cannot read spec file {path!r}: {err.strerror}") from None
+        return cls.from_json(text)
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json() + "\n")
