@@ -1,0 +1,264 @@
+"""The functional, batched forward pass of the random NoPE transformer a `ModelSpec` names.
+
+Every tensor carries a leading network axis ``S`` (independent networks side by side)
+and a sequence axis ``B`` (sequences through the same network), so that small models
+still fill the hardware. The block reads as the math (nanoGPT's ``model.py``)::
+
+    x = x + attn(ln1(x))          # hook_resid_mid
+    x = x + mlp(ln2(x))           # hook_resid_post
+
+Weights enter only through a *projection* callable ``project(layer, kind, inp)`` that maps
+rows ``inp`` (S, R, d_in) to ``inp @ W^T`` (S, R, d_out), scaled by the spec's sigmas.
+`Projections` does that with explicit weight matrices, or -- under the annealed measure,
+where each matrix is used exactly once -- by drawing ``inp @ W^T`` from its exact
+matrix-normal law given the Gram matrix ``inp inp^T`` (see `psd_root`), which needs fewer
+random numbers and fewer FLOPs than the weights themselves when R < d_in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from theory import ModelSpec
+from theory.taps import all_taps
+
+# Projection kinds of one layer, in the order a sample draws them: the fused Q/K/V
+# projection (d_model -> 3 * n_heads * d_head), the output projection W_o
+# (d_model -> d_model), and the MLP's W_in (d_model -> d_mlp) and W_out (d_mlp -> d_model).
+PROJECTION_KINDS = ("qkv", "o", "in", "out")
+
+# Public weight names (math orientation: a matrix maps d_in -> d_out, shape (d_out, d_in)).
+WEIGHT_NAMES = ("W_q", "W_k", "W_v", "W_o", "W_in", "W_out")
+
+Project = Callable[[int, str, torch.Tensor], torch.Tensor]
+
+
+def projection_shape(spec: ModelSpec, kind: str) -> tuple[int, int]:
+    """``(d_out, d_in)`` of a projection kind."""
+    d = spec.d_model
+    return {
+        "qkv": (3 * spec.n_heads * spec.d_head, d),
+        "o": (d, d),
+        "in": (spec.d_mlp, d),
+        "out": (d, spec.d_mlp),
+    }[kind]
+
+
+def projection_kinds(spec: ModelSpec) -> tuple[str, ...]:
+    return PROJECTION_KINDS[:2] if spec.attn_only else PROJECTION_KINDS
+
+
+def output_scale(spec: ModelSpec, kind: str) -> torch.Tensor | float:
+    """The sigma(s) multiplying a projection of standard-normal weights."""
+    if kind == "qkv":
+        width = spec.n_heads * spec.d_head
+        return torch.tensor(
+            [spec.sigma_q] * width + [spec.sigma_k] * width + [spec.sigma_v] * width,
+            dtype=torch.float64,
+        )
+    return {"o": spec.sigma_o, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out}[kind]
+
+
+def attention_scale(spec: ModelSpec) -> float:
+    """Logit scale: 1/sqrt(d_head) ("sqrt") or 1/d_head ("linear")."""
+    return 1.0 / math.sqrt(spec.d_head) if spec.attn_scale == "sqrt" else 1.0 / spec.d_head
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over the last axis, biased variance, gain 1, bias 0."""
+    centred = x - x.mean(dim=-1, keepdim=True)
+    var = (centred * centred).mean(dim=-1, keepdim=True)  # biased, as torch.nn.LayerNorm
+    return centred * torch.rsqrt(var + eps)
+
+
+def activation(spec: ModelSpec, x: torch.Tensor) -> torch.Tensor:
+    if spec.activation == "gelu":
+        return F.gelu(x)  # exact: x * Phi(x)
+    if spec.activation == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    return torch.relu(x)
+
+
+def psd_root(gram: torch.Tensor) -> torch.Tensor:
+    """A square root ``L`` with ``L L^T = gram`` for a batch of PSD matrices (S, R, R).
+
+    Cholesky where it succeeds; a symmetric eigen-decomposition (float64) where the Gram
+    matrix is singular, e.g. when a finite vocabulary repeats a token in the sequence.
+    """
+    root, info = torch.linalg.cholesky_ex(gram)
+    bad = info != 0
+    if bool(bad.any()):
+        eigval, eigvec = torch.linalg.eigh(gram[bad].double())
+        fixed = eigvec * eigval.clamp(min=0.0).sqrt().unsqueeze(-2)
+        root = root.clone()
+        root[bad] = fixed.to(gram.dtype)
+    return root
+
+
+def tril_matmul(lower: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``lower @ right`` for lower-triangular ``lower`` (S, R, R), skipping the zero block.
+
+    With ``lower = [[A, 0], [B, C]]`` the top half of the product needs only ``A``:
+    three quarters of the FLOPs of a dense product.
+    """
+    rows = lower.shape[-1]
+    if rows < 64:
+        return lower @ right
+    half = rows // 2
+    top = lower[:, :half, :half] @ right[:, :half]  # (S, R/2, d_out)
+    bottom = lower[:, half:, :] @ right  # (S, R - R/2, d_out)
+    return torch.cat([top, bottom], dim=1)
+
+
+class Projections:
+    """Realises ``project(layer, kind, inp) = sigma * inp @ W^T`` for each projection.
+
+    ``draws[(layer, kind)]`` holds standard normals of one of two shapes:
+
+    * ``("W", (S, d_out, d_in))``: the weight matrix itself (explicit path);
+    * ``("G", (S, R, d_out))``: under the annealed measure only. Given ``inp`` (S, R, d_in)
+      and weights with i.i.d. N(0, sigma^2) entries used nowhere else, ``inp @ W^T`` is
+      exactly matrix-normal: its columns are i.i.d. N(0, sigma^2 inp inp^T). So it equals
+      in law ``sigma * L @ G`` with ``L L^T = inp inp^T`` (R x R) and ``G`` standard normal.
+    """
+
+    def __init__(self, spec: ModelSpec, draws: dict[tuple[int, str], tuple[str, torch.Tensor]]):
+        self.spec = spec
+        self.draws = draws
+        self._scales: dict[str, torch.Tensor | float] = {}
+
+    def _scale(self, kind: str, like: torch.Tensor) -> torch.Tensor | float:
+        scale = self._scales.get(kind)
+        if scale is None or (isinstance(scale, torch.Tensor) and (scale.device, scale.dtype) != (like.device, like.dtype)):
+            scale = output_scale(self.spec, kind)
+            if isinstance(scale, torch.Tensor):
+                scale = scale.to(device=like.device, dtype=like.dtype)
+            self._scales[kind] = scale
+        return scale
+
+    def __call__(self, layer: int, kind: str, inp: torch.Tensor) -> torch.Tensor:
+        form, normals = self.draws[(layer, kind)]
+        if form == "W":
+            out = inp @ normals.transpose(-1, -2)  # (S, R, d_out)
+        else:
+            gram = inp @ inp.transpose(-1, -2)  # (S, R, R)
+            out = tril_matmul(psd_root(gram), normals)  # (S, R, d_out)
+        return out * self._scale(kind, out)
+
+    def weight(self, layer: int, name: str) -> torch.Tensor:
+        """The scaled weight matrix ``name`` of ``layer``, shape (S, d_out, d_in)."""
+        kind = {"W_q": "qkv", "W_k": "qkv", "W_v": "qkv", "W_o": "o", "W_in": "in", "W_out": "out"}[name]
+        form, normals = self.draws[(layer, kind)]
+        if form != "W":
+            raise ValueError(f"{name} of layer {layer} was never drawn: the Gram fast path drew its output")
+        if kind == "qkv":
+            width = self.spec.n_heads * self.spec.d_head
+            part = ("W_q", "W_k", "W_v").index(name)
+            sigma = (self.spec.sigma_q, self.spec.sigma_k, self.spec.sigma_v)[part]
+            return normals[:, part * width:(part + 1) * width] * sigma
+        return normals * output_scale(self.spec, kind)
+
+
+def causal_mask(seq_len: int, device: torch.device) -> torch.Tensor:
+    """``mask[m, n] = n <= m`` (keys a query may attend to), shape (T, T)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+
+
+def last_needed(spec: ModelSpec, record: Iterable[str]) -> str | None:
+    """The last tap, in forward order, among ``record`` (None when nothing is recorded)."""
+    order = {name: i for i, name in enumerate(all_taps(spec.n_layers, spec.attn_only))}
+    record = list(record)
+    return max(record, key=order.__getitem__) if record else None
+
+
+def forward(
+    spec: ModelSpec,
+    x: torch.Tensor,
+    project: Project,
+    record: Iterable[str] = (),
+    stop_after: str | None = "auto",
+) -> dict[str, torch.Tensor]:
+    """Run ``x`` (S, B, T, d_model) through the network; return the recorded taps.
+
+    Tap shapes: residual/LayerNorm/outputs (S, B, T, d_model); q, k, v, z
+    (S, B, T, n_heads, d_head); scores and pattern (S, B, n_heads, T, T) with query on
+    axis -2 and key on axis -1 (entries with key > query are not part of the tap: scores
+    hold the raw logits there and the pattern zeros). ``stop_after="auto"`` stops after
+    the last recorded tap; ``None`` runs every layer.
+    """
+    record = set(record)
+    if stop_after == "auto":
+        stop_after = last_needed(spec, record)
+    S, B, T, d = x.shape
+    H, dh = spec.n_heads, spec.d_head
+    scale = attention_scale(spec)
+    need_pattern = any(t.endswith(("hook_attn_scores", "hook_pattern")) for t in record)
+    mask = causal_mask(T, x.device) if need_pattern else None
+    cache: dict[str, torch.Tensor] = {}
+
+    def tap(name: str, value: torch.Tensor) -> bool:
+        if name in record:
+            cache[name] = value
+        return name == stop_after
+
+    for layer in range(spec.n_layers):
+        p = f"blocks.{layer}."
+        if tap(p + "hook_resid_pre", x):
+            return cache
+        # ---- attention sub-block: x = x + attn(ln1(x))
+        e = layer_norm(x, spec.ln_eps)  # (S, B, T, d)
+        if tap(p + "ln1.hook_normalized", e):
+            return cache
+        qkv = project(layer, "qkv", e.reshape(S, B * T, d)).view(S, B, T, 3, H, dh)
+        q, k, v = qkv.unbind(dim=3)  # each (S, B, T, H, dh)
+        for name, value in (("q", q), ("k", k), ("v", v)):
+            if tap(p + "attn.hook_" + name, value):
+                return cache
+        if need_pattern:  # hand-written path: scores and pattern are tapped
+            scores = torch.einsum("sbqhd,sbkhd->sbhqk", q, k) * scale  # (S, B, H, T, T)
+            if tap(p + "attn.hook_attn_scores", scores):
+                return cache
+            pattern = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (S, B, H, T, T)
+            if tap(p + "attn.hook_pattern", pattern):
+                return cache
+            z = torch.einsum("sbhqk,sbkhd->sbqhd", pattern, v)  # (S, B, T, H, dh)
+        else:  # fused kernel: the same causal softmax average, never materialised
+            fused = F.scaled_dot_product_attention(
+                q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
+                k.reshape(S * B, T, H, dh).transpose(1, 2),
+                v.reshape(S * B, T, H, dh).transpose(1, 2),
+                is_causal=True,
+                scale=scale,
+            )  # (S*B, H, T, dh)
+            z = fused.transpose(1, 2).reshape(S, B, T, H, dh)
+        if tap(p + "attn.hook_z", z):
+            return cache
+        attn_out = project(layer, "o", z.reshape(S, B * T, H * dh)).view(S, B, T, d)  # (S, B, T, d)
+        if tap(p + "hook_attn_out", attn_out):
+            return cache
+        x = x + attn_out  # (S, B, T, d)
+        if tap(p + "hook_resid_mid", x):
+            return cache
+        if spec.attn_only:
+            continue
+        # ---- MLP sub-block: x = x + mlp(ln2(x))
+        e2 = layer_norm(x, spec.ln_eps)  # (S, B, T, d)
+        if tap(p + "ln2.hook_normalized", e2):
+            return cache
+        pre = project(layer, "in", e2.reshape(S, B * T, d)).view(S, B, T, -1)  # (S, B, T, d_mlp)
+        if tap(p + "mlp.hook_pre", pre):
+            return cache
+        post = activation(spec, pre)  # (S, B, T, d_mlp)
+        if tap(p + "mlp.hook_post", post):
+            return cache
+        mlp_out = project(layer, "out", post.reshape(S, B * T, -1)).view(S, B, T, d)  # (S, B, T, d)
+        if tap(p + "hook_mlp_out", mlp_out):
+            return cache
+        x = x + mlp_out  # (S, B, T, d)
+        if tap(p + "hook_resid_post", x):
+            return cache
+    return cache

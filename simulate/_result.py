@@ -1,0 +1,190 @@
+"""`SimulationResult`: per-tap, per-position statistics of a run; JSON + .npz round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from theory import ModelSpec
+from theory.taps import parse_tap, tap_name
+
+# Statistics written to JSON for every row, and the extra ones of hook_pattern.
+JSON_STATS = ("mean", "mean_se", "var", "var_se", "n", "n_values", "skewness", "kurtosis")
+ARRAY_STATS = ("units", "n_values", "mean", "mean_se", "var", "var_se", "skewness", "kurtosis", "m2", "m3", "m4")
+
+
+@dataclass(frozen=True)
+class TapStats:
+    """Statistics of one tap, as arrays over the recorded positions (1-based ``positions``).
+
+    ``mean``/``var`` describe one coordinate, pooled over the coordinates (and heads) of a
+    position; for ``hook_attn_scores`` and ``hook_pattern`` one entry ``(m, n)`` pooled over
+    keys ``n <= m``. ``mean_se``/``var_se`` are standard errors across independent units
+    (networks when annealed, sequences when quenched); ``n`` is the number of units and
+    ``n_values`` the number of pooled values. ``skewness``/``kurtosis`` (not excess) and the
+    central moment sums ``m2, m3, m4`` are of the pooled values. For ``hook_pattern``,
+    ``sum_sq``/``sum_sq_se`` estimate ``E[sum_{n<=m} a_mn^2]`` per head. ``reservoir``
+    (K, P) holds raw values, one per unit and position, or None.
+    """
+
+    tap: str
+    positions: np.ndarray
+    n: int
+    n_values: np.ndarray
+    mean: np.ndarray
+    mean_se: np.ndarray
+    var: np.ndarray
+    var_se: np.ndarray
+    skewness: np.ndarray
+    kurtosis: np.ndarray
+    m2: np.ndarray
+    m3: np.ndarray
+    m4: np.ndarray
+    sum_sq: np.ndarray | None = None
+    sum_sq_se: np.ndarray | None = None
+    reservoir: np.ndarray | None = None
+    sum_sq_reservoir: np.ndarray | None = None
+
+    def index(self, m: int) -> int:
+        hits = np.flatnonzero(self.positions == m)
+        if not len(hits):
+            raise KeyError(f"position {m} was not recorded; recorded positions: {_ranges(self.positions)}")
+        return int(hits[0])
+
+    def at(self, m: int) -> dict[str, float]:
+        """The JSON statistics of 1-based position ``m``."""
+        i = self.index(m)
+        out = {
+            "mean": float(self.mean[i]),
+            "mean_se": float(self.mean_se[i]),
+            "var": float(self.var[i]),
+            "var_se": float(self.var_se[i]),
+            "n": int(self.n),
+            "n_values": int(self.n_values[i]),
+            "skewness": float(self.skewness[i]),
+            "kurtosis": float(self.kurtosis[i]),
+        }
+        if self.sum_sq is not None:
+            out["sum_sq"] = float(self.sum_sq[i])
+            out["sum_sq_se"] = float(self.sum_sq_se[i])
+        return out
+
+
+def _ranges(positions: np.ndarray) -> str:
+    p = list(map(int, positions))
+    return f"{p[0]}..{p[-1]} ({len(p)} positions)" if len(p) > 8 else ", ".join(map(str, p))
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class SimulationResult:
+    """What `simulate.run` returns: statistics per tap (dict-like) and the run's metadata.
+
+    Index by full tap name, ``(name, layer)`` or ``name, layer``::
+
+        result["blocks.0.attn.hook_z"].var        # np.ndarray over result.positions
+        result["hook_z", 0].at(16)["var_se"]
+        result["pattern", 0].sum_sq
+    """
+
+    spec: ModelSpec
+    positions: np.ndarray
+    stats: dict[str, TapStats]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _key(self, key: Any) -> str:
+        name = tap_name(key) if isinstance(key, tuple) else (key if key.startswith("blocks.") else tap_name(key, None))
+        if name not in self.stats:
+            raise KeyError(f"tap {name!r} was not recorded; recorded: {', '.join(self.stats)}")
+        return name
+
+    def __getitem__(self, key: Any) -> TapStats:
+        return self.stats[self._key(key)]
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            self._key(key)
+        except (KeyError, ValueError):
+            return False
+        return True
+
+    def __iter__(self):
+        return iter(self.stats)
+
+    def __len__(self) -> int:
+        return len(self.stats)
+
+    @property
+    def taps(self) -> list[str]:
+        return list(self.stats)
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """``{"meta": {...}, "stats": {TAP: {"<m>": {"mean", "mean_se", "var", ...}}}}``."""
+        stats = {}
+        for tap, ts in self.stats.items():
+            stats[tap] = {
+                str(int(m)): {k: (_json_number(v) if isinstance(v, float) else v) for k, v in ts.at(int(m)).items()}
+                for m in ts.positions
+            }
+        return {"meta": self.meta, "stats": stats}
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path`` (JSON summaries) and ``path`` with suffix ``.npz`` (all arrays)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        np.savez(path.with_suffix(".npz"), **self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, keyed ``"positions"`` and ``"{tap}/{stat}"``."""
+        out = {"positions": self.positions}
+        for tap, ts in self.stats.items():
+            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir"):
+                value = getattr(ts, name)
+                if value is not None:
+                    out[f"{tap}/{name}"] = np.asarray(value)
+            out[f"{tap}/units"] = np.asarray(ts.n)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SimulationResult":
+        """Read a result written by `save` (the .npz beside it restores every array)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read simulation result {str(path)!r}: {err}") from None
+        meta = data.get("meta", {})
+        spec = ModelSpec.from_dict(meta["spec"])
+        npz_path = path.with_suffix(".npz")
+        stats = {}
+        if npz_path.exists():
+            with np.load(npz_path) as npz:
+                arrays = dict(npz)
+            positions = arrays["positions"]
+            for tap in data["stats"]:
+                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir")}
+                stats[tap] = TapStats(tap=tap, positions=positions, n=int(arrays[f"{tap}/units"]), **kw)
+        else:  # JSON only: the moment sums and reservoirs are not there
+            for tap, per_pos in data["stats"].items():
+                ms = sorted(per_pos, key=int)
+                positions = np.array([int(m) for m in ms])
+                col = lambda k: np.array([np.nan if per_pos[m].get(k) is None else per_pos[m][k] for m in ms], dtype=float)  # noqa: E731
+                is_pattern = parse_tap(tap)[0] == "attn.hook_pattern"
+                nan = np.full(len(ms), np.nan)
+                stats[tap] = TapStats(
+                    tap=tap, positions=positions, n=int(per_pos[ms[0]]["n"]), n_values=col("n_values"),
+                    mean=col("mean"), mean_se=col("mean_se"), var=col("var"), var_se=col("var_se"),
+                    skewness=col("skewness"), kurtosis=col("kurtosis"), m2=nan, m3=nan, m4=nan,
+                    sum_sq=col("sum_sq") if is_pattern else None, sum_sq_se=col("sum_sq_se") if is_pattern else None,
+                )
+            positions = next(iter(stats.values())).positions if stats else np.zeros(0, dtype=int)
+        return cls(spec=spec, positions=positions, stats=stats, meta=meta)
