@@ -219,13 +219,20 @@ def forward(
             if tap(p + "attn.hook_" + name, value):
                 return cache
         if need_pattern:  # hand-written path: scores and pattern are tapped
-            scores = torch.einsum("sbqhd,sbkhd->sbhqk", q, k) * scale  # (S, B, H, T, T)
+            # matmul over a fixed (S, B, H) batch layout: the numbers of one network do not
+            # depend on how many networks share the chunk (einsum may regroup axes)
+            # (contiguous copies too: with S = B = 1 a strided view would reach BLAS with
+            # other leading dimensions, and other rounding)
+            q_h = q.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+            k_h = k.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+            v_h = v.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+            scores = (q_h @ k_h.transpose(-1, -2)) * scale  # (S, B, H, T, T)
             if tap(p + "attn.hook_attn_scores", scores):
                 return cache
             pattern = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (S, B, H, T, T)
             if tap(p + "attn.hook_pattern", pattern):
                 return cache
-            z = torch.einsum("sbhqk,sbkhd->sbqhd", pattern, v)  # (S, B, T, H, dh)
+            z = (pattern @ v_h).transpose(2, 3)  # (S, B, T, H, dh)
         else:  # fused kernel: the same causal softmax average, never materialised
             fused = F.scaled_dot_product_attention(
                 q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)

@@ -151,6 +151,7 @@ def run(
     checkpoint_every: float = 30.0,
     progress: bool | str = "auto",
     workers: int | None = None,
+    threads: int | None = None,
 ) -> SimulationResult:
     """Monte Carlo statistics of the taps of random NoPE networks described by ``spec``.
 
@@ -173,6 +174,9 @@ def run(
     checkpoint : a file that holds the run's state, written every ``checkpoint_every``
         seconds and at the end; an existing compatible checkpoint is resumed.
     progress : show a progress bar on stderr (``"auto"``: after 2 s).
+    workers : threads that draw random numbers (default: one per torch thread).
+    threads : torch's intra-op threads during the run (default: leave as set). On a CPU
+        that other processes share, ``threads=1`` avoids OpenMP stalls on small models.
 
     Returns
     -------
@@ -223,6 +227,24 @@ def run(
         done, nonfinite, elapsed_before = _load_checkpoint(ckpt_path, fingerprint, acc, samples)
         resumed_from = done
 
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(_check_int("threads", threads, 1))
+    try:
+        return _execute(
+            spec, tap_list, samples, seed, pos, measure, dev, dt, chunk_size, method, batch, reservoir,
+            ckpt_path, checkpoint_every, progress, workers, fingerprint, acc, done, nonfinite,
+            elapsed_before, resumed_from, plan, stat_rows, quenched,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _execute(
+    spec, tap_list, samples, seed, pos, measure, dev, dt, chunk_size, method, batch, reservoir,
+    ckpt_path, checkpoint_every, progress, workers, fingerprint, acc, done, nonfinite,
+    elapsed_before, resumed_from, plan, stat_rows, quenched,
+) -> SimulationResult:
     t0 = time.perf_counter()
     network = table = None
     if quenched:

@@ -1,0 +1,120 @@
+"""Command line: ``python -m simulate run ...`` and ``python -m simulate bench [--json]``.
+
+Bad input exits with status 2 and a one-line message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from theory import ModelSpec
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        sys.stderr.write(f"simulate: error: {message}\n")
+        sys.exit(2)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:] or ".." in part:
+            lo, hi = part.replace("..", "-").split("-", 1)
+            try:
+                out.extend(range(int(lo), int(hi) + 1))
+            except ValueError:
+                raise ValueError(f"{what}: {part!r} is not a range like 1-16") from None
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not an integer") from None
+    if not out:
+        raise ValueError(f"{what}: give a comma-separated list such as 1,2,4,8")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="simulate taps of a spec and write statistics as JSON (+ .npz)")
+    r.add_argument("--spec", required=True, help="ModelSpec JSON file")
+    r.add_argument("--samples", required=True, type=int, help="independent networks (annealed) or sequences (quenched)")
+    r.add_argument("--seed", required=True, type=int)
+    r.add_argument("--taps", default=None, help="comma-separated full tap names (default: every tap)")
+    r.add_argument("--positions", default=None, help="1-based query positions, e.g. 1,2,4,8 or 1-64 (default: all)")
+    r.add_argument("--measure", default="annealed", choices=("annealed", "quenched"))
+    r.add_argument("--chunk-size", type=int, default=None)
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    r.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    r.add_argument("--method", default="auto", choices=("auto", "explicit", "gram"))
+    r.add_argument("--batch", type=int, default=1, help="sequences per network (annealed)")
+    r.add_argument("--reservoir", type=int, default=0, help="raw values kept per position (in the .npz)")
+    r.add_argument("--checkpoint", default=None, help="checkpoint file; an existing one is resumed")
+    r.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--out", required=True, help="result JSON path (arrays go beside it as .npz)")
+
+    b = sub.add_parser("bench", help="time the engine against a per-network loop and the matmul ceiling")
+    b.add_argument("--json", action="store_true", help="print {d64: {engine, loop, ceiling}, ...} as JSON")
+    b.add_argument("--widths", default="64,768", help="model widths d (default 64,768)")
+    b.add_argument("--seq-len", type=int, default=256)
+    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    return parser
+
+
+def _run(args) -> int:
+    import simulate
+
+    spec = ModelSpec.load(args.spec)
+    taps = [t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None
+    positions = _int_list(args.positions, "--positions") if args.positions else None
+    result = simulate.run(
+        spec, taps=taps, samples=args.samples, seed=args.seed, positions=positions,
+        measure=args.measure, device=args.device, dtype=args.dtype, chunk_size=args.chunk_size,
+        method=args.method, batch=args.batch, reservoir=args.reservoir, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, threads=args.threads, progress=False if args.no_progress else "auto",
+    )
+    try:
+        result.save(args.out)
+    except OSError as err:
+        raise ValueError(f"cannot write {args.out!r}: {err.strerror}") from None
+    n = result.meta["samples"] - result.meta["nonfinite_samples"]
+    print(f"simulate: {n} {result.meta['unit']}s, {len(result.taps)} taps -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _bench(args) -> int:
+    from ._bench import bench, format_table
+
+    widths = _int_list(args.widths, "--widths")
+    if args.seq_len < 1 or args.seconds <= 0:
+        raise ValueError("--seq-len must be >= 1 and --seconds > 0")
+    results = bench(widths=widths, seq_len=args.seq_len, seconds=args.seconds, device=args.device)
+    print(json.dumps(results) if args.json else format_table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _bench(args)
+    except ValueError as err:
+        sys.stderr.write(f"simulate: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("simulate: interrupted (a --checkpoint run resumes from its last checkpoint)\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
