@@ -1,6 +1,14 @@
-"""theory: the NoPE transformer and its mathematics (sympy, scipy; never torch)."""
+"""theory: the NoPE transformer and its mathematics (sympy, scipy; never torch).
 
-from .spec import ModelSpec
+>>> from theory import ModelSpec, derive
+>>> d = derive(ModelSpec(d_model=64, n_heads=4))
+>>> d["blocks.0.attn.hook_pattern"].best.level.value
+'approximate'
+"""
+
 from . import taps
+from ._result import Level, StepResult
+from .derive import Derivation, Step, derive, predict
+from .spec import ModelSpec
 
-__all__ = ["ModelSpec", "taps"]
+__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "taps"]

@@ -1,0 +1,145 @@
+"""`StepResult`: the immutable outcome of one theory step (one tap, one level)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import numpy as np
+import sympy as sp
+
+from ._softmax import m_sym
+
+
+class Level(str, Enum):
+    """How far a result can be trusted.
+
+    exact        -- no approximation (up to stated quadrature accuracy).
+    asymptotic   -- a limit or series; the error order and regime are stated.
+    approximate  -- an uncontrolled or model approximation; the error is estimated.
+    """
+
+    EXACT = "exact"
+    ASYMPTOTIC = "asymptotic"
+    APPROXIMATE = "approximate"
+
+
+def _frozen(mapping: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(mapping or {}))
+
+
+# How each quantity reads in LaTeX, given the tap's symbol.
+_QUANTITY_LATEX = {
+    "mean": r"\mathbb{{E}}[{x}]",
+    "var": r"\operatorname{{Var}}[{x}]",
+    "sum_sq": r"\mathbb{{E}}\Big[\sum_{{n\le m}} a_{{mn}}^2\Big]",
+    "excess_kurtosis": r"\kappa_4[{x}]",
+    "cov_coordinates": r"\operatorname{{Cov}}[{x}_i, {x}_j]",
+    "coupling": r"\Xi(m)",
+}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of the layer at one level (``"leading"``: the paper; ``"best"``: ours).
+
+    ``quantities`` maps names (``mean``, ``var``, ``sum_sq``, ...) to sympy expressions
+    in the query position ``m`` and the spec's fields; some best-level expressions use
+    the placeholder functions ``S_2(m)`` and ``Xi(m)`` (see ``definitions``), which
+    have no closed form and are evaluated by quadrature for numeric specs. ``forms``
+    holds alternative closed forms (small-logit-variance series, large-m limit).
+    ``evaluate(positions)`` returns numbers for every quantity.
+    """
+
+    tap: str
+    title: str
+    level: Level
+    quantities: Mapping[str, sp.Expr]
+    assumptions: tuple[str, ...]
+    regime: str
+    error: str | None = None
+    forms: Mapping[str, sp.Expr] = field(default_factory=dict)
+    definitions: Mapping[str, str] = field(default_factory=dict)
+    symbol: str = "x"
+    measure: str = "annealed"
+    evaluator: Callable[[np.ndarray], dict[str, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantities", _frozen(self.quantities))
+        object.__setattr__(self, "forms", _frozen(self.forms))
+        object.__setattr__(self, "definitions", _frozen(self.definitions))
+        object.__setattr__(self, "level", Level(self.level))
+
+    # ------------------------------------------------------------------ numbers
+    def evaluate(self, positions) -> dict[str, np.ndarray]:
+        """Every quantity at the given query positions (numeric specs only)."""
+        positions = np.atleast_1d(np.asarray(positions))
+        if positions.size == 0 or (positions < 1).any() or not np.all(np.mod(positions, 1) == 0):
+            raise ValueError(f"positions must be integers >= 1, got {positions.tolist()}")
+        positions = positions.astype(np.int64)
+        if self.evaluator is not None:
+            return {k: np.asarray(v, dtype=float) for k, v in self.evaluator(positions).items()}
+        out = {}
+        for name, expr in self.quantities.items():
+            free = expr.free_symbols - {m_sym}
+            if free or expr.atoms(sp.core.function.AppliedUndef):
+                raise ValueError(
+                    f"{self.tap}: {name} is symbolic in {', '.join(sorted(map(str, free)))}; "
+                    "give numbers for every spec field to evaluate it"
+                )
+            f = sp.lambdify(m_sym, expr, "numpy")
+            out[name] = np.broadcast_to(np.asarray(f(positions.astype(float)), dtype=float), positions.shape).copy()
+        return out
+
+    # ------------------------------------------------------------------ LaTeX
+    def latex(self) -> str:
+        """The step's equations as an ``aligned`` LaTeX block (no surrounding math mode)."""
+        lines = []
+        for name, expr in self.quantities.items():
+            lhs = _QUANTITY_LATEX.get(name, name).format(x=self.symbol)
+            lines.append(f"{lhs} &= {sp.latex(expr)}")
+        for name, expr in self.forms.items():
+            lines.append(rf"&\quad\text{{({name.replace('_', ' ')})}}\quad {sp.latex(expr)}")
+        return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self.latex()}$"
+
+    def describe(self) -> str:
+        """A plain-text account: quantities, level, error, regime, assumptions."""
+        head = f"{self.tap}  [{self.level.value}" + (f", error {self.error}" if self.error else "") + "]"
+        body = [f"  {name} = {sp.sstr(expr)}" for name, expr in self.quantities.items()]
+        body += [f"  {name}: {sp.sstr(expr)}" for name, expr in self.forms.items()]
+        body += [f"  where {k}: {v}" for k, v in self.definitions.items()]
+        body.append(f"  regime: {self.regime}")
+        body += [f"  assumes: {a}" for a in self.assumptions]
+        return "\n".join([head, f"  {self.title}"] + body)
+
+    def to_dict(self) -> dict:
+        return {
+            "tap": self.tap,
+            "title": self.title,
+            "level": self.level.value,
+            "error": self.error,
+            "regime": self.regime,
+            "measure": self.measure,
+            "assumptions": list(self.assumptions),
+            "quantities": {k: sp.sstr(v) for k, v in self.quantities.items()},
+            "latex": {k: sp.latex(v) for k, v in self.quantities.items()},
+            "forms": {k: sp.sstr(v) for k, v in self.forms.items()},
+            "definitions": dict(self.definitions),
+        }
+
+
+def finite_or_raise(name: str, values: np.ndarray) -> np.ndarray:
+    """Never hand out a silent NaN."""
+    if not np.all(np.isfinite(values)):
+        raise FloatingPointError(f"{name}: the computation produced non-finite values {values}")
+    return values
+
+
+__all__ = ["Level", "StepResult", "finite_or_raise"]

@@ -1,0 +1,138 @@
+"""Derive every layer-1 step of a spec, and predict taps at query positions.
+
+>>> from theory import ModelSpec, derive, predict
+>>> spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=256)
+>>> derivation = derive(spec)
+>>> print(derivation["blocks.0.attn.hook_q"].best.quantities["var"])
+0.0254...
+>>> predict(spec, [1, 256])["predictions"]["blocks.0.attn.hook_pattern"]["1"]["sum_sq"]
+1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from . import steps as _steps
+from ._result import StepResult
+from .spec import ModelSpec
+from .taps import ATTENTION_TAPS, tap_name
+
+MEASURE = "annealed"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One tap with its two levels side by side."""
+
+    tap: str
+    leading: StepResult
+    best: StepResult
+
+    def at(self, level: str) -> StepResult:
+        if level not in _steps.LEVELS:
+            raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
+        return getattr(self, level)
+
+
+@dataclass(frozen=True)
+class Derivation(Mapping[str, Step]):
+    """The layer-1 derivation of a spec: an ordered mapping tap name -> `Step`."""
+
+    spec: ModelSpec
+    steps: tuple[Step, ...]
+
+    def __getitem__(self, key) -> Step:
+        name = tap_name(key) if isinstance(key, tuple) else key
+        for step in self.steps:
+            if step.tap == name:
+                return step
+        raise KeyError(f"{key!r}: this derivation covers {', '.join(s.tap for s in self.steps)}")
+
+    def __iter__(self) -> Iterator[str]:
+        return (s.tap for s in self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def text(self) -> str:
+        """Every step, both levels, as plain text."""
+        blocks = [f"Layer-1 derivation ({MEASURE} measure) for {self.spec.to_json(None)}"]
+        for step in self.steps:
+            blocks.append("=" * 78)
+            blocks.append("leading (paper): " + step.leading.describe())
+            blocks.append("best:            " + step.best.describe())
+        return "\n".join(blocks)
+
+    def latex(self) -> str:
+        """Every step's best and leading equations, as LaTeX blocks."""
+        parts = []
+        for step in self.steps:
+            for level in _steps.LEVELS:
+                r = step.at(level)
+                parts.append(f"% {r.tap} ({level}, {r.level.value})\n\\[\n{r.latex()}\n\\]")
+        return "\n".join(parts)
+
+    def _repr_latex_(self) -> str:
+        return "\n".join(f"$\\displaystyle {s.best.latex()}$" for s in self.steps)
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec.to_dict(),
+            "measure": MEASURE,
+            "steps": {s.tap: {"leading": s.leading.to_dict(), "best": s.best.to_dict()} for s in self.steps},
+        }
+
+
+def derive(spec: ModelSpec | None = None) -> Derivation:
+    """Derive every layer-1 tap of ``spec`` at both levels (defaults: GPT-2 small)."""
+    spec = spec or ModelSpec()
+    ctx = _steps.LayerOne.from_spec(spec)
+    out = []
+    for suffix in ATTENTION_TAPS:
+        make = _steps.STEPS[suffix]
+        out.append(Step(f"blocks.0.{suffix}", make(ctx, "leading"), make(ctx, "best")))
+    return Derivation(spec, tuple(out))
+
+
+def _parse_positions(positions: Iterable[int], seq_len) -> np.ndarray:
+    try:
+        pos = np.asarray(list(positions))
+    except TypeError:
+        raise ValueError(f"positions must be a list of integers, got {positions!r}") from None
+    if pos.size == 0 or pos.ndim != 1 or not np.issubdtype(pos.dtype, np.number) or not np.all(np.mod(pos, 1) == 0) or (pos < 1).any():
+        raise ValueError(f"positions must be integers >= 1, got {pos.tolist()}")
+    if isinstance(seq_len, int) and (pos > seq_len).any():
+        raise ValueError(f"positions must be <= seq_len ({seq_len}), got {pos.max()}")
+    return pos.astype(np.int64)
+
+
+def predict(spec: ModelSpec | None = None, positions: Iterable[int] = (1, 2, 8, 256), level: str = "best", taps: Iterable[str] | None = None) -> dict:
+    """Numbers for every layer-1 tap at each query position m (1-based).
+
+    Returns ``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {...}}}}``
+    where ``"mean"``/``"var"`` describe one coordinate (scores: one score ``l_mn``
+    pooled over keys n <= m; pattern: ``"mean"`` = E[a_mn], ``"sum_sq"`` =
+    E[sum_n a_mn^2]).
+    """
+    spec = spec or ModelSpec()
+    if spec.is_symbolic:
+        raise ValueError("predict needs numbers for every spec field; use derive for symbolic specs")
+    if level not in _steps.LEVELS:
+        raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
+    pos = _parse_positions(positions, spec.seq_len)
+    ctx = _steps.LayerOne.from_spec(spec)
+    chosen = [s.split("blocks.0.", 1)[-1] for s in taps] if taps is not None else list(ATTENTION_TAPS)
+    predictions = {}
+    for suffix in chosen:
+        if suffix not in _steps.STEPS:
+            raise ValueError(f"no layer-1 theory for tap {suffix!r}; available: {', '.join(ATTENTION_TAPS)}")
+        result = _steps.STEPS[suffix](ctx, level)
+        values = result.evaluate(pos)
+        predictions[f"blocks.0.{suffix}"] = {
+            str(int(m)): {name: float(v[i]) for name, v in values.items()} for i, m in enumerate(pos)
+        }
+    return {"spec": spec.to_dict(), "measure": MEASURE, "level": level, "predictions": predictions}
