@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from simulate import Projections, forward, layer_norm, psd_root
 from simulate._draw import first_occurrence, sample_plan, unpack
-from simulate._forward import tril_matmul
+from simulate._forward import gram_matrix, tril_matmul
 from simulate._seeding import derive_seed
 from theory.taps import all_taps
 from tests.simulate_helpers import reference_forward, small_spec
@@ -104,9 +104,13 @@ def test_psd_root_and_triangular_product():
     gram = e @ e.transpose(1, 2)
     root = psd_root(gram)
     assert torch.allclose(root @ root.transpose(1, 2), gram, atol=1e-9)
-    right = torch.randn(3, 70, 11, generator=gen, dtype=torch.float64)
-    lower = torch.linalg.cholesky(gram[:1])
-    assert torch.allclose(tril_matmul(lower, right[:1]), lower @ right[:1], atol=1e-12)
+    for rows in (40, 70, 256):  # one and two row blocks
+        e = torch.randn(2, rows, 300, generator=gen, dtype=torch.float64)
+        full = e @ e.transpose(1, 2)
+        assert torch.allclose(gram_matrix(e).tril(), full.tril(), atol=1e-10)
+        lower = torch.linalg.cholesky(full)
+        right = torch.randn(2, rows, 11, generator=gen, dtype=torch.float64)
+        assert torch.allclose(tril_matmul(lower, right, 0.3), 0.3 * lower @ right, atol=1e-10)
 
 
 def test_first_occurrence_inputs_repeat_with_the_ids():
