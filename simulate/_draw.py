@@ -170,7 +170,7 @@ def unpack(
             draws[e.key] = (e.form, view)
     if ids is not None:
         x = torch.gather(x, 1, first_occurrence(ids).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-    return x * spec.sigma_embed, draws
+    return x.mul_(spec.sigma_embed), draws  # in place: the buffer is redrawn for every chunk
 
 
 def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.dtype) -> tuple[Projections, torch.Tensor | None]:

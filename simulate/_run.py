@@ -309,20 +309,19 @@ def _execute(
 
 
 def _accumulate(acc, cache, tap_list, positions_t, quenched, first, count, seed, nonfinite) -> None:
-    rows, counts, finite = [], [], None
+    rows, counts = [], []
     for tap in tap_list:
         for name, row in extract(tap, cache[tap], positions_t, quenched).items():
             rows.append(row)
             counts.append(row_counts(row))
-            ok = torch.isfinite(row.values).flatten(1).all(dim=1)  # (U,)
-            finite = ok if finite is None else finite & ok
-    finite = finite.cpu().numpy()
-    units = np.arange(first, first + count)
-    if not finite.all():
-        nonfinite.extend(int(u) for u in units[~finite])
     moments = np.stack(
         [np.stack([m.cpu().numpy() for m in unit_moments(row)], axis=0) for row in rows], axis=2
     )  # (4, U, R, P)
+    # a NaN or inf anywhere in a unit's values makes its mean or its M4 non-finite
+    finite = np.isfinite(moments).all(axis=(0, 2, 3))  # (U,)
+    units = np.arange(first, first + count)
+    if not finite.all():
+        nonfinite.extend(int(u) for u in units[~finite])
     acc.add(units[finite], moments[:, finite], np.stack(counts), first + count)
     if acc.reservoir_size and first < acc.reservoir_size:
         take = np.flatnonzero(finite & (units < acc.reservoir_size))
