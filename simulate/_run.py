@@ -25,7 +25,7 @@ from ._stats import Accumulator, extract, reservoir_picks, row_counts, tap_rows,
 MEASURES = ("annealed", "quenched")
 METHODS = ("auto", "explicit", "gram")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of working memory a chunk may use
+DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of working memory a chunk may use (small chunks stay in cache)
 MAX_CHUNK = 256
 CHECKPOINT_VERSION = 1
 
@@ -90,13 +90,13 @@ def versions() -> dict[str, str]:
 
 
 def chunk_bytes_per_unit(spec: ModelSpec, plan_total: int, rows: int, need_pattern: bool, n_rows_stats: int, dtype: torch.dtype) -> int:
-    """A generous estimate of the working memory one unit needs in a chunk."""
+    """An estimate of the working memory one unit needs in a chunk (bytes)."""
     item = torch.finfo(dtype).bits // 8
-    width = max(3 * spec.d_model, spec.d_mlp if not spec.attn_only else 0, rows)
-    act = 12 * rows * width * item  # live activations and temporaries of one layer
+    wide = max(3 * spec.d_model, 0 if spec.attn_only else spec.d_mlp)
+    act = (4 * rows * wide + 6 * rows * spec.d_model + 2 * rows * rows) * item  # one layer's live tensors
     if need_pattern:
-        act += 4 * spec.n_heads * rows * spec.seq_len * item + 6 * spec.n_heads * rows * spec.seq_len * 8
-    stats = 6 * rows * max(spec.d_model, spec.d_mlp) * 8 * max(1, n_rows_stats)
+        act += 6 * spec.n_heads * rows * spec.seq_len * item  # scores, pattern and their temporaries
+    stats = 3 * rows * max(wide, spec.d_model) * item * max(1, n_rows_stats)
     return plan_total * item + act + stats
 
 
