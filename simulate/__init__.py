@@ -11,6 +11,7 @@ Realises the `theory.ModelSpec` network and records taps by the shared names of
 (8,)
 """
 
+from ._cache import ActivationCache, activations
 from ._forward import Projections, attention_scale, forward, layer_norm, psd_root
 from ._result import SimulationResult, TapStats
 from ._run import resolve_device, run
@@ -19,6 +20,8 @@ __all__ = [
     "run",
     "SimulationResult",
     "TapStats",
+    "activations",
+    "ActivationCache",
     "forward",
     "Projections",
     "layer_norm",

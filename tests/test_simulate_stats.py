@@ -105,3 +105,36 @@ def test_finalize_leaves_the_accumulator_unchanged():
     for key in first:
         assert np.array_equal(first[key], second[key], equal_nan=True)
     assert acc.pending.shape[1] == 10
+
+
+@pytest.mark.parametrize("measure", ["annealed", "quenched"])
+def test_run_statistics_equal_numpy_on_the_raw_activations(measure):
+    """`run` summarises exactly the activations `activations` returns for the same seed."""
+    import simulate
+    from tests.simulate_helpers import small_spec
+
+    spec = small_spec(n_layers=1, attn_only=False, seq_len=7, sigma_q=0.6, sigma_k=0.6)
+    taps = ["blocks.0.attn.hook_k", "blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"]
+    U = 90
+    result = simulate.run(spec, taps=taps, samples=U, seed=4, device="cpu", dtype="float64", measure=measure, chunk_size=32)
+    cache = simulate.activations(spec, taps=taps, samples=U, seed=4, device="cpu", dtype="float64", measure=measure)
+    T = spec.seq_len
+    for tap in taps:
+        act = cache[tap].numpy()
+        if measure == "quenched":
+            act = act[0][:, None]  # (U, 1, ...): the sequences are the units
+        for m in range(1, T + 1):
+            if tap.endswith(("scores", "pattern")):
+                vals = act[:, :, :, m - 1, :m].reshape(U, -1)  # keys n <= m
+            else:
+                vals = act[:, :, m - 1].reshape(U, -1)
+            unit_means = vals.mean(axis=1)
+            mean_se = unit_means.std(ddof=1) / np.sqrt(U)
+            got = result[tap].at(m)
+            assert np.isclose(got["mean"], vals.mean(), rtol=1e-9, atol=1e-14), (tap, m)
+            assert np.isclose(got["mean_se"], mean_se, rtol=1e-8, atol=1e-14), (tap, m)
+            assert np.isclose(got["var"], vals.var() + mean_se**2, rtol=1e-9, atol=1e-14), (tap, m)
+            if tap.endswith("pattern"):
+                sum_sq = (act[:, :, :, m - 1, :m] ** 2).sum(-1).reshape(U, -1).mean(axis=1)
+                assert np.isclose(got["sum_sq"], sum_sq.mean(), rtol=1e-9), m
+                assert np.isclose(got["sum_sq_se"], sum_sq.std(ddof=1) / np.sqrt(U), rtol=1e-8, atol=1e-14), m

@@ -1,0 +1,95 @@
+"""`activations`: raw tap tensors of a few samples, TransformerLens-style cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Iterator
+
+import torch
+
+from theory import ModelSpec
+from theory.taps import TapFilter, select_taps, tap_name
+
+from ._draw import Drawer, draw_network, sample_plan, unpack
+from ._forward import Projections, forward
+from ._run import MEASURES, METHODS, _check_int, resolve_device, resolve_dtype
+
+
+class ActivationCache(Mapping):
+    """Tap tensors indexed by full name, ``(name, layer)`` or ``name, layer``.
+
+    Shapes: (S, B, T, ...) as `simulate.forward` documents, S networks (annealed) with B
+    sequences each, or one network (quenched, S = 1) with B = samples sequences.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], spec: ModelSpec, meta: dict[str, Any]):
+        self._tensors = tensors
+        self.spec = spec
+        self.meta = meta
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        name = tap_name(key) if isinstance(key, tuple) else key
+        if name not in self._tensors:
+            raise KeyError(f"tap {name!r} was not recorded; recorded: {', '.join(self._tensors)}")
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def activations(
+    spec: ModelSpec,
+    taps: TapFilter = None,
+    samples: int = 4,
+    seed: int = 0,
+    *,
+    measure: str = "annealed",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    method: str = "auto",
+    batch: int = 1,
+) -> ActivationCache:
+    """The taps of samples ``0 .. samples-1``: the very numbers `simulate.run` summarises
+    for the same seed, measure, method and dtype (each sample has its own generator).
+
+    >>> from theory import ModelSpec
+    >>> spec = ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=8, attn_only=True)
+    >>> cache = activations(spec, taps=[("pattern", 0)], samples=3, seed=1, device="cpu")
+    >>> tuple(cache["pattern", 0].shape)
+    (3, 1, 2, 8, 8)
+    """
+    if spec.is_symbolic:
+        raise ValueError("spec has symbolic fields; simulate needs numbers (use a numeric ModelSpec)")
+    samples = _check_int("samples", samples, 1)
+    seed = _check_int("seed", seed, 0)
+    batch = _check_int("batch", batch, 1)
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be 'annealed' or 'quenched', got {measure!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if measure == "quenched" and batch != 1:
+        raise ValueError("batch applies to the annealed measure; quenched samples are sequences (batch=1)")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
+    quenched = measure == "quenched"
+    plan = sample_plan(spec, batch * spec.seq_len, with_weights=not quenched, method=method)
+    drawer = Drawer(plan, seed, dev, dt, workers=1)
+    try:
+        buffer, ids = drawer.draw(0, samples, spec.vocab_size)
+    finally:
+        drawer.close()
+    if quenched:
+        project, table = draw_network(spec, seed, dev, dt)
+        x, _ = unpack(spec, plan, buffer, ids, table)
+        x = x.reshape(1, samples, spec.seq_len, spec.d_model)
+    else:
+        x, draws = unpack(spec, plan, buffer, ids)
+        x = x.reshape(samples, batch, spec.seq_len, spec.d_model)
+        project = Projections(spec, draws)
+    with torch.no_grad():
+        cache = forward(spec, x, project, record=tap_list)
+    meta = {"seed": seed, "measure": measure, "method": method, "device": str(dev), "dtype": str(dt).replace("torch.", "")}
+    return ActivationCache({t: cache[t] for t in tap_list}, spec, meta)
