@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=1, help="sequences per network (annealed)")
     r.add_argument("--reservoir", type=int, default=0, help="raw values kept per position (in the .npz)")
     r.add_argument("--checkpoint", default=None, help="checkpoint file; an existing one is resumed")
-    r.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
+    r.add_argument("--checkpoint-every", type=float, default=10.0, help="seconds between checkpoints")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--out", required=True, help="result JSON path (arrays go beside it as .npz)")

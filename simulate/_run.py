@@ -148,7 +148,7 @@ def run(
     batch: int = 1,
     reservoir: int = 0,
     checkpoint: str | Path | None = None,
-    checkpoint_every: float = 30.0,
+    checkpoint_every: float = 10.0,
     progress: bool | str = "auto",
     workers: int | None = None,
     threads: int | None = None,

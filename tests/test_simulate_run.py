@@ -179,3 +179,18 @@ def test_bad_arguments_raise_clear_errors():
 def test_device_auto():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert simulate.resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_agrees_with_cpu_in_distribution():
+    spec = small_spec(seq_len=16, sigma_q=0.5, sigma_k=0.5)
+    taps = ["blocks.0.attn.hook_z", "blocks.0.attn.hook_pattern"]
+    cpu = simulate.run(spec, taps=taps, samples=2000, seed=1, device="cpu")
+    gpu = simulate.run(spec, taps=taps, samples=2000, seed=2, device="cuda")
+    assert gpu.meta["device"].startswith("cuda")
+    for tap in taps:
+        a, b = cpu[tap], gpu[tap]
+        z = np.abs(a.var - b.var) / np.sqrt(a.var_se**2 + b.var_se**2)
+        assert np.all(z < 4.5), (tap, z.max())
+    again = simulate.run(spec, taps=taps, samples=2000, seed=2, device="cuda", chunk_size=333)
+    assert np.allclose(again["hook_z", 0].var, gpu["hook_z", 0].var, rtol=1e-5)
