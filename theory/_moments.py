@@ -59,14 +59,44 @@ def isserlis(indices: Sequence[int], cov: Callable[[int, int], sp.Expr]) -> sp.E
     return total
 
 
-def gaussian_exp_moment(power: int, rate: sp.Expr, var: sp.Expr) -> sp.Expr:
-    """``E[x^power e^{rate x}]`` for ``x ~ N(0, var)``: ``d^power/d rate^power e^{rate^2 var/2}``.
+_mgf_arg = sp.Symbol("t", real=True)
+_var_sym = sp.Symbol("v", positive=True)
+_dof_sym = sp.Symbol("k", positive=True)
 
-    The Gaussian moment generating function, differentiated; used for the softmax series.
-    """
-    k = sp.Dummy("k")
-    mgf = sp.exp(k**2 * var / 2)
-    return sp.diff(mgf, k, power).subs(k, rate)
+
+@lru_cache(maxsize=None)
+def _gaussian_mgf_formula() -> sp.Expr:
+    """``E[e^{t x}]`` for ``x ~ N(0, v)``, integrated from the density by sympy once."""
+    x = sp.Symbol("x", real=True)
+    density = sp.exp(-(x**2) / (2 * _var_sym)) / sp.sqrt(2 * sp.pi * _var_sym)
+    integral = sp.integrate(sp.exp(_mgf_arg * x) * density, (x, -sp.oo, sp.oo), conds="none", heurisch=False)
+    return sp.simplify(integral)
+
+
+def gaussian_mgf(t: sp.Expr, var: sp.Expr) -> sp.Expr:
+    """``E[e^{t x}]`` for ``x ~ N(0, var)``: ``exp(t^2 var / 2)``."""
+    return _gaussian_mgf_formula().subs({_mgf_arg: t, _var_sym: var})
+
+
+def gaussian_exp_moment(power: int, rate: sp.Expr, var: sp.Expr) -> sp.Expr:
+    """``E[x^power e^{rate x}]`` for ``x ~ N(0, var)``: the power-th t-derivative of the MGF."""
+    t = sp.Dummy("t")
+    return sp.diff(gaussian_mgf(t, var), t, power).subs(t, rate)
+
+
+@lru_cache(maxsize=None)
+def _chi2_mgf_formula() -> sp.Expr:
+    """``E[e^{t X}]`` for ``X ~ chi^2_k`` (t < 1/2), integrated from the density once."""
+    x = sp.Symbol("x", positive=True)
+    s = sp.Symbol("s", positive=True)  # s = 1/2 - t > 0 keeps the integral convergent
+    density = x ** (_dof_sym / 2 - 1) * sp.exp(-x / 2) / (2 ** (_dof_sym / 2) * sp.gamma(_dof_sym / 2))
+    integral = sp.integrate(density * sp.exp(x / 2 - s * x), (x, 0, sp.oo), conds="none", heurisch=False)
+    return sp.simplify(integral.subs(s, sp.Rational(1, 2) - _mgf_arg))
+
+
+def chi2_mgf(t: sp.Expr, dof: sp.Expr) -> sp.Expr:
+    """``E[e^{t X}]`` for ``X ~ chi^2_dof``: ``(1 - 2t)^{-dof/2}`` for ``t < 1/2``."""
+    return _chi2_mgf_formula().subs({_mgf_arg: t, _dof_sym: dof})
 
 
 # --------------------------------------------------------------------------- chi-square
@@ -227,9 +257,8 @@ def _beta_moment_formula() -> tuple[sp.Expr, sp.Symbol, sp.Symbol, sp.Symbol]:
     """
     x = sp.Symbol("x", positive=True)
     a, b, r, s = sp.symbols("a b r s", positive=True)
-    integral = sp.integrate(x ** (s - 1) * (1 - x) ** (b - 1), (x, 0, 1), conds="none")
-    normaliser = sp.integrate(x ** (a - 1) * (1 - x) ** (b - 1), (x, 0, 1), conds="none")
-    formula = sp.hyperexpand(integral.subs(s, a + r)) / sp.hyperexpand(normaliser)
+    integral = sp.hyperexpand(sp.integrate(x ** (s - 1) * (1 - x) ** (b - 1), (x, 0, 1), conds="none", heurisch=False))
+    formula = integral.subs(s, a + r) / integral.subs(s, a)  # the normaliser is B(a, b)
     return formula, a, b, r
 
 

@@ -148,4 +148,7 @@ def row_expectations(
             s, c = _row_integrals(positions, tau2, sphere_dim, n_logit, y_step)
             sum_sq += wa * wb * s
             coupling += wa * wb * c / tau2
+    # Row 1 attends to its only key: a_11 = 1 exactly (the quadrature gives 1 to ~1e-12).
+    first = positions == 1
+    sum_sq[first], coupling[first] = 1.0, 0.0
     return RowExpectations(positions, sum_sq, coupling)

@@ -24,7 +24,7 @@ Derivations here:
   exactly what order ``v^K`` needs: every factor ``e^l - 1`` brings at least one power
   of ``sqrt(v)``.
 * :func:`row_large_m` -- the law of large numbers: ``m S2(m) -> E[e^{2l}] / E[e^l]^2``
-  and ``X(m) -> E[l e^l]^2 / (E[e^l]^2 v)``, derived with sympy.stats for Gaussian logits
+  and ``X(m) -> E[l e^l]^2 / (E[e^l]^2 v)``, derived from the Gaussian MGF for Gaussian logits
   (``e^v`` and ``v``).
 """
 
@@ -36,7 +36,7 @@ from functools import lru_cache
 import sympy as sp
 from sympy.utilities.iterables import multiset_partitions
 
-from ._moments import falling_factorial
+from ._moments import falling_factorial, gaussian_exp_moment
 
 m_sym = sp.Symbol("m", positive=True, integer=True)
 v_sym = sp.Symbol("tau2", positive=True)  # conditional logit variance tau^2
@@ -183,13 +183,13 @@ def row_large_m(quantity: str) -> sp.Expr:
     """Large-m limit (law of large numbers) for Gaussian logits of variance v.
 
     ``m S2(m) -> E[e^{2l}]/E[e^l]^2 = e^v`` and ``X(m) -> (E[l e^l]/E[e^l])^2 / v = v``.
-    Returns ``m S2`` (resp. ``X``) in the limit; derived with sympy.stats.
+    Returns ``m S2`` (resp. ``X``) in the limit, from the Gaussian moment generating
+    function (integrated by sympy in :mod:`theory._moments`).
     """
-    from sympy.stats import E, Normal
-
-    logit = Normal("l", 0, sp.sqrt(v_sym))
     if quantity == "sum_sq":
-        return sp.simplify((E(sp.exp(2 * logit)) / E(sp.exp(logit)) ** 2).rewrite(sp.erf))
-    if quantity == "coupling":
-        return sp.simplify(((E(logit * sp.exp(logit)) / E(sp.exp(logit))) ** 2 / v_sym).rewrite(sp.erf))
-    raise ValueError(f"quantity must be 'sum_sq' or 'coupling', got {quantity!r}")
+        ratio = gaussian_exp_moment(0, 2, v_sym) / gaussian_exp_moment(0, 1, v_sym) ** 2
+    elif quantity == "coupling":
+        ratio = (gaussian_exp_moment(1, 1, v_sym) / gaussian_exp_moment(0, 1, v_sym)) ** 2 / v_sym
+    else:
+        raise ValueError(f"quantity must be 'sum_sq' or 'coupling', got {quantity!r}")
+    return sp.simplify(ratio)

@@ -124,7 +124,7 @@ def predict(spec: ModelSpec | None = None, positions: Iterable[int] = (1, 2, 8, 
     if level not in _steps.LEVELS:
         raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
     pos = _parse_positions(positions, spec.seq_len)
-    ctx = _steps.LayerOne.from_spec(spec)
+    ctx = _steps.LayerOne.from_spec(spec, with_forms=False)
     chosen = [s.split("blocks.0.", 1)[-1] for s in taps] if taps is not None else list(ATTENTION_TAPS)
     predictions = {}
     for suffix in chosen:

@@ -45,7 +45,7 @@ import numpy as np
 import sympy as sp
 
 from . import _layernorm
-from ._moments import MomentSequence, beta_moment, chi2_moment
+from ._moments import MomentSequence, beta_moment, chi2_mgf, chi2_moment
 from ._quadrature import row_expectations
 from ._result import Level, StepResult, finite_or_raise
 from ._softmax import D_sym, m_sym, row_large_m, row_series, v_sym
@@ -56,7 +56,8 @@ LEVELS = ("leading", "best")
 
 S2 = sp.Function("S_2")  # E[sum_n a_mn^2]
 Xi = sp.Function("Xi")  # E[sum_{n != n'} a a' l l' / tau^2]
-tau2_bar_sym = sp.Symbol(r"\bar{\tau}^{2}", positive=True)
+NU1 = sp.Symbol("nu_1", positive=True)  # E|e|^2 / d, symbolic mode with eps != 0
+NU2 = sp.Symbol("nu_2", positive=True)  # E|e|^4 / d^2
 
 SERIES_ORDER = 2  # small-logit-variance series to tau_bar^4; error O(tau_bar^6)
 
@@ -82,15 +83,19 @@ class LayerOne:
     scale: sp.Expr  # s, the factor multiplying q.k
     nu1: sp.Expr  # E|e|^2 / d
     nu2: sp.Expr  # E|e|^4 / d^2
+    with_forms: bool = True  # derive the series and large-m forms (predict skips them)
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> "LayerOne":
+    def from_spec(cls, spec: ModelSpec, with_forms: bool = True) -> "LayerOne":
         d = sp.sympify(spec.d_model)
         d_head = d / spec.n_heads if spec.is_symbolic else sp.Integer(spec.d_head)
         scale = 1 / sp.sqrt(d_head) if spec.attn_scale == "sqrt" else 1 / d_head
         eps = sp.nsimplify(spec.ln_eps) if spec.ln_eps == 0 else sp.sympify(spec.ln_eps)
         if spec.is_symbolic:
-            nu1, nu2 = _layernorm.norm_moments(d, eps, sp.sympify(spec.sigma_embed))
+            # Keep nu_1, nu_2 as symbols in every formula (their incomplete-gamma closed
+            # forms are long); the ln1 step states the closed forms.
+            closed = _layernorm.norm_moments(d, eps, sp.sympify(spec.sigma_embed))
+            nu1, nu2 = (closed if closed == (1, 1) else (NU1, NU2))
         else:  # closed form and quadrature agree (tests); the quadrature is faster
             n1, n2 = _layernorm.norm_moments_numeric(int(spec.d_model), float(spec.ln_eps), float(spec.sigma_embed))
             nu1, nu2 = sp.Float(n1, 17), sp.Float(n2, 17)
@@ -107,6 +112,7 @@ class LayerOne:
             scale=scale,
             nu1=nu1,
             nu2=nu2,
+            with_forms=with_forms,
         )
 
     # --- derived constants
@@ -152,6 +158,14 @@ def _cached_row(positions: tuple[int, ...], tau2: float, d_head: float, dim: flo
     return row_expectations(np.array(positions), tau2, d_head, dim)
 
 
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """Simplify rational expressions; leave special functions alone (simplify can hang)."""
+    expr = sp.sympify(expr)
+    if expr.has(sp.uppergamma, sp.Derivative, sp.Integral):
+        return expr
+    return sp.factor(sp.cancel(expr)) if expr.free_symbols else expr
+
+
 def _ones(positions: np.ndarray, value: float) -> np.ndarray:
     return np.full(positions.shape, float(value))
 
@@ -177,19 +191,16 @@ def large_m_limit(ctx: LayerOne, quantity: str) -> sp.Expr:
 
     ``m S_2 -> E[e^{tau^2}]``; the chi^2_{d_head} factor of tau^2 is averaged exactly
     with its moment generating function (``(1 - 2t/d_head)^{-d_head/2}``, from
-    sympy.stats), the chi^2_D factor (relative spread ``sqrt(2/D)``) is set to its mean.
+    from its density), the chi^2_D factor (relative spread ``sqrt(2/D)``) is set to its mean.
     ``Xi -> E[tau^2] = tau_bar^2`` exactly.
     """
-    from sympy.stats import ChiSquared, moment_generating_function
-
     conditional = row_large_m(quantity)
     if quantity == "coupling":
-        return sp.simplify(conditional.subs(v_sym, ctx.tau2_bar))
-    t = sp.Symbol("t")
-    mgf = moment_generating_function(ChiSquared("Y", ctx.d_head))(t)
-    if sp.simplify(conditional - sp.exp(v_sym)) != 0:
+        return _tidy(conditional.subs(v_sym, ctx.tau2_bar))
+    if _tidy(conditional - sp.exp(v_sym)) != 0:
         raise AssertionError("the conditional large-m limit is expected to be exp(tau^2)")
-    return mgf.subs(t, ctx.tau2_bar / ctx.d_head)
+    # E[exp(tau_bar^2 Y/d_head)], Y ~ chi^2_{d_head}: the chi-square MGF at t = tau_bar^2/d_head.
+    return chi2_mgf(ctx.tau2_bar / ctx.d_head, ctx.d_head)
 
 
 # ============================================================================ steps
@@ -229,23 +240,30 @@ def ln1(ctx: LayerOne, level: str) -> StepResult:
     # Coordinates sum to zero: 0 = Var(sum_i e_i) = d Var + d (d-1) Cov.
     cov = sp.Symbol("c")
     cov_value = sp.solve(sp.Eq(d * var + d * (d - 1) * cov, 0), cov)[0]
-    exact_eps = sp.sympify(ctx.eps) == 0
+    forms, definitions = {}, {}
+    if ctx.nu1 == NU1:
+        nu1_closed, nu2_closed = _layernorm.norm_moments(d, ctx.eps, ctx.sigma_e)
+        forms = {
+            "nu_1": nu1_closed,
+            "nu_2": nu2_closed,
+            "nu_1, small eps": _layernorm.norm_moments_series(d, ctx.eps, ctx.sigma_e, 2)[0],
+        }
+        definitions = {
+            "nu_1": "E|e|^2/d = E[X/(X+c)], X ~ chi^2_{d-1}, c = d eps/sigma_e^2",
+            "nu_2": "E|e|^4/d^2 = E[(X/(X+c))^2]",
+        }
     return StepResult(
         tap=tap,
-        title="LayerNorm: e = sqrt(d) X/sqrt(X + c) direction on the sphere of the (d-1)-subspace",
+        title="LayerNorm: |e|^2 = d X/(X + c), direction uniform on the sphere of the (d-1)-subspace",
         level=Level.EXACT,
         quantities={
             "mean": sp.Integer(0),
-            "var": sp.simplify(var),
-            "excess_kurtosis": sp.simplify(fourth / var**2 - 3),
-            "cov_coordinates": sp.simplify(cov_value),
+            "var": _tidy(var),
+            "excess_kurtosis": _tidy(fourth / var**2 - 3),
+            "cov_coordinates": _tidy(cov_value),
         },
-        forms={} if (exact_eps or ctx.numeric) else {
-            "small-eps series of var": sp.simplify(_layernorm.norm_moments_series(d, ctx.eps, ctx.sigma_e, 2)[0])
-        },
-        definitions={} if exact_eps else {
-            "nu_1": "E[X/(X+c)], X ~ chi^2_{d-1}, c = d eps / sigma_e^2 (incomplete-gamma closed form)"
-        },
+        forms=forms,
+        definitions=definitions,
         assumptions=("gain 1, bias 0 (initialisation)", "biased variance in the normaliser (torch)"),
         regime="all d >= 2, all eps",
         symbol="e_i",
@@ -256,7 +274,7 @@ def _projection(ctx: LayerOne, level: str, which: str) -> StepResult:
     sigma = {"q": ctx.sigma_q, "k": ctx.sigma_k, "v": ctx.sigma_v}[which]
     norm2 = ctx.d if level == "leading" else ctx.rho2
     # Given e, q_j = sum_i W_ji e_i ~ N(0, sigma^2 |e|^2): a Gaussian scale mixture.
-    kurt = sp.Integer(0) if level == "leading" else sp.simplify(3 * ctx.e4 / ctx.rho2**2 - 3)
+    kurt = sp.Integer(0) if level == "leading" else _tidy(3 * ctx.e4 / ctx.rho2**2 - 3)
     return StepResult(
         tap=f"blocks.0.attn.hook_{which}",
         title=f"Projection {which} = W_{which} e: Gaussian given |e|, variance sigma_{which}^2 |e|^2",
@@ -281,7 +299,7 @@ def scores(ctx: LayerOne, level: str) -> StepResult:
             tap="blocks.0.attn.hook_attn_scores",
             title="Logit l_mn = s q_m.k_n with Gaussian q, k of variance sigma^2 d",
             level=Level.APPROXIMATE,
-            quantities={"mean": sp.Integer(0), "var": sp.simplify(var), "excess_kurtosis": sp.simplify(kurt)},
+            quantities={"mean": sp.Integer(0), "var": _tidy(var), "excess_kurtosis": _tidy(kurt)},
             assumptions=("|e|^2 = d", "q, k independent Gaussians"),
             regime="all m",
             error="relative O(eps/sigma_e^2)",
@@ -292,13 +310,13 @@ def scores(ctx: LayerOne, level: str) -> StepResult:
     var_diag = s2q2k2 * ctx.d_head * ctx.e4
     var = ((m_sym - 1) * var_off + var_diag) / m_sym
     radius_ratio = ctx.e4 / ctx.rho2**2
-    kurt_off = sp.simplify((dot.moments[4] / dot.moments[2] ** 2) * radius_ratio**2 - 3)
+    kurt_off = _tidy((dot.moments[4] / dot.moments[2] ** 2) * radius_ratio**2 - 3)
     return StepResult(
         tap="blocks.0.attn.hook_attn_scores",
         title="Logit l_mn = s sum_j q_j k_j: variance-gamma given the radii, pooled over keys n <= m",
         level=Level.EXACT,
-        quantities={"mean": sp.Integer(0), "var": sp.simplify(var), "excess_kurtosis": kurt_off},
-        forms={"var (n != m)": sp.simplify(var_off)},
+        quantities={"mean": sp.Integer(0), "var": _tidy(var), "excess_kurtosis": kurt_off},
+        forms={"var (n != m)": _tidy(var_off)},
         definitions={"excess_kurtosis": "of one off-diagonal score (n != m); 6/d_head when eps = 0"},
         assumptions=("W_q, W_k independent", "given e_m, e_n the head coordinates are i.i.d. products"),
         regime="all m",
@@ -325,7 +343,8 @@ def pattern(ctx: LayerOne, level: str) -> StepResult:
         tap,
         "Softmax weights: E[a_mn] = 1/m; S_2(m) = E[sum a^2] by quadrature over the exact row law",
         {"mean": mean, "sum_sq": S2(m_sym)},
-        {"sum_sq series": mixed_series(ctx, "sum_sq"), "m*sum_sq, m -> oo": large_m_limit(ctx, "sum_sq")},
+        {"sum_sq series": mixed_series(ctx, "sum_sq"), "m*sum_sq, m -> oo": large_m_limit(ctx, "sum_sq")}
+        if ctx.with_forms else {},
         lambda row, pos: {"mean": 1.0 / pos, "sum_sq": row.sum_sq, "var": row.sum_sq / pos - 1.0 / pos**2},
         "a_{mn}",
     )
@@ -400,6 +419,8 @@ def _z_numeric(ctx: LayerOne, row) -> np.ndarray:
 
 def _var_forms(ctx: LayerOne, wrap) -> dict[str, sp.Expr]:
     """Series and large-m forms of a variance that depends on Var(z)."""
+    if not ctx.with_forms:
+        return {}
     series = ctx.sigma_v**2 * ctx.rho2 * (mixed_series(ctx, "sum_sq") + mixed_series(ctx, "coupling") / ctx.sphere_dim)
     large = ctx.sigma_v**2 * ctx.rho2 * (large_m_limit(ctx, "sum_sq") / m_sym + large_m_limit(ctx, "coupling") / ctx.sphere_dim)
     return {"var series": wrap(series), "var, m -> oo": wrap(large)}
@@ -456,7 +477,7 @@ def _leading_row_step(ctx, tap, title, var, symbol) -> StepResult:
         tap=tap,
         title=title,
         level=Level.APPROXIMATE,
-        quantities={"mean": sp.Integer(0), "var": sp.simplify(var)},
+        quantities={"mean": sp.Integer(0), "var": _tidy(var)},
         assumptions=("LayerNorm output N(0, 1)", "uniform attention a_mn = 1/m", "weights independent of values"),
         regime="tau_bar^2 -> 0, m << (d-1)/tau_bar^2, eps << sigma_e^2",
         error="relative (e^{tau_bar^2} - 1) + m tau_bar^2/(d-1) - (1 - nu_1) at leading order",

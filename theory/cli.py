@@ -1,0 +1,100 @@
+"""Command line: ``python -m theory derive|predict``.
+
+    python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
+    python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--json]
+
+Bad input exits with status 2 and a one-line message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .derive import derive, predict
+from .spec import SYMBOL_NAMES, ModelSpec
+from .steps import LEVELS
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise CliError(message)
+
+
+def _load_spec(path: str | None) -> ModelSpec:
+    if path is None:
+        return ModelSpec()
+    return ModelSpec.load(path)
+
+
+def _parse_list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CliError(f"{what} must be a comma-separated list, got {text!r}")
+    return items
+
+
+def _parse_positions(text: str) -> list[int]:
+    try:
+        positions = [int(t) for t in _parse_list(text, "--positions")]
+    except ValueError:
+        raise CliError(f"--positions must be integers >= 1 separated by commas, got {text!r}") from None
+    return positions
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m theory", description="Derive the layer-1 theory of a NoPE transformer.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("derive", help="print every step's law, level and assumptions")
+    d.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
+    d.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
+    d.add_argument("--format", choices=("text", "latex", "json"), default="text")
+
+    p = sub.add_parser("predict", help="numbers for every tap at query positions m")
+    p.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
+    p.add_argument("--positions", default="1,2,8,256", help="1-based query positions, e.g. 1,2,8,256")
+    p.add_argument("--level", choices=LEVELS, default="best")
+    p.add_argument("--json", action="store_true", help="print JSON (the default output is a table)")
+    return parser
+
+
+def _derive(args) -> str:
+    spec = _load_spec(args.spec)
+    if args.symbolic:
+        spec = spec.symbolic(*_parse_list(args.symbolic, "--symbolic"))
+    derivation = derive(spec)
+    if args.format == "latex":
+        return derivation.latex()
+    if args.format == "json":
+        return json.dumps(derivation.to_dict(), indent=2)
+    return derivation.text()
+
+
+def _predict(args) -> str:
+    spec = _load_spec(args.spec)
+    result = predict(spec, _parse_positions(args.positions), args.level)
+    if args.json:
+        return json.dumps(result, indent=2)
+    lines = [f"{'tap':34s} {'m':>6s}  quantities ({result['measure']} measure, level {result['level']})"]
+    for tap, per_position in result["predictions"].items():
+        for m, values in per_position.items():
+            shown = "  ".join(f"{k}={v:.6g}" for k, v in values.items())
+            lines.append(f"{tap:34s} {m:>6s}  {shown}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        output = _derive(args) if args.command == "derive" else _predict(args)
+    except (CliError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(output)
+    return 0
