@@ -201,7 +201,7 @@ def run(
         chunk_size = _check_int("chunk_size", chunk_size, 1)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
+    tap_list = list(dict.fromkeys(select_taps(taps, spec.n_layers, spec.attn_only)))  # unique, in order
     if not tap_list:
         raise ValueError("the tap filter selected no taps")
     pos = resolve_positions(positions, spec.seq_len)

@@ -138,3 +138,17 @@ def test_run_statistics_equal_numpy_on_the_raw_activations(measure):
                 sum_sq = (act[:, :, :, m - 1, :m] ** 2).sum(-1).reshape(U, -1).mean(axis=1)
                 assert np.isclose(got["sum_sq"], sum_sq.mean(), rtol=1e-9), m
                 assert np.isclose(got["sum_sq_se"], sum_sq.std(ddof=1) / np.sqrt(U), rtol=1e-8, atol=1e-14), m
+
+
+def test_memory_stays_flat_as_samples_grow():
+    acc = Accumulator([("t", "value"), ("u", "value")], 3, reservoir=5)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for first in range(0, 40 * BLOCK, 37):
+        units = np.arange(first, first + 37)
+        acc.add(units, rng.normal(size=(4, 37, 2, 3)) ** 2, np.full((2, 3), 10.0), first + 37)
+        sizes.append(sum(v.nbytes for v in acc.state_dict().values()))
+    assert acc.unit["units"] + acc.pending.shape[1] == len(sizes) * 37  # every unit counted once
+    assert acc.pending.shape[1] < BLOCK + 37  # at most one block (and a chunk) waits
+    half = len(sizes) // 2
+    assert max(sizes[half:]) <= max(sizes[:half])  # the state does not grow with the samples
