@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print {d64: {engine, loop, ceiling}, ...} as JSON")
     b.add_argument("--widths", default="64,768", help="model widths d (default 64,768)")
     b.add_argument("--seq-len", type=int, default=256)
-    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement (split over the rounds)")
+    b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     b.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     b.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: torch's choice)")
     return parser
@@ -98,11 +99,11 @@ def _bench(args) -> int:
     from ._bench import bench, format_table
 
     widths = _int_list(args.widths, "--widths")
-    if args.seq_len < 1 or args.seconds <= 0 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--seq-len and --threads must be >= 1 and --seconds > 0")
+    if args.seq_len < 1 or args.rounds < 1 or args.seconds <= 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--seq-len, --rounds and --threads must be >= 1 and --seconds > 0")
     if any(w < 1 for w in widths):
         raise ValueError("--widths must be positive integers")
-    results = bench(widths=widths, seq_len=args.seq_len, seconds=args.seconds, device=args.device, threads=args.threads)
+    results = bench(widths=widths, seq_len=args.seq_len, seconds=args.seconds, device=args.device, threads=args.threads, rounds=args.rounds)
     print(json.dumps(results) if args.json else format_table(results))
     return 0
 

@@ -41,20 +41,17 @@ def _timed(fn, samples: int) -> float:
     return samples / (time.perf_counter() - t0)
 
 
-def _calibrated(fn, seconds: float, first: int = 2) -> float:
-    """Samples/s of ``fn(n)``, with n grown until one call lasts about ``seconds``."""
-    fn(first)  # warm up
+def _calibrate(fn, seconds: float, first: int) -> int:
+    """A sample count for which one call of ``fn`` lasts about ``seconds`` (after a warm-up)."""
+    fn(first)
     n = first
     while True:
         t0 = time.perf_counter()
         fn(n)
         dt = time.perf_counter() - t0
-        if dt >= seconds * 0.5 or n >= 1 << 20:
-            break
+        if dt >= seconds * 0.7 or n >= 1 << 20:
+            return n
         n = max(n + 1, int(n * min(8.0, seconds / max(dt, 1e-3))))
-    if dt < seconds * 0.8:
-        return _timed(fn, n)
-    return n / dt
 
 
 def engine(spec: ModelSpec, device: torch.device):
@@ -116,32 +113,38 @@ def ceiling(spec: ModelSpec, device: torch.device, chunk: int):
 
 
 def bench(
-    widths=(64, 768), seq_len: int = 256, seconds: float = 3.0, device: str = "cpu", threads: int | None = None
+    widths=(64, 768), seq_len: int = 256, seconds: float = 3.0, device: str = "cpu",
+    threads: int | None = None, rounds: int = 3,
 ) -> dict[str, dict[str, float]]:
     """``{"d64": {"engine": s/s, "loop": s/s, "ceiling": s/s}, ...}`` (networks per second).
 
-    ``threads`` sets torch's intra-op threads for all three measurements alike.
+    Each of the three runs ``rounds`` times for about ``seconds / rounds``, interleaved, and
+    the best throughput of each is kept. ``threads`` sets torch's intra-op threads for all
+    three alike.
     """
     dev = resolve_device(device)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench(widths, seq_len, seconds, dev)
+        return _bench(widths, seq_len, seconds, dev, rounds)
     finally:
         torch.set_num_threads(before)
 
 
-def _bench(widths, seq_len, seconds, dev) -> dict[str, dict[str, float]]:
+def _bench(widths, seq_len, seconds, dev, rounds) -> dict[str, dict[str, float]]:
     out = {}
     for d in widths:
         spec = bench_spec(d, seq_len)
         chunk = 64 if d <= 128 else 8
-        out[f"d{d}"] = {
-            "engine": _calibrated(engine(spec, dev), seconds),
-            "loop": _calibrated(loop(spec, dev), seconds),
-            "ceiling": _calibrated(ceiling(spec, dev, chunk), seconds, first=chunk),
-        }
+        fns = {"engine": engine(spec, dev), "loop": loop(spec, dev), "ceiling": ceiling(spec, dev, chunk)}
+        first = {"engine": 2, "loop": 2, "ceiling": chunk}
+        sizes = {name: _calibrate(fn, seconds / rounds, first[name]) for name, fn in fns.items()}
+        best = dict.fromkeys(fns, 0.0)
+        for _ in range(rounds):  # interleaved rounds, best of each: robust to a passing load
+            for name, fn in fns.items():
+                best[name] = max(best[name], _timed(fn, sizes[name]))
+        out[f"d{d}"] = best
     return out
 
 
