@@ -156,6 +156,11 @@ class ModelSpec:
             self._check_nonnegative(name, "a finite number >= 0")
         self._check_nonnegative("ln_eps", "a finite number >= 0 (GPT-2 uses 1e-5)")
         self._check_divisible()
+        if self.sigma_embed == 0 and self.ln_eps == 0:
+            raise ValueError(
+                "sigma_embed must be > 0 when ln_eps = 0 (LayerNorm of a zero input is 0/0); "
+                "give sigma_embed > 0 or ln_eps > 0"
+            )
         self._check_choice("attn_scale", ATTN_SCALES)
         self._check_choice("activation", ACTIVATIONS)
         self._check_choice("norm", NORMS)
