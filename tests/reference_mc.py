@@ -81,3 +81,45 @@ def layer_one_mc(spec, positions, networks: int, seed: int, batch: int = 50, seq
         var_se = g.std(0, ddof=1) / np.sqrt(n)
         out[name] = {int(m): (mean[i], mean_se[i], var[i], var_se[i]) for i, m in enumerate(positions)}
     return out
+
+
+SPECS = {
+    # the two specs quoted in docs/theory.md
+    "A": dict(d_model=64, n_heads=4, n_layers=1, seq_len=256, sigma_q=0.05, sigma_k=0.2, sigma_v=0.5, sigma_o=0.1, ln_eps=1e-5),
+    "B": dict(d_model=128, n_heads=2, n_layers=1, seq_len=256, sigma_q=0.1, sigma_k=0.342, sigma_v=0.3, sigma_o=0.05,
+              ln_eps=0.0, attn_scale="linear"),
+}
+
+
+def main() -> None:
+    """Print theory (best and leading) against this Monte Carlo for the specs above."""
+    import argparse
+
+    from theory import ModelSpec, predict
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--networks", type=int, default=2000)
+    parser.add_argument("--positions", default="1,2,8,64,256")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    positions = [int(p) for p in args.positions.split(",")]
+    for name, fields in SPECS.items():
+        spec = ModelSpec(**fields)
+        mc = layer_one_mc(spec, positions, networks=args.networks, seed=args.seed, sequences=2)
+        best = predict(spec, positions, "best")["predictions"]
+        lead = predict(spec, positions, "leading")["predictions"]
+        print(f"spec {name}: {fields}")
+        for tap, per_m in mc.items():
+            full = "blocks.0." + tap.replace("_sum_sq", "")
+            q = "sum_sq" if tap.endswith("sum_sq") else "var"
+            for m in positions:
+                mean, mse, var, vse = per_m[m]
+                sim, se = (mean, mse) if q == "sum_sq" else (var, vse)
+                b, l = best[full][str(m)][q], lead[full][str(m)][q]
+                z = (b - sim) / se if se > 0 else 0.0
+                print(f"  {tap:26s} m={m:4d} sim={sim:.5g}±{se:.2g}  best={b:.5g} ({(b / sim - 1) * 100:+.2f}%, z={z:+.1f})"
+                      f"  leading={l:.5g} ({(l / sim - 1) * 100:+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
