@@ -477,7 +477,7 @@ def _leading_row_step(ctx, tap, title, var, symbol) -> StepResult:
         tap=tap,
         title=title,
         level=Level.APPROXIMATE,
-        quantities={"mean": sp.Integer(0), "var": _tidy(var)},
+        quantities={"mean": sp.Integer(0), "var": var},  # kept as sigma_e^2 + .../m: reads like the paper
         assumptions=("LayerNorm output N(0, 1)", "uniform attention a_mn = 1/m", "weights independent of values"),
         regime="tau_bar^2 -> 0, m << (d-1)/tau_bar^2, eps << sigma_e^2",
         error="relative (e^{tau_bar^2} - 1) + m tau_bar^2/(d-1) - (1 - nu_1) at leading order",
