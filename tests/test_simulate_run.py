@@ -32,6 +32,8 @@ def test_same_seed_same_numbers_for_any_chunk_size(measure):
     results = [simulate.run(SPEC, chunk_size=c, **kw) for c in (70, 1, 9, 64)]
     for other in results[1:]:
         assert _same(results[0], other)
+    threaded = simulate.run(SPEC, chunk_size=9, workers=3, **kw)  # the draw threads do not matter
+    assert _same(results[0], threaded)
     different = simulate.run(SPEC, chunk_size=9, **{**kw, "seed": 12})
     assert not np.array_equal(different["hook_z", 0].mean, results[0]["hook_z", 0].mean)
 
@@ -194,3 +196,12 @@ def test_cuda_agrees_with_cpu_in_distribution():
         assert np.all(z < 4.5), (tap, z.max())
     again = simulate.run(spec, taps=taps, samples=2000, seed=2, device="cuda", chunk_size=333)
     assert np.allclose(again["hook_z", 0].var, gpu["hook_z", 0].var, rtol=1e-5)
+
+
+def test_progress_bar_and_threads_option(capsys):
+    before = torch.get_num_threads()
+    simulate.run(SPEC, taps=TAPS[:1], samples=12, seed=0, device="cpu", chunk_size=4, progress=True, threads=1)
+    assert "12/12 samples" in capsys.readouterr().err
+    assert torch.get_num_threads() == before  # restored
+    simulate.run(SPEC, taps=TAPS[:1], samples=12, seed=0, device="cpu", progress=False)
+    assert capsys.readouterr().err == ""
