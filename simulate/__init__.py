@@ -11,6 +11,7 @@ Realises the `theory.ModelSpec` network and records taps by the shared names of
 (8,)
 """
 
+from ._bench import bench
 from ._cache import ActivationCache, activations
 from ._forward import Projections, attention_scale, forward, layer_norm, psd_root
 from ._result import SimulationResult, TapStats
@@ -28,4 +29,5 @@ __all__ = [
     "attention_scale",
     "psd_root",
     "resolve_device",
+    "bench",
 ]
