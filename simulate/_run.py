@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -221,40 +222,70 @@ def run(
     acc = Accumulator(stat_rows, len(pos), reservoir)
     done, nonfinite, elapsed_before = 0, [], 0.0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    resumed_from = 0
     if ckpt_path is not None and ckpt_path.exists():
         done, nonfinite, elapsed_before = _load_checkpoint(ckpt_path, fingerprint, acc, samples)
-        resumed_from = done
 
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(_check_int("threads", threads, 1))
     try:
-        return _execute(
-            spec, tap_list, samples, seed, pos, measure, dev, dt, chunk_size, method, batch, reservoir,
-            ckpt_path, checkpoint_every, progress, workers, fingerprint, acc, done, nonfinite,
-            elapsed_before, resumed_from, plan, stat_rows, quenched,
+        job = _Job(
+            spec=spec, taps=tap_list, samples=samples, seed=seed, positions=pos, measure=measure,
+            device=dev, dtype=dt, chunk_size=chunk_size, method=method, batch=batch, reservoir=reservoir,
+            plan=plan, stat_rows=stat_rows, checkpoint=ckpt_path, checkpoint_every=checkpoint_every,
+            progress=progress, workers=workers or default_workers(dev), fingerprint=fingerprint,
         )
+        return _execute(job, acc, done, nonfinite, elapsed_before)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _execute(
-    spec, tap_list, samples, seed, pos, measure, dev, dt, chunk_size, method, batch, reservoir,
-    ckpt_path, checkpoint_every, progress, workers, fingerprint, acc, done, nonfinite,
-    elapsed_before, resumed_from, plan, stat_rows, quenched,
-) -> SimulationResult:
+@dataclass(frozen=True)
+class _Job:
+    """A validated run: everything `_execute` needs besides the streaming state."""
+
+    spec: ModelSpec
+    taps: list[str]
+    samples: int
+    seed: int
+    positions: np.ndarray
+    measure: str
+    device: torch.device
+    dtype: torch.dtype
+    chunk_size: int
+    method: str
+    batch: int
+    reservoir: int
+    plan: Any
+    stat_rows: list[tuple[str, str]]
+    checkpoint: Path | None
+    checkpoint_every: float
+    progress: bool | str
+    workers: int
+    fingerprint: dict
+
+    @property
+    def quenched(self) -> bool:
+        return self.measure == "quenched"
+
+
+def _execute(job: _Job, acc: Accumulator, done: int, nonfinite: list[int], elapsed_before: float) -> SimulationResult:
+    """The chunk loop: draw, forward, accumulate, checkpoint; then the result."""
+    spec, tap_list, samples, seed, pos = job.spec, job.taps, job.samples, job.seed, job.positions
+    dev, dt, plan, quenched, batch, ckpt_path = job.device, job.dtype, job.plan, job.quenched, job.batch, job.checkpoint
+    fingerprint = job.fingerprint
+    resumed_from = done
     t0 = time.perf_counter()
     network = table = None
     if quenched:
         network, table = draw_network(spec, seed, dev, dt)
-    drawer = Drawer(plan, seed, dev, dt, workers or default_workers(dev))
+    drawer = Drawer(plan, seed, dev, dt, job.workers)
     positions_t = torch.as_tensor(pos - 1, device=dev)
-    bar = Progress(samples, done, progress)
+    bar = Progress(samples, done, job.progress)
     last_ckpt = time.perf_counter()
     try:
         while done < samples:
-            count = min(chunk_size, samples - done)
+            count = min(job.chunk_size, samples - done)
             buffer, ids = drawer.draw(done, count, spec.vocab_size)
             x, draws = unpack(spec, plan, buffer, ids, table)
             if quenched:
@@ -268,7 +299,7 @@ def _execute(
             _accumulate(acc, cache, tap_list, positions_t, quenched, done, count, seed, nonfinite)
             done += count
             bar.update(done)
-            if ckpt_path is not None and time.perf_counter() - last_ckpt >= checkpoint_every:
+            if ckpt_path is not None and time.perf_counter() - last_ckpt >= job.checkpoint_every:
                 _save_checkpoint(ckpt_path, fingerprint, acc, done, nonfinite, elapsed_before + time.perf_counter() - t0)
                 last_ckpt = time.perf_counter()
     finally:
@@ -287,24 +318,24 @@ def _execute(
         "spec": spec.to_dict(),
         "seed": seed,
         "samples": samples,
-        "measure": measure,
+        "measure": job.measure,
         "unit": "sequence" if quenched else "network",
         "batch": batch,
-        "method": method,
+        "method": job.method,
         "gram_projections": sorted({f"{e.key[1]}" for e in plan.entries if e.form == "G"}),
         "device": str(dev),
         "dtype": fingerprint["dtype"],
         "taps": tap_list,
         "positions": "all" if len(pos) == spec.seq_len else pos.tolist(),
-        "reservoir": reservoir,
+        "reservoir": job.reservoir,
         "nonfinite_samples": len(nonfinite),
         "nonfinite_indices": nonfinite[:100],
-        "chunk_size": chunk_size,
+        "chunk_size": job.chunk_size,
         "resumed_from": resumed_from,
         "wall_time_s": round(elapsed_before + wall, 3),
         "versions": versions(),
     }
-    return _build_result(spec, pos, acc, stat_rows, tap_list, meta)
+    return _build_result(spec, pos, acc, job.stat_rows, tap_list, meta)
 
 
 def _accumulate(acc, cache, tap_list, positions_t, quenched, first, count, seed, nonfinite) -> None:
