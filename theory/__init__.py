@@ -9,6 +9,7 @@
 from . import taps
 from ._result import Level, StepResult
 from .derive import Derivation, Step, derive, predict
+from .laws import Law, law
 from .spec import ModelSpec
 
-__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "taps"]
+__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps"]

@@ -1,0 +1,260 @@
+"""Exact laws of one coordinate of a layer-1 tap, as objects users can compute with.
+
+``law(spec, tap)`` returns a :class:`Law`: a sympy density (for LaTeX and symbolic
+work) and a frozen scipy distribution (``pdf``, ``cdf``, ``ppf``, ``rvs``, ``mean``,
+``var``, ``stats``, ``moment``) whose ``_pdf``, ``_cdf`` and ``_stats`` are implemented
+here rather than left to scipy's slow generic fallbacks.
+
+The laws (layer 1, annealed measure; ``c = d eps / sigma_e^2``, ``X ~ chi^2_{d-1}``):
+
+* ``ln1.hook_normalized``: ``e_i = sqrt(d-1) R C`` with ``C^2 ~ Beta(1/2, (d-2)/2)``
+  (symmetric sign) and ``R^2 = X/(X+c)`` independent (R = 1 when eps = 0): support
+  ``|e_i| <= sqrt(d-1)``, density
+  ``(1 - e^2/(d-1))^{(d-4)/2} / (sqrt(d-1) B(1/2, (d-2)/2))`` at eps = 0; for eps > 0
+  the exact scale mixture over R, by Gauss quadrature over X.
+* ``attn.hook_q|k|v``: ``sigma sqrt(d) R G``, G ~ N(0, 1): Gaussian at eps = 0, an exact
+  Gaussian scale mixture otherwise.
+* ``attn.hook_attn_scores`` (one score ``l_mn``, n != m): ``s sigma_q sigma_k d R_m R_n V``
+  with ``V = sum_{j<=d_head} g_j h_j`` variance-gamma:
+  ``f_V(x) = |x|^{(k-1)/2} K_{(k-1)/2}(|x|) / (2^{(k-1)/2} sqrt(pi) Gamma(k/2))``,
+  ``k = d_head`` (characteristic function ``(1+t^2)^{-k/2}``), excess kurtosis ``6/k``.
+* ``hook_resid_pre``: N(0, sigma_e^2).
+* softmax weights, ``hook_z`` and later taps: no closed form; ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from scipy import integrate, special, stats
+
+from .spec import ModelSpec
+from .taps import parse_tap
+
+_N_RADIUS = 96  # trapezoid nodes in log X for the eps > 0 radius mixture
+
+
+def _radius_rule(spec: ModelSpec, nodes: int = _N_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``R_k = sqrt(X_k/(X_k + c))`` and weights for the LayerNorm radius (eps > 0).
+
+    A trapezoid rule in ``y = log X`` over the chi^2_{d-1} law: the integrand
+    ``f(X) X`` is analytic in y and decays exponentially at both ends, so the rule
+    converges geometrically even for small d, where ``X/(X+c)`` bends sharply near 0
+    (Gauss–Laguerre nodes miss that bend: 0.1% off at d = 4).
+    """
+    if spec.ln_eps == 0:
+        return np.ones(1), np.ones(1)
+    k = spec.d_model - 1
+    c = spec.d_model * spec.ln_eps / spec.sigma_embed**2
+    law = stats.chi2(k)
+    y = np.linspace(math.log(law.ppf(1e-15)), math.log(law.isf(1e-15)), nodes)
+    x = np.exp(y)
+    w = np.exp(law.logpdf(x) + y)  # f(X) dX = f(e^y) e^y dy
+    return np.sqrt(x / (x + c)), w / w.sum()
+
+
+class _ScaleMixture(stats.rv_continuous):
+    """``sum_k w_k f0(x / s_k) / s_k``: a base law ``f0`` scaled by a discrete mixture.
+
+    scipy re-instantiates distributions when freezing them, so the parameters live on a
+    subclass made per law (:func:`_mixture`), not in ``__init__``.
+    """
+
+    _base_pdf = _base_cdf = None
+    _base_moments = (1.0, 3.0)
+    _scales = _weights = np.ones(1)
+
+    def _pdf(self, x):
+        x = np.asarray(x, float)[..., None]
+        return (self._weights * self._base_pdf(x / self._scales) / self._scales).sum(-1)
+
+    def _cdf(self, x):
+        x = np.asarray(x, float)[..., None]
+        return np.clip((self._weights * self._base_cdf(x / self._scales)).sum(-1), 0.0, 1.0)
+
+    def _stats(self):
+        # Symmetric base laws: mean 0, E[x^2] and E[x^4] scale with s^2 and s^4.
+        m2, m4 = self._base_moments
+        s2 = float((self._weights * self._scales**2).sum()) * m2
+        s4 = float((self._weights * self._scales**4).sum()) * m4
+        return 0.0, s2, 0.0, s4 / s2**2 - 3.0
+
+    def _munp(self, n):
+        if n % 2:
+            return 0.0
+        if n == 2:
+            return self._stats()[1]
+        m2, m4 = self._base_moments
+        if n == 4:
+            return float((self._weights * self._scales**4).sum()) * m4
+        return super()._munp(n)
+
+
+def _mixture(base_pdf, base_cdf, base_moments, scales, weights, support, name):
+    """A frozen scipy distribution for the scale mixture of a symmetric base law."""
+    scales, weights = np.asarray(scales, float), np.asarray(weights, float)
+    cls = type(f"_{name}", (_ScaleMixture,), {
+        "_base_pdf": staticmethod(base_pdf),
+        "_base_cdf": staticmethod(base_cdf),
+        "_base_moments": tuple(base_moments),
+        "_scales": scales,
+        "_weights": weights / weights.sum(),
+    })
+    lo, hi = support
+    return cls(a=lo * scales.max(), b=hi * scales.max(), name=name)()
+
+
+@dataclass(frozen=True)
+class Law:
+    """The law of one coordinate of a tap: sympy density and scipy distribution."""
+
+    tap: str
+    description: str
+    density: sp.Expr  # in the symbol x, for LaTeX and symbolic work
+    variable: sp.Symbol
+    dist: object  # a frozen scipy distribution
+    exact: bool
+    accuracy: str
+
+    def __getattr__(self, name):  # pdf, cdf, ppf, rvs, mean, var, stats, moment, ...
+        if name in ("pdf", "cdf", "ppf", "sf", "rvs", "mean", "var", "std", "stats", "moment", "support", "logpdf", "interval"):
+            return getattr(self.dist, name)
+        raise AttributeError(name)
+
+    def latex(self) -> str:
+        return f"f({sp.latex(self.variable)}) = {sp.latex(self.density)}"
+
+
+def _ln_coordinate(spec: ModelSpec) -> Law:
+    d = spec.d_model
+    if d < 3:
+        raise ValueError(f"the LayerNorm coordinate law needs d_model >= 3, got {d}")
+    a, b = 0.5, (d - 2) / 2.0
+    half = math.sqrt(d - 1)
+    log_norm = special.betaln(a, b)
+
+    def base_pdf(y):  # y = e_i, eps = 0
+        u = np.clip(1.0 - y * y / (d - 1), 0.0, None)
+        with np.errstate(divide="ignore"):
+            return np.where(np.abs(y) < half, np.exp((b - 1) * np.log(u) - log_norm) / half, 0.0)
+
+    def base_cdf(y):
+        t = np.clip(y * y / (d - 1), 0.0, 1.0)
+        return 0.5 + 0.5 * np.sign(y) * special.betainc(a, b, t)
+
+    m2 = 1.0  # (d-1) E[B] = 1
+    m4 = 3.0 * (d - 1) / (d + 1)  # (d-1)^2 E[B^2]
+    scales, weights = _radius_rule(spec)
+    dist = _mixture(base_pdf, base_cdf, (m2, m4), scales, weights, (-half, half), "ln_coordinate")
+    x = sp.Symbol("e_i", real=True)
+    dd = sp.Symbol("d", positive=True)
+    density = (1 - x**2 / (dd - 1)) ** ((dd - 4) / 2) / (sp.sqrt(dd - 1) * sp.beta(sp.Rational(1, 2), (dd - 2) / 2))
+    exact = spec.ln_eps == 0
+    return Law(
+        "ln1.hook_normalized",
+        "sqrt(d-1) R sign sqrt(B), B ~ Beta(1/2, (d-2)/2)" + ("" if exact else ", R^2 = X/(X+c) mixed by quadrature"),
+        density,  # the eps = 0 density; with eps > 0 the law is its scale mixture over R
+        x,
+        dist,
+        True,
+        "closed form" if exact else f"{_N_RADIUS}-node trapezoid in log X over the radius (relative error < 1e-10)",
+    )
+
+
+def _gaussian_mixture(spec: ModelSpec, sigma: float, tap: str) -> Law:
+    scale = sigma * math.sqrt(spec.d_model)
+    scales, weights = _radius_rule(spec)
+    dist = _mixture(stats.norm.pdf, stats.norm.cdf, (1.0, 3.0), scale * scales, weights, (-np.inf, np.inf), tap.replace(".", "_"))
+    x = sp.Symbol("x", real=True)
+    s = sp.Symbol(r"\sigma", positive=True)
+    return Law(tap, "Gaussian scale mixture over the LayerNorm radius", sp.exp(-(x**2) / (2 * s**2)) / (sp.sqrt(2 * sp.pi) * s),
+               x, dist, True, "exact (Gaussian)" if spec.ln_eps == 0 else f"{_N_RADIUS}-node trapezoid in log X over the radius")
+
+
+def _variance_gamma_pdf(x, k):
+    """Density of the sum of k products of independent N(0, 1) pairs."""
+    ax = np.abs(np.asarray(x, float))
+    nu = (k - 1) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_pdf = nu * np.log(ax) + np.log(special.kve(nu, ax)) - ax - nu * math.log(2) - 0.5 * math.log(math.pi) - special.gammaln(k / 2.0)
+        out = np.exp(log_pdf)
+    if k > 1:  # finite limit at 0: Gamma(nu) 2^{nu-1} / (2^nu sqrt(pi) Gamma(k/2))
+        at0 = math.exp(special.gammaln(nu) - math.log(2) - 0.5 * math.log(math.pi) - special.gammaln(k / 2.0))
+        out = np.where(ax == 0, at0, out)
+    return out
+
+
+class _VarianceGammaCdf:
+    """CDF of the variance-gamma law by tabulated quadrature of the density (symmetric)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        # x = u^2 on a uniform u grid: dx = 2u du tames the log singularity of K_0 at 0 (k = 1).
+        u = np.linspace(0.0, math.sqrt(40.0 * math.sqrt(k) + 40.0), 40001)
+        self.grid = u * u
+        integrand = np.where(u > 0, _variance_gamma_pdf(self.grid, k) * 2.0 * u, 0.0)
+        cum = integrate.cumulative_trapezoid(integrand, u, initial=0.0)
+        self.half = cum / cum[-1] * 0.5
+
+    def __call__(self, x):
+        x = np.asarray(x, float)
+        return 0.5 + np.sign(x) * np.interp(np.abs(x), self.grid, self.half, right=0.5)
+
+
+def _scores(spec: ModelSpec, position: int | None) -> Law:
+    k = spec.d_head
+    s = 1 / math.sqrt(k) if spec.attn_scale == "sqrt" else 1.0 / k
+    scale = s * spec.sigma_q * spec.sigma_k * spec.d_model
+    r, w = _radius_rule(spec, nodes=48)
+    scales = (r[:, None] * r[None, :]).ravel() * scale  # independent radii of e_m and e_n (n != m)
+    weights = (w[:, None] * w[None, :]).ravel()
+    what = "one score l_mn, n != m"
+    if position is not None and position > 1 and spec.ln_eps > 0:
+        # Pooled over the keys n <= m: the diagonal key n = m shares the radius of e_m.
+        share = 1.0 / position
+        scales = np.concatenate([scales, r * r * scale])
+        weights = np.concatenate([(1 - share) * weights, share * w])
+        what = f"one score l_mn pooled over keys n <= {position}"
+    elif position == 1 and spec.ln_eps > 0:
+        scales, weights, what = r * r * scale, w, "the diagonal score l_11"
+    cdf = _VarianceGammaCdf(k)
+    dist = _mixture(lambda x: _variance_gamma_pdf(x, k), cdf, (float(k), 3.0 * k * k + 6.0 * k), scales, weights,
+                    (-np.inf, np.inf), "scores")
+    x = sp.Symbol("l", real=True)
+    kk = sp.Symbol("k", positive=True)
+    density = sp.Abs(x) ** ((kk - 1) / 2) * sp.besselk((kk - 1) / 2, sp.Abs(x)) / (2 ** ((kk - 1) / 2) * sp.sqrt(sp.pi) * sp.gamma(kk / 2))
+    return Law("attn.hook_attn_scores", f"variance-gamma, scaled sum of d_head products of Gaussians ({what})",
+               density, x, dist, True, "cdf by trapezoid quadrature of the density (abs error < 1e-7)")
+
+
+def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
+    """The law of one coordinate of a layer-1 tap at query position ``position`` (1-based).
+
+    Only the scores depend on the position: with ``position=None`` the law is that of one
+    score ``l_mn`` with n != m; with a position m it is pooled over the keys n <= m
+    (what a simulation sees when it draws one key uniformly), which differs from n != m
+    only when eps > 0 (the diagonal key shares the query's LayerNorm radius).
+    """
+    if spec.is_symbolic:
+        raise ValueError("law() needs a numeric spec; the sympy density is in law(...).density")
+    suffix, layer = parse_tap(tap)
+    if layer != 0:
+        raise NotImplementedError(f"laws exist for layer 1 (blocks.0) only; got {tap}")
+    if suffix == "hook_resid_pre":
+        x = sp.Symbol("x", real=True)
+        s = spec.sigma_embed
+        return Law(tap, "Gaussian input", sp.exp(-(x**2) / (2 * s**2)) / (sp.sqrt(2 * sp.pi) * s), x, stats.norm(scale=s), True, "exact")
+    if suffix == "ln1.hook_normalized":
+        return _ln_coordinate(spec)
+    if suffix in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
+        sigma = {"q": spec.sigma_q, "k": spec.sigma_k, "v": spec.sigma_v}[suffix[-1]]
+        return _gaussian_mixture(spec, sigma, suffix)
+    if suffix == "attn.hook_attn_scores":
+        return _scores(spec, position)
+    raise NotImplementedError(
+        f"no law for {tap}: the softmax weights and what they average (hook_pattern, hook_z, "
+        "hook_attn_out, hook_resid_mid) have no closed-form law yet; their moments are in theory.predict"
+    )
