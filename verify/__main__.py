@@ -1,0 +1,7 @@
+"""``python -m verify``: the main job (derive, simulate, compare, calibrate, report)."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

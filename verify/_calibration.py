@@ -1,0 +1,232 @@
+"""Calibration of verify itself: false alarms on exactly known quantities, power on mutants.
+
+A verifier is only as good as its error rates. `calibrate` repeats a small simulation
+with many seeds and measures
+
+- the **false-alarm rate** of exact checks on quantities known exactly (embedding,
+  LayerNorm, projections, logits): each run contributes one designated check (rotating
+  through the family), judged unadjusted at ``alpha_check``; if the standard errors are
+  honest, the number of rejections is Binomial(runs, alpha_check), and the count must
+  fall inside that law's central 99% range. The rate over *all* those checks (correlated
+  within a run, so its interval comes from the spread across runs), the mean and spread
+  of their z-scores, and the family-wise rate with Holm at ``alpha`` (at most ``alpha``)
+  are reported too;
+- the **power**: how often each formula mutant (`verify.MUTANTS`) fails the full check
+  family, at the same sample size, next to how often the correct theory does.
+
+The runs use a small spec (GPT-2 initialisation at width 64, 16 positions, logit
+variance ~0.26) so that hundreds of them fit in seconds, with one thread each (small
+problems run faster without OpenMP's team).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+from scipy import stats as _st
+
+from theory import ModelSpec
+
+from ._checks import DEFAULT_ALPHA, Comparison, comparisons, compare, critical_z, judge
+from ._mutants import MUTANTS, Mutant
+from ._theory import TheoryTable, theory_table
+
+CALIBRATION_SPEC = ModelSpec(
+    d_model=64, n_heads=4, n_layers=1, seq_len=16, attn_only=True, sigma_q=0.09, sigma_k=0.09
+)
+CALIBRATION_POSITIONS = (1, 2, 4, 8, 16)
+# Quantities known exactly whatever the spec: no softmax involved.
+KNOWN_TAPS = (
+    "blocks.0.hook_resid_pre",
+    "blocks.0.ln1.hook_normalized",
+    "blocks.0.attn.hook_q",
+    "blocks.0.attn.hook_k",
+    "blocks.0.attn.hook_v",
+    "blocks.0.attn.hook_attn_scores",
+)
+ALPHA_CHECK = 0.05
+BOUNDS = 0.99  # central probability of the binomial acceptance range
+
+
+def binomial_range(n: int, p: float, coverage: float = BOUNDS) -> tuple[int, int]:
+    """Central ``coverage`` range of Binomial(n, p): counts outside it are surprising."""
+    tail = (1.0 - coverage) / 2.0
+    return int(_st.binom.ppf(tail, n, p)), int(_st.binom.isf(tail, n, p))
+
+
+def clopper_pearson(k: int, n: int, coverage: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for a binomial proportion k/n."""
+    tail = (1.0 - coverage) / 2.0
+    lo = 0.0 if k == 0 else float(_st.beta.ppf(tail, k, n - k + 1))
+    hi = 1.0 if k == n else float(_st.beta.isf(tail, k + 1, n - k))
+    return lo, hi
+
+
+@dataclass
+class Calibration:
+    """What `calibrate` measured (see the module docstring); ``to_dict()`` for JSON."""
+
+    spec: ModelSpec
+    runs: int
+    samples: int
+    alpha: float
+    alpha_check: float
+    positions: tuple[int, ...]
+    seeds: tuple[int, int]
+    false_alarm: dict = field(default_factory=dict)
+    all_known: dict = field(default_factory=dict)
+    zscores: dict = field(default_factory=dict)
+    family_wise: dict = field(default_factory=dict)
+    power: dict = field(default_factory=dict)
+    true_theory: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """False alarms within binomial bounds and family-wise rate not above them."""
+        return bool(self.false_alarm.get("within_bounds")) and bool(self.family_wise.get("within_bounds"))
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec.to_dict(),
+            "runs": self.runs,
+            "samples": self.samples,
+            "alpha": self.alpha,
+            "alpha_check": self.alpha_check,
+            "positions": list(self.positions),
+            "seeds": list(self.seeds),
+            "known_taps": list(KNOWN_TAPS),
+            "false_alarm": self.false_alarm,
+            "all_known_checks": self.all_known,
+            "zscores": self.zscores,
+            "family_wise": self.family_wise,
+            "true_theory": self.true_theory,
+            "power": self.power,
+            "wall_time_s": self.wall_time_s,
+            "ok": self.ok,
+        }
+
+
+def _known(rows: list[Comparison]) -> list[Comparison]:
+    return [r for r in rows if r.tap in KNOWN_TAPS]
+
+
+def calibrate(
+    spec: ModelSpec | None = None,
+    runs: int = 300,
+    samples: int = 600,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    alpha_check: float = ALPHA_CHECK,
+    seed: int = 0,
+    positions=CALIBRATION_POSITIONS,
+    mutants: Mapping[str, Mutant] | None = None,
+    device: str = "cpu",
+    threads: int | None = 1,
+    progress: bool = False,
+) -> Calibration:
+    """Measure the false-alarm rate and the power of the checks (module docstring).
+
+    Run ``r`` simulates ``samples`` networks with seed ``seed + r``. Every number is
+    reproducible from ``(spec, runs, samples, seed)``.
+    """
+    import simulate  # torch is imported only when a simulation is asked for
+
+    if runs < 1 or samples < 2:
+        raise ValueError(f"calibration needs runs >= 1 and samples >= 2, got runs={runs}, samples={samples}")
+    spec = spec or CALIBRATION_SPEC
+    mutants = MUTANTS if mutants is None else mutants
+    positions = tuple(int(p) for p in positions if int(p) <= int(spec.seq_len)) or (int(spec.seq_len),)
+    t0 = time.perf_counter()
+    table = theory_table(spec, positions)
+    mutant_tables: dict[str, TheoryTable] = {name: mutate(table) for name, mutate in mutants.items()}
+    taps = table.taps
+    crit = critical_z(alpha_check)
+
+    designated_hits, designated_n = 0, 0
+    fractions, all_hits, all_n = [], 0, 0
+    zs: list[float] = []
+    fwer_hits = 0
+    true_hits = 0
+    detected = {name: 0 for name in mutant_tables}
+    last = 0.0
+    for r in range(runs):
+        sim = simulate.run(spec, taps=taps, samples=samples, seed=seed + r, positions=positions,
+                           device=device, progress=False, threads=threads)
+        rows = comparisons(table, sim)
+        known = judge(_known(rows), alpha)
+        tested = [c for c in known if c.method == "holm"]
+        if tested:
+            z = np.array([c.z for c in tested])
+            zs.extend(z.tolist())
+            rejected = np.abs(z) > crit
+            all_hits += int(rejected.sum())
+            all_n += len(z)
+            fractions.append(float(rejected.mean()))
+            designated_hits += bool(rejected[r % len(z)])
+            designated_n += 1
+        fwer_hits += not known.exact_passed
+        true_hits += not compare(table, sim, alpha=alpha).passed
+        for name, mt in mutant_tables.items():
+            detected[name] += not compare(mt, sim, alpha=alpha).passed
+        now = time.perf_counter() - t0
+        if progress and (now - last > 0.5 or r + 1 == runs):
+            last = now
+            print(f"\rcalibration: run {r + 1}/{runs}  {now:5.1f} s", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+
+    lo, hi = binomial_range(designated_n, alpha_check)
+    false_alarm = {
+        "alpha_check": alpha_check,
+        "runs": designated_n,
+        "rejected": designated_hits,
+        "rate": designated_hits / designated_n if designated_n else math.nan,
+        "binomial_range_99": [lo, hi],
+        "rate_range_99": [lo / max(designated_n, 1), hi / max(designated_n, 1)],
+        "clopper_pearson_95": list(clopper_pearson(designated_hits, designated_n)) if designated_n else None,
+        "within_bounds": bool(designated_n and lo <= designated_hits <= hi),
+    }
+    frac = np.array(fractions)
+    spread = float(frac.std(ddof=1) / math.sqrt(len(frac))) if len(frac) > 1 else math.nan
+    all_known = {
+        "checks": all_n,
+        "rejected": all_hits,
+        "rate": all_hits / all_n if all_n else math.nan,
+        "interval_99": [float(frac.mean() - 2.576 * spread), float(frac.mean() + 2.576 * spread)] if len(frac) > 1 else None,
+    }
+    all_known["within_bounds"] = bool(all_known["interval_99"] and all_known["interval_99"][0] <= alpha_check <= all_known["interval_99"][1])
+    za = np.array(zs)
+    zscores = {
+        "n": int(za.size),
+        "mean": float(za.mean()) if za.size else math.nan,
+        "sd": float(za.std(ddof=1)) if za.size > 1 else math.nan,
+        "frac_abs_gt_1.96": float(np.mean(np.abs(za) > 1.96)) if za.size else math.nan,
+        "frac_abs_gt_2.576": float(np.mean(np.abs(za) > 2.576)) if za.size else math.nan,
+    }
+    _, fw_hi = binomial_range(runs, alpha)
+    family_wise = {
+        "alpha": alpha,
+        "runs": runs,
+        "rejected": fwer_hits,
+        "rate": fwer_hits / runs,
+        "upper_99": fw_hi,
+        "clopper_pearson_95": list(clopper_pearson(fwer_hits, runs)),
+        "within_bounds": fwer_hits <= fw_hi,
+    }
+    true_theory = {"runs": runs, "rejected": true_hits, "rate": true_hits / runs,
+                   "clopper_pearson_95": list(clopper_pearson(true_hits, runs))}
+    power = {
+        name: {"runs": runs, "detected": k, "rate": k / runs, "clopper_pearson_95": list(clopper_pearson(k, runs))}
+        for name, k in detected.items()
+    }
+    return Calibration(
+        spec=spec, runs=runs, samples=samples, alpha=alpha, alpha_check=alpha_check, positions=positions,
+        seeds=(seed, seed + runs - 1), false_alarm=false_alarm, all_known=all_known, zscores=zscores,
+        family_wise=family_wise, power=power, true_theory=true_theory, wall_time_s=time.perf_counter() - t0,
+    )

@@ -1,0 +1,128 @@
+"""Command line of the main job.
+
+    python -m verify [--spec SPEC.json] [--preset quick|default|paper] [--samples N]
+                     [--out DIR] [--seed S] [--alpha A] [--no-calibration]
+                     [--calibration-runs R] [--device auto|cpu|cuda] [--quiet]
+
+Exit status: 0 every check passed; 1 a check failed (an exact one, or an approximate one
+beyond its declared error); 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from ._job import DEFAULT_SPEC, PRESETS
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(message)
+
+
+def _positive_int(name: str, minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alpha must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"alpha must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = ", ".join(f"{p.name}: {p.samples} networks, {p.calibration_runs} calibration runs" for p in PRESETS.values())
+    parser = _Parser(
+        prog="python -m verify",
+        description="Theory against simulation for layer 1 of a random NoPE transformer: derive, simulate, "
+        "judge every check (Holm), compare the paper's leading order, calibrate verify itself, and write "
+        "report.md, results.json, summary.tex and figures.",
+        epilog="Exit status: 0 all checks passed, 1 a check failed, 2 bad input.",
+    )
+    parser.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small width and init, 1 layer, T = 256)")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS), help=f"work size ({presets})")
+    parser.add_argument("--samples", type=_positive_int("--samples", 2), help="networks to simulate (overrides the preset)")
+    parser.add_argument("--out", default="report", help="output directory (default: report/)")
+    parser.add_argument("--seed", type=_positive_int("--seed", 0), default=0, help="random seed (default 0)")
+    parser.add_argument("--alpha", type=_alpha, default=0.01, help="family-wise error rate of the checks (default 0.01)")
+    parser.add_argument("--no-calibration", action="store_true", help="skip the calibration of verify")
+    parser.add_argument("--calibration-runs", type=_positive_int("--calibration-runs", 1),
+                        help="calibration runs (overrides the preset)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (main simulation)")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def _load_spec(path: str | None):
+    from theory import ModelSpec
+
+    if path is None:
+        return DEFAULT_SPEC
+    return ModelSpec.load(path)
+
+
+def _prepare_out(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--out {path!r} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create output directory {path!r}: {err.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"output directory {path!r} is not writable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        try:
+            spec = _load_spec(args.spec)
+        except ValueError as err:
+            raise UsageError(f"--spec: {err}") from None
+        _prepare_out(args.out)
+        from ._job import run
+        from ._report import console_summary, write_report
+
+        command = "python -m verify" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
+        try:
+            report = run(spec, preset=args.preset, samples=args.samples, seed=args.seed, alpha=args.alpha,
+                         calibration=not args.no_calibration, calibration_runs=args.calibration_runs,
+                         device=args.device, progress=not args.quiet, command=command)
+        except ValueError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+        try:
+            write_report(report, args.out)
+        except OSError as err:
+            raise UsageError(f"cannot write the report to {args.out!r}: {err}") from None
+    except UsageError as err:
+        print(f"verify: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("verify: interrupted", file=sys.stderr)
+        return 130
+    print(console_summary(report, args.out))
+    if report.calibration is not None and not report.calibration.ok:
+        print("verify: warning: the calibration is outside its binomial bounds; treat z-scores with care",
+              file=sys.stderr)
+    return 0 if report.passed else 1

@@ -1,0 +1,250 @@
+"""The main job: derive, simulate, compare, calibrate -- and the `Report` it produces."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from theory import ModelSpec, derive
+
+from ._calibration import Calibration, calibrate
+from ._checks import DEFAULT_ALPHA, CheckSet, Comparison, comparisons, compare, critical_z
+from ._mutants import MUTANTS, expected_shift
+from ._theory import TheoryTable, logit_variance, theory_table
+
+CALIBRATION_SEED_OFFSET = 1_000_003  # calibration seeds: seed + offset + run
+
+# GPT-2 small's width and initialisation, one layer, 256 positions.
+DEFAULT_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much work a run does. ``calibration_samples=None`` means the main sample size
+    (power is measured "at the default sample size")."""
+
+    name: str
+    samples: int
+    calibration_runs: int
+    per_octave: int  # recorded positions per doubling of m (plus 1 and T)
+    calibration_samples: int | None = None
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset("quick", 96, 60, 2, description="a smoke test: ~30 s on 2 CPU cores at GPT-2 width"),
+    "default": Preset("default", 800, 300, 2, description="1-3 min on 2 CPU cores at GPT-2 width, T = 256"),
+    "paper": Preset("paper", 4000, 1000, 4, description="tight error bars for figures; meant for a GPU or a long run"),
+}
+
+
+def positions_for(seq_len: int, per_octave: int = 2) -> list[int]:
+    """Log-spaced query positions 1..seq_len (``per_octave`` per doubling), always with 1 and T.
+
+    >>> positions_for(16)
+    [1, 2, 3, 4, 6, 8, 11, 16]
+    """
+    seq_len = int(seq_len)
+    steps = int(math.floor(per_octave * math.log2(seq_len))) if seq_len > 1 else 0
+    pos = {int(round(2 ** (k / per_octave))) for k in range(steps + 1)} | {1, seq_len}
+    return sorted(p for p in pos if 1 <= p <= seq_len)
+
+
+@dataclass
+class Report:
+    """Everything one `run` produced; `verify.write_report` turns it into files."""
+
+    spec: ModelSpec
+    preset: str
+    samples: int
+    seed: int
+    alpha: float
+    positions: list[int]
+    checks: CheckSet
+    best: TheoryTable
+    leading: TheoryTable
+    leading_rows: list[Comparison]
+    simulation: Any  # simulate.SimulationResult
+    mutants: dict[str, dict]
+    calibration: Calibration | None
+    timings: dict[str, float] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.checks.passed
+
+    @property
+    def exact_passed(self) -> bool:
+        return self.checks.exact_passed
+
+    @property
+    def logit_variance(self) -> float:
+        ln = self.best.values.get("blocks.0.ln1.hook_normalized", {}).get("var")
+        return logit_variance(self.spec, float(ln[0]) if ln is not None else None)
+
+    def best_rel_error(self, tap: str, position: int, quantity: str = "var") -> float:
+        """(theory - sim)/sim of the best level's check at ``(tap, position, quantity)``."""
+        for c in self.checks:
+            if c.tap == tap and c.position == position and c.quantity == quantity and c.sim:
+                return (c.theory - c.sim) / c.sim
+        return math.nan
+
+    def leading_deviations(self) -> list[dict]:
+        """The paper's leading order against the simulation, row by row, with a flag
+        ``significant`` (|z| above the Bonferroni critical value at ``alpha``)."""
+        crit = critical_z(self.alpha, len(self.leading_rows))
+        out = []
+        for r in self.leading_rows:
+            finite = math.isfinite(r.z)
+            out.append({
+                "tap": r.tap, "position": r.position, "quantity": r.quantity, "theory": r.theory, "sim": r.sim,
+                "se": r.se, "z": r.z if finite else None,
+                "rel_error": r.rel_error if math.isfinite(r.rel_error) else None,
+                "significant": bool(finite and abs(r.z) > crit),
+            })
+        return out
+
+    def leading_summary(self, taps=("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid",
+                                    "blocks.0.attn.hook_pattern", "blocks.0.ln1.hook_normalized",
+                                    "blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores")) -> list[dict]:
+        """Per tap: the leading order's relative error at the last position and its largest
+        significant relative error over positions (variances; sum_sq for the pattern)."""
+        rows = [r for r in self.leading_deviations() if r["quantity"] in ("var", "sum_sq") and r["rel_error"] is not None]
+        out = []
+        last = max(self.positions)
+        for tap in taps:
+            mine = [r for r in rows if r["tap"] == tap]
+            if not mine:
+                continue
+            at_last = next((r for r in mine if r["position"] == last), mine[-1])
+            worst = max(mine, key=lambda r: abs(r["rel_error"]))
+            significant = [r for r in mine if r["significant"]]
+            out.append({
+                "tap": tap, "quantity": at_last["quantity"], "position": at_last["position"],
+                "leading": at_last["theory"], "sim": at_last["sim"], "se": at_last["se"],
+                "rel_error": at_last["rel_error"], "z": at_last["z"],
+                "worst_position": worst["position"], "worst_rel_error": worst["rel_error"],
+                "significant_positions": [r["position"] for r in significant],
+            })
+        return out
+
+
+def _stage(message: str, progress: bool) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run(
+    spec: ModelSpec | None = None,
+    preset: str = "default",
+    samples: int | None = None,
+    seed: int = 0,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    calibration: bool = True,
+    calibration_runs: int | None = None,
+    positions=None,
+    device: str = "auto",
+    progress: bool = False,
+    parallel: bool = True,
+    command: str = "",
+) -> Report:
+    """The main job: derive layer 1 of ``spec`` at both levels, simulate it, judge every
+    check, compare the paper's leading order, apply the formula mutants to the same
+    simulation, and calibrate the checks (small spec, many seeds).
+
+    Defaults: GPT-2 small's width and initialisation, one layer, T = 256
+    (`DEFAULT_SPEC`), the ``"default"`` preset, seed 0. With ``parallel`` the calibration
+    runs in a second process while the main simulation runs (both single-threaded).
+    """
+    import simulate
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    p = PRESETS[preset]
+    spec = spec or DEFAULT_SPEC
+    if spec.is_symbolic:
+        raise ValueError("verify needs a numeric spec (every field a number)")
+    if spec.positional != "none" or spec.vocab_size is not None:
+        raise ValueError("the layer-1 theory covers continuous Gaussian inputs without positional embeddings "
+                         "(vocab_size null, positional 'none')")
+    samples = p.samples if samples is None else samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    pos = list(positions) if positions is not None else positions_for(int(spec.seq_len), p.per_octave)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t = time.perf_counter()
+    _stage("verify: deriving layer 1 (sympy) ...", progress)
+    derivation = derive(spec)
+    best = theory_table(spec, pos, "best", derivation)
+    leading = theory_table(spec, pos, "leading", derivation)
+    timings["theory_s"] = time.perf_counter() - t
+
+    # The calibration (many small single-threaded runs) goes to a second process while the
+    # main simulation runs here, single-threaded too: both cores busy, and no OpenMP team
+    # to stall when another process holds a core (which slows torch's 2-thread team ~10x).
+    runs = p.calibration_runs if calibration_runs is None else calibration_runs
+    cal_samples = p.calibration_samples or samples
+    cal_kwargs = dict(runs=runs, samples=cal_samples, alpha=alpha, seed=seed + CALIBRATION_SEED_OFFSET, device="cpu")
+    pool = future = None
+    if calibration and parallel:
+        try:
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            future = pool.submit(calibrate, **cal_kwargs)
+            _stage(f"verify: calibrating in a second process ({runs} runs x {cal_samples} networks, small spec)", progress)
+        except (OSError, RuntimeError):  # no subprocesses here: calibrate afterwards
+            pool = future = None
+    t_cal = time.perf_counter()
+
+    t = time.perf_counter()
+    _stage(f"verify: simulating {samples} networks (d_model={spec.d_model}, T={spec.seq_len}, seed {seed}) ...", progress)
+    threads = 1 if future is not None else None
+    try:
+        sim = simulate.run(spec, taps=best.taps, samples=samples, seed=seed, positions=pos, device=device,
+                           progress=progress, threads=threads)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    timings["simulation_s"] = time.perf_counter() - t
+
+    checks = compare(best, sim, alpha=alpha)
+    leading_rows = comparisons(leading, sim)
+    mutants = {}
+    for name, mutate in MUTANTS.items():
+        mt = mutate(best)
+        judged = compare(mt, sim, alpha=alpha)
+        mutants[name] = {
+            "detected": not judged.passed,
+            "failed_checks": len(judged.failed),
+            "max_expected_shift_se": expected_shift(best, mt, checks),
+        }
+
+    cal = None
+    if calibration:
+        if future is not None:
+            _stage("verify: waiting for the calibration ...", progress)
+            try:
+                cal = future.result()
+            finally:
+                pool.shutdown()
+        else:
+            _stage(f"verify: calibrating ({runs} runs x {cal_samples} networks, small spec) ...", progress)
+            cal = calibrate(**cal_kwargs, progress=progress)
+        timings["calibration_s"] = time.perf_counter() - t_cal
+    timings["total_s"] = time.perf_counter() - t_all
+    return Report(spec=spec, preset=preset, samples=samples, seed=seed, alpha=alpha, positions=pos, checks=checks,
+                  best=best, leading=leading, leading_rows=leading_rows, simulation=sim, mutants=mutants,
+                  calibration=cal, timings=timings, command=command)

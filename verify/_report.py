@@ -1,0 +1,314 @@
+"""Writing a `Report`: report.md, results.json, summary.tex, figures; the console summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ._figures import save_figures
+from ._job import DEFAULT_SPEC, Report
+
+MEASURE = "annealed"
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf -> null, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _short(tap: str) -> str:
+    return tap.split(".", 2)[-1]
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}%"
+
+
+def _g(x, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
+
+
+def results_dict(report: Report, figures: dict | None = None) -> dict:
+    """The machine-readable results (what results.json holds)."""
+    sim_meta = report.simulation.meta
+    return _clean({
+        "spec": report.spec.to_dict(),
+        "run": {
+            "command": report.command,
+            "preset": report.preset,
+            "samples": report.samples,
+            "seed": report.seed,
+            "alpha": report.alpha,
+            "measure": MEASURE,
+            "positions": report.positions,
+            "logit_variance": report.logit_variance,
+            "device": sim_meta.get("device"),
+            "timings_s": report.timings,
+            "versions": sim_meta.get("versions"),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        "verdict": {
+            "passed": report.passed,
+            "exact_passed": report.exact_passed,
+            "checks": len(report.checks),
+            "failed": len(report.checks.failed),
+            "by_tap": report.checks.by_tap(),
+        },
+        "checks": report.checks.to_list(),
+        "leading": {"summary": report.leading_summary(), "rows": report.leading_deviations()},
+        "mutants": report.mutants,
+        "calibration": report.calibration.to_dict() if report.calibration else None,
+        "figures": figures or {},
+    })
+
+
+# ------------------------------------------------------------------------------ markdown
+def _spec_lines(report: Report) -> list[str]:
+    spec = report.spec.to_dict()
+    default = DEFAULT_SPEC.to_dict()
+    changed = {k: v for k, v in spec.items() if v != default.get(k)}
+    head = ("GPT-2 small's width and initialisation, one layer, T = 256 (the default spec)" if not changed
+            else "the default spec (GPT-2 small width and init, 1 layer, T = 256) with " +
+            ", ".join(f"`{k}={v}`" for k, v in changed.items()))
+    return [
+        f"- Spec: {head}.",
+        f"- Key numbers: d_model = {spec['d_model']}, n_heads = {spec['n_heads']}, seq_len = {spec['seq_len']}, "
+        f"sigma_embed = {spec['sigma_embed']}, sigma_q = {spec['sigma_q']}, sigma_k = {spec['sigma_k']}, "
+        f"sigma_v = {spec['sigma_v']}, sigma_o = {spec['sigma_o']}, ln_eps = {spec['ln_eps']}, "
+        f"attn_scale = {spec['attn_scale']}; mean logit variance tau_bar^2 = {report.logit_variance:.4g}.",
+    ]
+
+
+def _leading_sentences(report: Report) -> list[str]:
+    lines = []
+    summary = {r["tap"]: r for r in report.leading_summary()}
+    z = summary.get("blocks.0.attn.hook_z")
+    if z:
+        lines.append(
+            f"At m = {z['position']} the paper's `hook_z` variance `sigma_v^2 d / m` = {_g(z['leading'])} against "
+            f"{_g(z['sim'])} ± {_g(z['se'], 2)} simulated: **{_pct(z['rel_error'])}** (z = {_g(z['z'], 3)})."
+        )
+    for tap in ("blocks.0.hook_attn_out", "blocks.0.hook_resid_mid", "blocks.0.attn.hook_pattern",
+                "blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores"):
+        r = summary.get(tap)
+        if not r:
+            continue
+        what = "m E[sum a^2] (uniform attention: 1)" if r["quantity"] == "sum_sq" else "variance"
+        where = (f"significant at m in {{{', '.join(map(str, r['significant_positions']))}}}"
+                 if r["significant_positions"] else "not significant at any recorded m")
+        lines.append(
+            f"`{_short(tap)}` {what}: {_pct(r['rel_error'])} at m = {r['position']}, largest {_pct(r['worst_rel_error'])} "
+            f"at m = {r['worst_position']}; {where}."
+        )
+    return lines
+
+
+def _calibration_lines(report: Report) -> list[str]:
+    cal = report.calibration
+    if cal is None:
+        return ["Calibration was skipped (`--no-calibration`)."]
+    fa, allk, zs, fw, tt = cal.false_alarm, cal.all_known, cal.zscores, cal.family_wise, cal.true_theory
+    spec = cal.spec
+    lines = [
+        f"{cal.runs} runs of {cal.samples} networks each (seeds {cal.seeds[0]}..{cal.seeds[1]}) on a small spec: "
+        f"d_model = {spec.d_model}, n_heads = {spec.n_heads}, T = {spec.seq_len}, GPT-2 init otherwise with "
+        f"sigma_q = sigma_k = {spec.sigma_q}, positions {', '.join(map(str, cal.positions))}; {cal.wall_time_s:.1f} s.",
+        "",
+        "**False alarms of exact checks on exactly known quantities** (embedding, LayerNorm, q/k/v, logits):",
+        "",
+        f"- one designated check per run, unadjusted at alpha = {fa['alpha_check']}: {fa['rejected']} / {fa['runs']} "
+        f"rejected = {_g(fa['rate'], 3)}; Binomial({fa['runs']}, {fa['alpha_check']}) central 99% range "
+        f"[{fa['binomial_range_99'][0]}, {fa['binomial_range_99'][1]}] -> "
+        f"**{'within bounds' if fa['within_bounds'] else 'OUTSIDE bounds'}**;",
+        f"- all {allk['checks']} such checks: rejection rate {_g(allk['rate'], 3)} (99% interval from the spread "
+        f"across runs [{_g(allk['interval_99'][0], 3)}, {_g(allk['interval_99'][1], 3)}]); their z-scores have mean "
+        f"{zs['mean']:+.3f} and sd {zs['sd']:.3f} (ideal 0 and 1), |z| > 2.576 in {_g(zs['frac_abs_gt_2.576'], 3)} "
+        f"(ideal 0.01);",
+        f"- family-wise (Holm at alpha = {fw['alpha']} over the known checks of a run): {fw['rejected']} / {fw['runs']} "
+        f"runs = {_g(fw['rate'], 3)} (must not exceed the 99% upper bound {fw['upper_99']} of "
+        f"Binomial({fw['runs']}, {fw['alpha']}): **{'ok' if fw['within_bounds'] else 'EXCEEDED'}**);",
+        f"- the correct theory over the full check family of a run: rejected in {tt['rejected']} / {tt['runs']} runs "
+        f"({_g(tt['rate'], 3)}).",
+        "",
+        f"**Power against formula mutants** at the default sample size ({cal.samples} networks), same runs:",
+        "",
+        "| mutant | detected (calibration spec) | rate | 95% CI | this run | largest expected shift (SE) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, p in cal.power.items():
+        main = report.mutants.get(name, {})
+        lines.append(
+            f"| {name} | {p['detected']} / {p['runs']} | {_g(p['rate'], 3)} | [{_g(p['clopper_pearson_95'][0], 3)}, "
+            f"{_g(p['clopper_pearson_95'][1], 3)}] | {'detected' if main.get('detected') else 'missed'} | "
+            f"{_g(main.get('max_expected_shift_se'), 3)} |"
+        )
+    lines += [
+        "",
+        "\"This run\" applies the mutant to the main run's theory and judges it against the same simulation; the last "
+        "column is the largest |theory_mutant - theory| / SE over its exact checks (a mutant is reliably detected "
+        "when it clearly exceeds Holm's first critical value, about 4).",
+    ]
+    return lines
+
+
+def markdown(report: Report, figures: dict | None = None) -> str:
+    """report.md: what was run, verdicts, leading-order deviations, calibration, figures, checks."""
+    checks = report.checks
+    by_tap = checks.by_tap()
+    n_exact = sum(1 for c in checks if c.exact)
+    verdict = "PASS" if checks.passed else ("FAIL (an exact check failed)" if not checks.exact_passed else "FAIL (approximate)")
+    t = report.timings
+    lines = [
+        "# verify: theory against simulation",
+        "",
+        f"**Verdict: {verdict}** — {len(checks) - len(checks.failed)} of {len(checks)} checks passed "
+        f"({n_exact} exact, {len(checks) - n_exact} approximate); family-wise alpha = {report.alpha} (Holm).",
+        "",
+        "## What was run",
+        "",
+        f"- Command: `{report.command or 'python -m verify'}` (preset `{report.preset}`).",
+        *_spec_lines(report),
+        f"- Measure: {MEASURE} (a fresh network and fresh Gaussian inputs per sample); {report.samples} networks, "
+        f"seed {report.seed}; query positions {', '.join(map(str, report.positions))}.",
+        f"- Theory: `theory.derive` (layer 1), best level checked; the paper's leading order compared.",
+        f"- Wall time: {t.get('total_s', float('nan')):.1f} s (theory {t.get('theory_s', 0):.1f} s, simulation "
+        f"{t.get('simulation_s', 0):.1f} s, calibration {t.get('calibration_s', 0):.1f} s).",
+        "",
+        "Rules: an exact result passes when its z = (sim - theory)/SE survives Holm's procedure over all checks of the "
+        "run (SE: across independent networks); an approximate one is first allowed its declared relative error "
+        "(`rel_tol`) and only the excess is tested the same way. Statistics fixed per network up to rounding are "
+        "compared to 1e-5 relative (`deterministic`).",
+        "",
+        "## Verdict per tap",
+        "",
+        "| tap | level | checks | failed | max abs z | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for tap, row in by_tap.items():
+        lines.append(f"| `{tap}` | {row['level']} | {row['checks']} | {row['failed']} | {row['max_abs_z']:.2f} | "
+                     f"{'pass' if row['verdict'] == 'pass' else '**FAIL**'} |")
+    lines += ["", "## Where the paper's leading order deviates", ""]
+    lines += [
+        "The leading order (Chi et al. 2023) takes the LayerNorm output as N(0, 1), attention as uniform "
+        "(a_mn = 1/m) and the weights as independent of the values they average. Relative error "
+        "(theory - sim)/sim; significant = |z| above the Bonferroni critical value over these comparisons.",
+        "",
+    ]
+    lines += [f"- {s}" for s in _leading_sentences(report)]
+    lines += [
+        "",
+        "| tap | quantity | m | leading | simulation | SE | rel. error | z |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report.leading_deviations():
+        if r["quantity"] == "mean":
+            continue
+        lines.append(f"| `{_short(r['tap'])}` | {r['quantity']} | {r['position']} | {_g(r['theory'])} | {_g(r['sim'])} | "
+                     f"{_g(r['se'], 2)} | {_pct(r['rel_error'])} | {_g(r['z'], 3)} |")
+    lines += ["", "## Calibration of verify", ""] + _calibration_lines(report)
+    if figures:
+        lines += ["", "## Figures", ""]
+        captions = {
+            "variance": "Variance against position (log-log), simulation with 2-SE bars, best and leading theory.",
+            "sum_sq": "m E[sum_n a_mn^2] against m: 1 for uniform attention.",
+            "zscores": "z-scores of all checks; dotted/dashed: Holm's strictest and loosest critical values.",
+        }
+        for name, paths in figures.items():
+            png = next((p for p in paths if p.endswith(".png")), paths[0])
+            lines += [f"![{name}]({png})", "", f"*{captions.get(name, name)}* ({', '.join(paths)})", ""]
+    lines += [
+        "## All checks",
+        "",
+        "| tap | m | quantity | level | theory | simulation | SE | z | tolerance | passed | assumption (on failure) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        lines.append(
+            f"| `{_short(c.tap)}` | {c.position} | {c.quantity} | {c.level}{' (det.)' if c.method == 'deterministic' else ''} | "
+            f"{_g(c.theory, 6)} | {_g(c.sim, 6)} | {_g(c.se, 2)} | {_g(c.z, 3)} | {_g(c.tolerance, 2)} | "
+            f"{'yes' if c.passed else '**NO**'} | {'' if c.passed else c.assumption} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def latex_summary(report: Report) -> str:
+    """summary.tex: the per-tap verdicts and the leading-order deviations as LaTeX tables."""
+    esc = lambda s: s.replace("_", r"\_")  # noqa: E731
+    rows = [
+        r"\begin{tabular}{llrrr}", r"\toprule",
+        r"tap & level & checks & failed & $\max|z|$ \\", r"\midrule",
+    ]
+    for tap, row in report.checks.by_tap().items():
+        rows.append(rf"\texttt{{{esc(_short(tap))}}} & {row['level']} & {row['checks']} & {row['failed']} & {row['max_abs_z']:.2f} \\")
+    rows += [r"\bottomrule", r"\end{tabular}", ""]
+    rows += [
+        r"\begin{tabular}{lrrrr}", r"\toprule",
+        r"tap & $m$ & leading & simulation & rel.\ error \\", r"\midrule",
+    ]
+    for r in report.leading_summary():
+        rows.append(rf"\texttt{{{esc(_short(r['tap']))}}} & {r['position']} & {r['leading']:.4g} & {r['sim']:.4g} & "
+                    rf"{100 * r['rel_error']:+.1f}\% \\")
+    rows += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(rows) + "\n"
+
+
+def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
+    """Write report.md, results.json, summary.tex and the figures (PNG + PDF) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = save_figures(report, out)
+    (out / "results.json").write_text(json.dumps(results_dict(report, figures), indent=1, allow_nan=False) + "\n",
+                                      encoding="utf-8")
+    (out / "report.md").write_text(markdown(report, figures), encoding="utf-8")
+    (out / "summary.tex").write_text(latex_summary(report), encoding="utf-8")
+    written = {"report": str(out / "report.md"), "results": str(out / "results.json"), "latex": str(out / "summary.tex")}
+    for name, paths in figures.items():
+        for p in paths:
+            written[p] = str(out / p)
+    return written
+
+
+def console_summary(report: Report, out: str | Path | None = None) -> str:
+    """A few lines for the terminal."""
+    checks = report.checks
+    n_exact = sum(1 for c in checks if c.exact)
+    failed_exact = sum(1 for c in checks.failed if c.exact)
+    lines = [
+        f"verify: {'PASS' if checks.passed else 'FAIL'}  {len(checks) - len(checks.failed)}/{len(checks)} checks passed "
+        f"({n_exact} exact, {failed_exact} failed; {len(checks) - n_exact} approximate, "
+        f"{len(checks.failed) - failed_exact} failed); Holm alpha = {report.alpha}",
+    ]
+    for c in checks.failed[:5]:
+        lines.append("  " + c.describe())
+    z = next((r for r in report.leading_summary() if r["tap"] == "blocks.0.attn.hook_z"), None)
+    if z:
+        lines.append(f"leading order (paper): hook_z variance at m={z['position']} off by {_pct(z['rel_error'])} "
+                     f"(z = {_g(z['z'], 3)}); best theory {_pct(report.best_rel_error('blocks.0.attn.hook_z', z['position']))}")
+    cal = report.calibration
+    if cal is not None:
+        fa = cal.false_alarm
+        lines.append(
+            f"calibration: false alarms {fa['rejected']}/{fa['runs']} at alpha {fa['alpha_check']} (99% range "
+            f"{fa['binomial_range_99'][0]}-{fa['binomial_range_99'][1]}: {'ok' if fa['within_bounds'] else 'OUTSIDE'}); "
+            + "; ".join(f"{k} detected {v['detected']}/{v['runs']}" for k, v in cal.power.items())
+        )
+    t = report.timings
+    lines.append(f"wall time {t.get('total_s', float('nan')):.1f} s" + (f"; report in {out}/" if out else ""))
+    return "\n".join(lines)
