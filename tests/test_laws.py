@@ -109,3 +109,14 @@ def test_simulation_does_not_reject_the_exact_laws():
     # Holm at family-wise 1%: the smallest p-value must exceed 0.01/3, etc.
     ordered = sorted(pvalues.values())
     assert all(p > 0.01 / (len(ordered) - i) for i, p in enumerate(ordered)), pvalues
+
+
+@pytest.mark.parametrize("k", [1, 3, 64, 150, 300])
+def test_variance_gamma_representations_agree(k):
+    # Bessel closed form and the chi-square mixture sqrt(W) Z are the same law.
+    from theory.laws import _variance_gamma_pdf, _variance_gamma_pdf_mixture
+
+    x = np.sqrt(k) * np.array([1e-9, 0.01, 0.3, 1.0, 3.0])
+    closed, mixture = _variance_gamma_pdf(x, k), _variance_gamma_pdf_mixture(x, k)
+    assert np.allclose(closed[1:], mixture[1:], rtol=1e-7)
+    assert np.all(np.isfinite(closed[1:]))

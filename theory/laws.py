@@ -47,13 +47,18 @@ def _radius_rule(spec: ModelSpec, nodes: int = _N_RADIUS) -> tuple[np.ndarray, n
     """
     if spec.ln_eps == 0:
         return np.ones(1), np.ones(1)
-    k = spec.d_model - 1
     c = spec.d_model * spec.ln_eps / spec.sigma_embed**2
-    law = stats.chi2(k)
+    x, w = _chi2_rule(spec.d_model - 1, nodes)
+    return np.sqrt(x / (x + c)), w
+
+
+def _chi2_rule(dof: float, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and probability weights for ``chi^2_dof``: a trapezoid rule in ``log X``."""
+    law = stats.chi2(dof)
     y = np.linspace(math.log(law.ppf(1e-15)), math.log(law.isf(1e-15)), nodes)
     x = np.exp(y)
     w = np.exp(law.logpdf(x) + y)  # f(X) dX = f(e^y) e^y dy
-    return np.sqrt(x / (x + c)), w / w.sum()
+    return x, w / w.sum()
 
 
 class _ScaleMixture(stats.rv_continuous):
@@ -67,13 +72,19 @@ class _ScaleMixture(stats.rv_continuous):
     _base_moments = (1.0, 3.0)
     _scales = _weights = np.ones(1)
 
+    def _in_chunks(self, x, fn):
+        """Evaluate ``fn`` on flat chunks of x: memory stays bounded for any input size."""
+        x = np.asarray(x, float)
+        flat = x.reshape(-1)
+        step = max(1, 2**21 // (self._scales.size * 64))
+        out = np.concatenate([fn(flat[i : i + step, None]) for i in range(0, flat.size, step)]) if flat.size else flat
+        return out.reshape(x.shape)
+
     def _pdf(self, x):
-        x = np.asarray(x, float)[..., None]
-        return (self._weights * self._base_pdf(x / self._scales) / self._scales).sum(-1)
+        return self._in_chunks(x, lambda c: (self._weights * self._base_pdf(c / self._scales) / self._scales).sum(-1))
 
     def _cdf(self, x):
-        x = np.asarray(x, float)[..., None]
-        return np.clip((self._weights * self._base_cdf(x / self._scales)).sum(-1), 0.0, 1.0)
+        return self._in_chunks(x, lambda c: np.clip((self._weights * self._base_cdf(c / self._scales)).sum(-1), 0.0, 1.0))
 
     def _stats(self):
         # Symmetric base laws: mean 0, E[x^2] and E[x^4] scale with s^2 and s^4.
@@ -175,40 +186,54 @@ def _gaussian_mixture(spec: ModelSpec, sigma: float, tap: str) -> Law:
 
 
 def _variance_gamma_pdf(x, k):
-    """Density of the sum of k products of independent N(0, 1) pairs."""
-    ax = np.abs(np.asarray(x, float))
+    """Density of ``V = sum_{j<=k} g_j h_j`` (independent N(0, 1) pairs).
+
+    Closed form ``|x|^{(k-1)/2} K_{(k-1)/2}(|x|) / (2^{(k-1)/2} sqrt(pi) Gamma(k/2))`` while
+    the Bessel function stays in floating range (k <= 200); beyond, the equivalent
+    representation ``V = sqrt(W) Z``, ``W ~ chi^2_k`` (given h, the sum is N(0, |h|^2)),
+    as a Gaussian scale mixture.
+    """
+    x = np.asarray(x, float)
+    if k > 200:
+        return _variance_gamma_pdf_mixture(x, k)
+    ax = np.abs(x)
     nu = (k - 1) / 2.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_pdf = nu * np.log(ax) + np.log(special.kve(nu, ax)) - ax - nu * math.log(2) - 0.5 * math.log(math.pi) - special.gammaln(k / 2.0)
         out = np.exp(log_pdf)
-    if k > 1:  # finite limit at 0: Gamma(nu) 2^{nu-1} / (2^nu sqrt(pi) Gamma(k/2))
-        at0 = math.exp(special.gammaln(nu) - math.log(2) - 0.5 * math.log(math.pi) - special.gammaln(k / 2.0))
-        out = np.where(ax == 0, at0, out)
+    # The limit at 0: Gamma(nu) / (2 sqrt(pi) Gamma(k/2)) for k > 1, +inf for k = 1 (log singularity).
+    at0 = math.exp(special.gammaln(nu) - math.log(2) - 0.5 * math.log(math.pi) - special.gammaln(k / 2.0)) if k > 1 else np.inf
+    out = np.where(ax == 0, at0, out)
+    overflow = ~np.isfinite(out) & (ax > 0)  # K_nu overflows near 0 for large orders
+    if overflow.any():
+        out = np.where(overflow, _variance_gamma_pdf_mixture(x, k), out)
     return out
 
 
-class _VarianceGammaCdf:
-    """CDF of the variance-gamma law by tabulated quadrature of the density (symmetric)."""
+def _variance_gamma_pdf_mixture(x: np.ndarray, k: int) -> np.ndarray:
+    """``E_W[phi(x/sqrt(W))/sqrt(W)]``, W ~ chi^2_k: the same density, always in range."""
+    w_nodes, w_weights = _chi2_rule(k, 256)
+    s = np.sqrt(w_nodes)
+    return (w_weights * stats.norm.pdf(np.asarray(x, float)[..., None] / s) / s).sum(-1)
 
-    def __init__(self, k: int):
-        self.k = k
-        # x = u^2 on a uniform u grid: dx = 2u du tames the log singularity of K_0 at 0 (k = 1).
-        u = np.linspace(0.0, math.sqrt(40.0 * math.sqrt(k) + 40.0), 40001)
-        self.grid = u * u
-        integrand = np.where(u > 0, _variance_gamma_pdf(self.grid, k) * 2.0 * u, 0.0)
-        cum = integrate.cumulative_trapezoid(integrand, u, initial=0.0)
-        self.half = cum / cum[-1] * 0.5
+
+class _VarianceGammaCdf:
+    """CDF of V: ``E_W[Phi(x / sqrt(W))]``, ``W ~ chi^2_k`` (exact representation, quadrature in log W)."""
+
+    def __init__(self, k: int, nodes: int = 160):
+        w_nodes, self.weights = _chi2_rule(k, nodes)
+        self.scales = np.sqrt(w_nodes)
 
     def __call__(self, x):
         x = np.asarray(x, float)
-        return 0.5 + np.sign(x) * np.interp(np.abs(x), self.grid, self.half, right=0.5)
+        return (self.weights * special.ndtr(x[..., None] / self.scales)).sum(-1)
 
 
 def _scores(spec: ModelSpec, position: int | None) -> Law:
     k = spec.d_head
     s = 1 / math.sqrt(k) if spec.attn_scale == "sqrt" else 1.0 / k
     scale = s * spec.sigma_q * spec.sigma_k * spec.d_model
-    r, w = _radius_rule(spec, nodes=48)
+    r, w = _radius_rule(spec, nodes=32)
     scales = (r[:, None] * r[None, :]).ravel() * scale  # independent radii of e_m and e_n (n != m)
     weights = (w[:, None] * w[None, :]).ravel()
     what = "one score l_mn, n != m"
@@ -227,7 +252,7 @@ def _scores(spec: ModelSpec, position: int | None) -> Law:
     kk = sp.Symbol("k", positive=True)
     density = sp.Abs(x) ** ((kk - 1) / 2) * sp.besselk((kk - 1) / 2, sp.Abs(x)) / (2 ** ((kk - 1) / 2) * sp.sqrt(sp.pi) * sp.gamma(kk / 2))
     return Law("attn.hook_attn_scores", f"variance-gamma, scaled sum of d_head products of Gaussians ({what})",
-               density, x, dist, True, "cdf by trapezoid quadrature of the density (abs error < 1e-7)")
+               density, x, dist, True, "cdf as the chi-square mixture of Gaussian cdfs (abs error < 1e-9)")
 
 
 def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
