@@ -123,6 +123,11 @@ def test_predict_format():
         predict(ModelSpec().symbolic("d_model"), [1])
 
 
+def test_finite_vocabulary_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="vocab_size"):
+        predict(ModelSpec(d_model=16, n_heads=2, vocab_size=100), [1])
+
+
 def test_symbolic_step_refuses_numeric_evaluation():
     r = derive(ModelSpec(ln_eps=0.0).symbolic("sigma_v"))["blocks.0.attn.hook_v"].best
     with pytest.raises(ValueError, match="sigma_v"):

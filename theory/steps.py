@@ -87,6 +87,13 @@ class LayerOne:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, with_forms: bool = True) -> "LayerOne":
+        if spec.vocab_size is not None:
+            # A finite table repeats tokens: equal inputs at two positions break the
+            # i.i.d.-over-positions assumption every step below uses.
+            raise ValueError(
+                f"the layer-1 theory assumes continuous Gaussian inputs (vocab_size = null); "
+                f"got vocab_size = {spec.vocab_size}. Use vocab_size = null for theory."
+            )
         d = sp.sympify(spec.d_model)
         d_head = d / spec.n_heads if spec.is_symbolic else sp.Integer(spec.d_head)
         scale = 1 / sp.sqrt(d_head) if spec.attn_scale == "sqrt" else 1 / d_head
