@@ -129,11 +129,13 @@ def calibrate(
     device: str = "cpu",
     threads: int | None = 1,
     progress: bool = False,
+    table: TheoryTable | None = None,
 ) -> Calibration:
     """Measure the false-alarm rate and the power of the checks (module docstring).
 
     Run ``r`` simulates ``samples`` networks with seed ``seed + r``. Every number is
-    reproducible from ``(spec, runs, samples, seed)``.
+    reproducible from ``(spec, runs, samples, seed)``. ``table`` may pass the spec's
+    best-level `TheoryTable` at ``positions`` when it is already derived.
     """
     import simulate  # torch is imported only when a simulation is asked for
 
@@ -143,7 +145,10 @@ def calibrate(
     mutants = MUTANTS if mutants is None else mutants
     positions = tuple(int(p) for p in positions if int(p) <= int(spec.seq_len)) or (int(spec.seq_len),)
     t0 = time.perf_counter()
-    table = theory_table(spec, positions)
+    if table is None:
+        table = theory_table(spec, positions)
+    elif table.spec != spec or table.positions.tolist() != sorted(set(positions)) or table.label != "best":
+        raise ValueError("the theory table passed to calibrate is not the best level of this spec at these positions")
     mutant_tables: dict[str, TheoryTable] = {name: mutate(table) for name, mutate in mutants.items()}
     taps = table.taps
     crit = critical_z(alpha_check)

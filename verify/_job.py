@@ -14,12 +14,13 @@ import numpy as np
 
 from theory import ModelSpec, derive
 
-from ._calibration import Calibration, calibrate
+from ._calibration import CALIBRATION_POSITIONS, CALIBRATION_SPEC, Calibration, calibrate
 from ._checks import DEFAULT_ALPHA, CheckSet, Comparison, comparisons, compare, critical_z
 from ._mutants import MUTANTS, expected_shift
 from ._theory import TheoryTable, logit_variance, theory_table
 
 CALIBRATION_SEED_OFFSET = 1_000_003  # calibration seeds: seed + offset + run
+PARALLEL_MIN_WORK = 20_000  # calibration networks (runs x samples) worth a second process
 
 # GPT-2 small's width and initialisation, one layer, 256 positions.
 DEFAULT_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
@@ -154,7 +155,7 @@ def run(
     positions=None,
     device: str = "auto",
     progress: bool = False,
-    parallel: bool = True,
+    parallel: bool | None = None,
     command: str = "",
 ) -> Report:
     """The main job: derive layer 1 of ``spec`` at both levels, simulate it, judge every
@@ -163,7 +164,8 @@ def run(
 
     Defaults: GPT-2 small's width and initialisation, one layer, T = 256
     (`DEFAULT_SPEC`), the ``"default"`` preset, seed 0. With ``parallel`` the calibration
-    runs in a second process while the main simulation runs (both single-threaded).
+    runs in a second process while the main simulation runs (both single-threaded);
+    ``None`` does so when the calibration is large enough to pay for the process.
     """
     import simulate
 
@@ -198,8 +200,12 @@ def run(
     runs = p.calibration_runs if calibration_runs is None else calibration_runs
     cal_samples = p.calibration_samples or samples
     cal_kwargs = dict(runs=runs, samples=cal_samples, alpha=alpha, seed=seed + CALIBRATION_SEED_OFFSET, device="cpu")
+    if parallel is None:  # a second process costs a few seconds of imports: only for real work
+        parallel = runs * cal_samples >= PARALLEL_MIN_WORK
     pool = future = None
     if calibration and parallel:
+        # Derived here (sympy is warm), so that the worker only imports and simulates.
+        cal_kwargs["table"] = theory_table(CALIBRATION_SPEC, CALIBRATION_POSITIONS)
         try:
             pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
             future = pool.submit(calibrate, **cal_kwargs)

@@ -1,0 +1,151 @@
+"""The main job's outputs: files are written and parse, figures have the expected axes and
+series (matplotlib objects, not pixels), and the report states the leading-order misses."""
+
+import json
+
+import numpy as np
+import pytest
+
+import verify
+from theory import ModelSpec
+from verify._figures import BEST_LABEL, LEADING_LABEL, SIM_LABEL
+
+SPEC = ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=16, attn_only=True, sigma_q=0.15, sigma_k=0.15,
+                 sigma_v=0.5, sigma_o=0.2, ln_eps=1e-5)
+CHECK_KEYS = {"tap", "position", "level", "theory", "sim", "se", "z", "tolerance", "passed", "assumption"}
+
+
+@pytest.fixture(scope="module")
+def report():
+    return verify.run(SPEC, preset="quick", samples=300, seed=5, calibration_runs=6, parallel=False)
+
+
+@pytest.fixture(scope="module")
+def written(report, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    paths = verify.write_report(report, out)
+    return out, paths
+
+
+def test_run_summary(report):
+    assert report.passed and report.exact_passed
+    assert report.positions == verify.positions_for(16) == [1, 2, 3, 4, 6, 8, 11, 16]
+    assert len(report.checks) == len(report.positions) * (9 * 2 + 1)
+    assert set(report.mutants) == set(verify.MUTANTS)
+    assert report.mutants["factor H dropped"]["detected"]
+    assert set(report.timings) >= {"theory_s", "simulation_s", "calibration_s", "total_s"}
+
+
+def test_files_written_and_parse(written):
+    out, paths = written
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "results.json", "summary.tex"} <= names
+    for fig in ("variance", "sum_sq", "zscores"):
+        assert (out / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
+    data = json.loads((out / "results.json").read_text())
+    assert ModelSpec.from_dict(data["spec"]) == SPEC
+    assert data["run"]["samples"] == 300 and data["run"]["measure"] == "annealed"
+    assert data["verdict"]["passed"] is True
+    assert len(data["checks"]) == data["verdict"]["checks"]
+    for check in data["checks"]:
+        assert CHECK_KEYS <= set(check)
+        assert check["level"] in ("exact", "approximate", "asymptotic")
+    cal = data["calibration"]
+    assert cal["runs"] == 6 and cal["samples"] == 300
+    assert {"false_alarm", "zscores", "family_wise", "power"} <= set(cal)
+    assert set(cal["power"]) == set(verify.MUTANTS)
+    assert {r["tap"] for r in data["leading"]["summary"]} >= {"blocks.0.attn.hook_z", "blocks.0.hook_resid_mid"}
+    assert data["figures"]["variance"] == ["variance.png", "variance.pdf"]
+
+
+def test_markdown_sections(written, report):
+    out, _ = written
+    text = (out / "report.md").read_text()
+    for heading in ("## What was run", "## Verdict per tap", "## Where the paper's leading order deviates",
+                    "## Calibration of verify", "## Figures", "## All checks"):
+        assert heading in text
+    assert "**Verdict: PASS**" in text
+    assert "![variance](variance.png)" in text
+    z = next(r for r in report.leading_summary() if r["tap"] == "blocks.0.attn.hook_z")
+    assert f"At m = {z['position']} the paper's `hook_z` variance" in text
+    assert text.count("\n| `") >= len(report.checks)  # one table row per check
+    assert "\\begin{tabular}" in (out / "summary.tex").read_text()
+
+
+def test_console_summary(report):
+    text = verify.console_summary(report, "report")
+    assert text.startswith("verify: PASS")
+    assert "leading order (paper): hook_z variance at m=16" in text
+    assert "calibration: false alarms" in text
+
+
+def _legend_labels(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_variance_figure(report):
+    fig = verify.variance_figure(report)
+    axes = fig.axes
+    assert len(axes) == 6  # three taps, values and ratios
+    top, bottom = axes[:3], axes[3:]
+    assert [ax.get_title() for ax in top] == ["attn.hook_z", "hook_attn_out", "hook_resid_mid"]
+    for ax, tap in zip(top, verify._figures.VARIANCE_TAPS):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert _legend_labels(ax) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]
+        assert len(ax.containers) == 1  # the error bars
+        sim_x, sim_y = ax.containers[0].lines[0].get_data()
+        np.testing.assert_allclose(sim_y, report.simulation[tap].var)
+        np.testing.assert_array_equal(sim_x, report.positions)
+        best, leading = ax.get_lines()[-2:]
+        np.testing.assert_allclose(best.get_ydata(), report.best.values[tap]["var"])
+        np.testing.assert_allclose(leading.get_ydata(), report.leading.values[tap]["var"])
+    for ax in bottom:
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "query position m"
+        assert ax.get_ylabel() == "theory / simulation"
+
+
+def test_sum_sq_figure(report):
+    ax = verify.sum_sq_figure(report).axes[0]
+    assert ax.get_xscale() == "log"
+    assert _legend_labels(ax) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]
+    m = np.asarray(report.positions, float)
+    best, leading = ax.get_lines()[-2:]
+    np.testing.assert_allclose(best.get_ydata(), m * report.best.values["blocks.0.attn.hook_pattern"]["sum_sq"])
+    np.testing.assert_allclose(leading.get_ydata(), 1.0)  # uniform attention
+    assert best.get_ydata()[0] == pytest.approx(1.0) and best.get_ydata()[-1] > 1.0
+
+
+def test_zscore_figure(report):
+    ax = verify.zscore_figure(report).axes[0]
+    finite = [c for c in report.checks if np.isfinite(c.z)]
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert len(points) == len(finite)  # no failures: one point per check
+    assert set(np.round(points[:, 1], 9)) == set(np.round([c.z for c in finite], 9))
+    assert ax.get_xscale() == "log" and "z" in ax.get_ylabel()
+    assert len(_legend_labels(ax)) == len({c.tap for c in finite})
+
+
+def test_failures_are_reported(report):
+    # The same simulation judged against a mutant: the report says FAIL and names assumptions.
+    bad = verify.compare(verify.MUTANTS["factor H dropped"](report.best), report.simulation)
+    broken = verify.Report(**{**report.__dict__, "checks": bad})
+    assert not broken.passed
+    text = verify._report.markdown(broken)
+    assert "**Verdict: FAIL" in text and "**NO**" in text
+    data = json.loads(json.dumps(verify.results_dict(broken), allow_nan=False))
+    failed = [c for c in data["checks"] if not c["passed"]]
+    assert failed and all(c["assumption"] for c in failed)
+    assert {c["tap"] for c in failed} <= {"blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"}
+    ax = verify.zscore_figure(broken).axes[0]
+    assert "failed" in _legend_labels(ax)
+
+
+def test_parallel_calibration_is_the_same_calibration():
+    # The calibration in a second process gives the numbers calibrate() gives here.
+    small = SPEC.replace(d_model=16, n_heads=2, seq_len=4)
+    report = verify.run(small, samples=100, seed=2, calibration_runs=3, parallel=True)
+    here = verify.calibrate(runs=3, samples=100, seed=2 + verify._job.CALIBRATION_SEED_OFFSET)
+    a, b = report.calibration.to_dict(), here.to_dict()
+    a.pop("wall_time_s"), b.pop("wall_time_s")
+    assert a == b
