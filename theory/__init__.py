@@ -7,9 +7,10 @@
 """
 
 from . import taps
+from ._latex import latex
 from ._result import Level, StepResult
 from .derive import Derivation, Step, derive, predict
 from .laws import Law, law
 from .spec import ModelSpec
 
-__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps"]
+__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex"]

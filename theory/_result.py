@@ -97,17 +97,19 @@ class StepResult:
 
     # ------------------------------------------------------------------ LaTeX
     def latex(self) -> str:
-        """The step's equations as an ``aligned`` LaTeX block (no surrounding math mode)."""
-        lines = []
-        for name, expr in self.quantities.items():
-            lhs = _QUANTITY_LATEX.get(name, name).format(x=self.symbol)
-            lines.append(f"{lhs} &= {sp.latex(expr)}")
-        for name, expr in self.forms.items():
-            lines.append(rf"&\quad\text{{({name.replace('_', ' ')})}}\quad {sp.latex(expr)}")
-        return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+        """The step's equations as an ``aligned`` LaTeX block (no surrounding math mode).
+
+        Floats are rounded to six significant digits, long sums are broken over lines;
+        see :func:`theory.latex` for documents, snippets and notation control.
+        """
+        from ._latex import result_latex
+
+        return result_latex(self)
 
     def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {self.latex()}$"
+        from ._latex import result_repr
+
+        return result_repr(self)
 
     def describe(self) -> str:
         """A plain-text account: quantities, level, error, regime, assumptions."""

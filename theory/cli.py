@@ -2,6 +2,7 @@
 
     python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
     python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--json]
+    python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] --out DIR
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
 """
@@ -61,7 +62,38 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", default="1,2,8,256", help="1-based query positions, e.g. 1,2,8,256")
     p.add_argument("--level", choices=LEVELS, default="best")
     p.add_argument("--json", action="store_true", help="print JSON (the default output is a table)")
+
+    t = sub.add_parser("latex", help="write derivation.tex, one snippet per step and notation.json into --out")
+    t.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
+    t.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
+    t.add_argument("--notation", help='JSON object mapping our symbols to yours, e.g. {"sigma_q": "\\sigma_{Q}", "d_model": "D"}')
+    t.add_argument("--out", required=True, help="directory to write into (created if missing)")
     return parser
+
+
+def _latex(args) -> str:
+    from pathlib import Path
+
+    from ._latex import Notation, write
+
+    notation = Notation.load(args.notation) if args.notation else Notation()
+    spec = _load_spec(args.spec)
+    if args.symbolic:
+        spec = spec.symbolic(*_parse_list(args.symbolic, "--symbolic"))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {args.out} exists and is not a directory; give a directory")
+    try:
+        written = write(derive(spec), out, notation)
+    except OSError as err:
+        raise CliError(f"cannot write into {args.out}: {err.strerror}") from None
+    steps = [k for k in written if k.startswith("blocks.")]
+    return "\n".join([
+        f"wrote {written['document']}  (pdflatex it twice: numbered equations and references)",
+        f"      {written['body']}  (\\input into a paper; needs amsmath, amssymb, booktabs)",
+        f"      {len(steps)} step snippets in {out / 'steps'}",
+        f"      {written['notation']}",
+    ])
 
 
 def _derive(args) -> str:
@@ -92,7 +124,7 @@ def _predict(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        output = _derive(args) if args.command == "derive" else _predict(args)
+        output = {"derive": _derive, "predict": _predict, "latex": _latex}[args.command](args)
     except (CliError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
