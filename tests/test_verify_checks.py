@@ -84,7 +84,7 @@ def test_normal_helpers():
 
 # ------------------------------------------------------------------------------ judge
 def _row(z, level="exact", theory=1.0, se=0.01, tap="blocks.0.attn.hook_q", scale=math.nan):
-    return Comparison(tap, 4, "var", level, theory, theory + z * se, se, z, "an assumption", scale)
+    return Comparison(tap, 4, "var", level, theory, theory - z * se, se, z, "an assumption", scale)
 
 
 def test_judge_exact_by_z_score():
@@ -160,7 +160,7 @@ def test_leading_order_fails_at_long_range(case):
     leading = verify.theory_table(SPEC, POSITIONS, level="leading")
     rows = {(r.tap, r.position, r.quantity): r for r in verify.comparisons(leading, sim)}
     z = rows[("blocks.0.attn.hook_z", 32, "var")]
-    assert z.z > 10 and z.rel_error < -0.2  # the paper's variance is far too small at m = 32
+    assert z.z < -10 and z.rel_error < -0.2  # the paper's variance is far too small at m = 32
     # Judged as if it were exact, the leading order fails.
     exact_leading = verify.TheoryTable(SPEC, "leading", leading.positions, leading.values,
                                        {t: Level.EXACT for t in leading.taps})

@@ -1,6 +1,6 @@
 """Checks: a theory number against a simulated statistic, judged by the theory's level.
 
-Exact results are judged by ``z = (sim - theory) / se`` with ``se`` the Monte Carlo
+Exact results are judged by ``z = (theory - sim) / se`` with ``se`` the Monte Carlo
 standard error across independent networks (simulate's per-network errors) and a
 two-sided normal p-value. Approximate results are allowed their declared relative error
 ``rel_tol |theory|`` first, and only the excess beyond it is judged the same way. Holm's
@@ -48,7 +48,7 @@ class Comparison:
 
     @property
     def rel_error(self) -> float:
-        """``(theory - sim) / sim``: how far the theory is from the simulation, relatively."""
+        """``theory / sim - 1``: how far the theory is from the simulation (same sign as z)."""
         return (self.theory - self.sim) / self.sim if self.sim else math.nan
 
 
@@ -177,7 +177,7 @@ def comparisons(table: TheoryTable, simulation, positions: Iterable[int] | None 
                 i = stats.index(m)
                 theory = table.value(tap, quantity, m)
                 sim, se = float(sim_values[i]), float(sim_se[i])
-                z = (sim - theory) / se if se > 0 and math.isfinite(se) else math.nan
+                z = (theory - sim) / se if se > 0 and math.isfinite(se) else math.nan
                 scale = math.sqrt(max(float(stats.var[i]), 0.0)) if quantity == "mean" else max(abs(theory), abs(sim))
                 rows.append(Comparison(tap, m, quantity, table.levels[tap].value, theory, sim, se, z, assumption, scale))
     return rows

@@ -107,7 +107,7 @@ def zscore_figure(report) -> Figure:
             ax.axhline(-value, color="gray", ls=style, lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("query position m")
-    ax.set_ylabel("z = (sim - theory) / SE")
+    ax.set_ylabel("z = (theory - sim) / SE")
     ax.set_title(f"z-scores of {len(checks)} checks (Holm, alpha = {report.alpha:g})")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

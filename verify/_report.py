@@ -103,7 +103,8 @@ def _leading_sentences(report: Report) -> list[str]:
     if z:
         lines.append(
             f"At m = {z['position']} the paper's `hook_z` variance `sigma_v^2 d / m` = {_g(z['leading'])} against "
-            f"{_g(z['sim'])} ± {_g(z['se'], 2)} simulated: **{_pct(z['rel_error'])}** (z = {_g(z['z'], 3)})."
+            f"{_g(z['sim'])} ± {_g(z['se'], 2)} simulated: **{_pct(z['rel_error'])}** (z = {_g(z['z'], 3)}); "
+            f"the best level is off by {_pct(report.best_rel_error('blocks.0.attn.hook_z', z['position']))}."
         )
     for tap in ("blocks.0.hook_attn_out", "blocks.0.hook_resid_mid", "blocks.0.attn.hook_pattern",
                 "blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores"):
@@ -191,7 +192,7 @@ def markdown(report: Report, figures: dict | None = None) -> str:
         f"- Wall time: {t.get('total_s', float('nan')):.1f} s (theory {t.get('theory_s', 0):.1f} s, simulation "
         f"{t.get('simulation_s', 0):.1f} s, calibration {t.get('calibration_s', 0):.1f} s).",
         "",
-        "Rules: an exact result passes when its z = (sim - theory)/SE survives Holm's procedure over all checks of the "
+        "Rules: an exact result passes when its z = (theory - sim)/SE survives Holm's procedure over all checks of the "
         "run (SE: across independent networks); an approximate one is first allowed its declared relative error "
         "(`rel_tol`) and only the excess is tested the same way. Statistics fixed per network up to rounding are "
         "compared to 1e-5 relative (`deterministic`).",
@@ -208,7 +209,8 @@ def markdown(report: Report, figures: dict | None = None) -> str:
     lines += [
         "The leading order (Chi et al. 2023) takes the LayerNorm output as N(0, 1), attention as uniform "
         "(a_mn = 1/m) and the weights as independent of the values they average. Relative error "
-        "(theory - sim)/sim; significant = |z| above the Bonferroni critical value over these comparisons.",
+        "theory/sim - 1, z = (theory - sim)/SE; significant = |z| above the Bonferroni critical value over these "
+        "comparisons.",
         "",
     ]
     lines += [f"- {s}" for s in _leading_sentences(report)]
