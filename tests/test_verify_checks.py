@@ -180,12 +180,12 @@ def test_relative_tolerance_follows_the_stated_order(case, exact_case):
     assert verify.relative_tolerance(exact_case[0], "blocks.0.attn.hook_z") == 0.0
     assert verify.relative_tolerance(case[0], "blocks.0.attn.hook_q") == 0.0
     assert verify.relative_tolerance(case[0], "blocks.0.attn.hook_z") == pytest.approx(1e-4)  # the floor
-    big = SPEC.replace(sigma_embed=0.001)  # c = d eps / sigma_e^2 = 640: delta ~ 0.16
+    big = SPEC.replace(n_heads=2, sigma_embed=0.002, sigma_q=0.3, sigma_k=0.3)  # c = d eps / sigma_e^2 = 160
     t = verify.theory_table(big, [1, 4])
     nu1 = t.value("blocks.0.ln1.hook_normalized", "var", 1)
-    delta = 640 / (63 + 640) * math.sqrt(2 / 63)
-    expected = 10 * verify.logit_variance(big, nu1) * delta**2
-    assert expected > 1e-4
+    delta = 160 / (63 + 160) * math.sqrt(2 / 63)
+    expected = verify.logit_variance(big, nu1) * delta**2
+    assert 0.03 < expected < 0.06
     assert verify.relative_tolerance(t, "blocks.0.attn.hook_z") == pytest.approx(expected)
 
 

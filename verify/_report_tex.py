@@ -20,6 +20,8 @@ from typing import Iterable, Mapping, Sequence
 
 from theory._latex import PACKAGES, Notation, escape, tt, write
 
+_LEVEL = {"approximate": "approx.", "asymptotic": "asympt."}
+_QUANTITY = {"excess_kurtosis": "ex. kurtosis", "cov_coordinates": "covariance", "sum_sq": "sum sq."}
 _FIELDS = ("tap", "position", "quantity", "level", "theory", "sim", "se", "z", "passed")
 
 
@@ -60,15 +62,16 @@ def check_table(checks: Iterable) -> str:
     for c in map(_row, checks):
         tap = str(c["tap"]).split(".", 2)[-1]
         se = c.get("se")
-        sim = _num(c["sim"]) + (f" $\\pm$ {_num(se, 2)}" if se is not None and isinstance(se, (int, float)) and math.isfinite(se) and se > 0 else "")
+        sim = _num(c["sim"])
+        se_text = _num(se, 2) if isinstance(se, (int, float)) and math.isfinite(se) and se > 0 else "--"
         verdict = "pass" if c["passed"] else "\\textbf{FAIL}"
         rows.append(
-            f"{tt(tap)} & {int(c['position'])} & {escape(str(c['quantity']).replace('_', ' '))} & {escape(str(c['level']))} & "
-            f"{_num(c['theory'])} & {sim} & {_z(c['z'])} & {verdict} \\\\"
+            f"{tt(tap)} & {int(c['position'])} & {escape(_QUANTITY.get(str(c['quantity']), str(c['quantity']).replace('_', ' ')))} & "
+            f"{escape(_LEVEL.get(str(c['level']), str(c['level'])))} & {_num(c['theory'])} & {sim} & {se_text} & {_z(c['z'])} & {verdict} \\\\"
         )
-    head = ("tap & $m$ & quantity & level & theory & simulation $\\pm$ s.e. & $z$ & verdict \\\\")
+    head = "tap & $m$ & quantity & level & theory & simulation & s.e. & $z$ & verdict \\\\"
     return (
-        "{\\small\n\\begin{longtable}{@{}lrllrrrl@{}}\n"
+        "{\\footnotesize\\setlength{\\tabcolsep}{4pt}\n\\begin{longtable}{@{}lrllrrrrl@{}}\n"
         "\\caption{Every check: the theory value beside the Monte Carlo estimate, its standard error, the $z$-score "
         "and the verdict (Holm-controlled for exact results; approximate results also allow their stated error).}"
         "\\label{tab:checks}\\\\\n\\toprule\n" + head + "\n\\midrule\n\\endfirsthead\n"
@@ -132,7 +135,7 @@ def _derivation_input(derivation_tex, spec, out: Path, notation) -> str:
 def _spec_table(spec) -> str:
     rows = []
     for key, value in spec.to_dict().items():
-        rows.append(f"{tt(key)} & {escape(str(value))} \\\\")
+        rows.append(f"{tt(key)} & {tt(str(value))} \\\\")
     return ("\\begin{table}[h]\n\\centering\n\\small\n\\begin{tabular}{@{}ll@{}}\n\\toprule\nfield & value \\\\\n\\midrule\n"
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n\\caption{The specification (\\texttt{ModelSpec}).}"
             "\\label{tab:spec}\n\\end{table}\n")
@@ -216,6 +219,7 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checks = [_row(c) for c in checks]  # refuse bad checks before any work
     figs = [(caption, _relative(path, out)) for caption, path in _figure_paths(figures, out)]
     derivation_input = _derivation_input(derivation_tex, spec, out, notation)
     tex = out / "report.tex"

@@ -122,10 +122,11 @@ def layernorm_radius_spread(spec: ModelSpec) -> float:
 
 
 # The approximate best level (eps > 0) states a relative error O(tau_bar^2 delta^2). An
-# O() has no constant; we allow SAFETY times the order, and never less than FLOOR
-# (quadrature accuracy, float32 sums): both are deliberately generous, since the
-# statistical margin dominates at any feasible sample size.
-APPROX_SAFETY = 10.0
+# O() has no constant: we take the order at face value (constant 1) and never allow less
+# than FLOOR (quadrature accuracy, float32 sums). A generous constant would make the
+# check toothless where the order is not small (tau_bar^2 delta^2 = 0.04 with a tiny
+# sigma_embed: a safety factor of 10 would accept a theory 40% off).
+APPROX_SAFETY = 1.0
 APPROX_FLOOR = 1e-4
 # A level with no computable error order (e.g. a future asymptotic step): this default.
 UNKNOWN_ORDER_TOLERANCE = 0.05
@@ -134,7 +135,7 @@ UNKNOWN_ORDER_TOLERANCE = 0.05
 def relative_tolerance(table: TheoryTable, tap: str) -> float:
     """The declared relative error of a tap's result, as verify uses it.
 
-    exact: 0. approximate best level of layer 1 (eps > 0): ``max(1e-4, 10 tau_bar^2
+    exact: 0. approximate best level of layer 1 (eps > 0): ``max(1e-4, tau_bar^2
     delta^2)`` (see `logit_variance`, `layernorm_radius_spread`). Anything else: 5%.
     """
     level = table.levels[tap]
