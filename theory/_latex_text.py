@@ -21,7 +21,11 @@ DERIVATIONS: dict[str, str] = {
 \end{align}
 so one coordinate is Gaussian with mean $0$ and variance $<<sigma_embed>>^{2}$, exactly.""",
     "ln1.hook_normalized": r"""LayerNorm (gain $1$, bias $0$, biased variance in the normaliser) maps
-$<<x>>$ to $<<e>> = (<<x>> - \bar{<<x>>}\mathbf{1})/\sqrt{\tfrac{1}{<<d_model>>}\lVert <<x>> - \bar{<<x>>}\mathbf{1}\rVert^{2} + <<ln_eps>>}$.
+$<<x>>$ to
+\begin{align}
+<<e>> = \frac{<<x>> - \bar{<<x>>}\mathbf{1}}{\sqrt{\tfrac{1}{<<d_model>>}\lVert <<x>> - \bar{<<x>>}\mathbf{1}\rVert^{2} + <<ln_eps>>}},
+\qquad \bar{<<x>>} = \frac{1}{<<d_model>>}\sum_{i} <<x>>_{i}. \label{@label(layernorm)}
+\end{align}
 The centred vector is an isotropic Gaussian in the $(<<d_model>>-1)$-dimensional subspace
 orthogonal to $\mathbf{1}$, so $<<e>> = \lVert <<e>>\rVert\, w$ with $w$ uniform on the unit
 sphere of that subspace and independent of
