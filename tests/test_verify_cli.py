@@ -82,6 +82,11 @@ def test_bad_spec_contents(tmp_path, capsys):
     assert "vocab_size null" in capsys.readouterr().err
 
 
+def test_bad_device_before_any_work(tmp_path, capsys):
+    assert main(["--device", "gpu", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "device must be 'auto', 'cpu' or 'cuda" in capsys.readouterr().err
+
+
 def test_out_is_a_file(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")

@@ -183,6 +183,7 @@ def run(
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    simulate.resolve_device(device)  # a bad device is an input error: say so before any work
     pos = list(positions) if positions is not None else positions_for(int(spec.seq_len), p.per_octave)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
