@@ -619,7 +619,7 @@ def _quantity_lhs(name: str, subject: str) -> str:
     return {
         "mean": f"<<E>>[{subject}]",
         "var": f"<<Var>>[{subject}]",
-        "sum_sq": "<<S_2>>(<<m>>) = <<E>>\\Bigl[\\sum_{<<n>>\\le <<m>>} <<a>>_{<<m>><<n>>}^{2}\\Bigr]",
+        "sum_sq": "<<E>>\\Bigl[\\sum_{<<n>>\\le <<m>>} <<a>>_{<<m>><<n>>}^{2}\\Bigr]",
         "excess_kurtosis": f"<<kurt>>[{subject}]",
         "cov_coordinates": f"<<Cov>>[{subject.replace(',i}', ',i}').replace(',i', ',i')}, {subject.replace(',i', ',j')}]",
         "coupling": "<<Xi>>(<<m>>)",
@@ -876,7 +876,7 @@ def symbol_table(spec: ModelSpec, notation: Notation) -> str:
         rows.append(f"${notation[key]}$ & & {meaning} & \\\\")
     return (
         "\\subsection{Symbols}\\label{sec:symbols}\n"
-        "\\begin{table}[h]\n\\centering\n\\small\n"
+        "\\begin{table}[!htbp]\n\\centering\n\\small\n"
         "\\begin{tabular}{@{}llp{0.48\\linewidth}l@{}}\n\\toprule\n"
         "symbol & spec field & meaning & value \\\\\n\\midrule\n" + "\n".join(rows)
         + "\n\\bottomrule\n\\end{tabular}\n\\caption{Symbols of the derivation and their values in this specification.}"
@@ -897,7 +897,7 @@ def summary_table(derivation, notation: Notation) -> str:
             f"{step.best.level.value} \\\\"
         )
     return (
-        "\\begin{table}[h]\n\\centering\n\\small\n\\begin{tabular}{@{}llccl@{}}\n\\toprule\n"
+        "\\begin{table}[!htbp]\n\\centering\n\\small\n\\begin{tabular}{@{}llccl@{}}\n\\toprule\n"
         "step & tap & paper & this work & level \\\\\n\\midrule\n" + "\n".join(rows)
         + "\n\\bottomrule\n\\end{tabular}\n\\caption{Where each step's result is: the paper's leading order "
         "beside ours, and how far ours can be trusted.}\\label{tab:summary}\n\\end{table}\n"
@@ -978,8 +978,11 @@ def result_latex(result: StepResult, notation: Notation | Mapping | None = None)
         rows.append(f"{notation.fill(_quantity_lhs(name, subject)) if suffix in _SUBJECT else _plain_lhs(name, subject, notation)} &= {lines[0]}")
         rows += [f"&\\quad {line}" for line in lines[1:]]
     for name, expr in result.forms.items():
+        # the form's own left-hand side (no text with inline math: MathJax has no $ inside \text)
+        _, lhs, tail = _form_lhs(name, subject)
         lines = break_lines(expr, printer)
-        rows.append(f"&\\text{{{prose(name, notation)}:}}\\quad {lines[0]}")
+        lines[-1] += notation.fill(tail)
+        rows.append(f"{notation.fill(lhs)} &= {lines[0]}")
         rows += [f"&\\quad {line}" for line in lines[1:]]
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
@@ -990,7 +993,7 @@ def _plain_lhs(name: str, subject: str, notation: Notation) -> str:
 
 def result_repr(result: StepResult) -> str:
     """What Jupyter shows for a `StepResult`: the tap, the level, the equations."""
-    head = f"\\text{{{escape(result.tap)} ({result.level.value})}}"
+    head = f"\\mathtt{{{escape(result.tap)}}}\\ \\text{{({result.level.value})}}"
     return f"$$\\begin{{gathered}}{head}\\\\\n{result_latex(result)}\\end{{gathered}}$$"
 
 
@@ -999,7 +1002,7 @@ def derivation_repr(derivation) -> str:
     blocks = []
     for step in derivation.steps:
         blocks.append(
-            f"\\text{{{escape(step.tap)}}}\\\\\n\\text{{paper ({step.leading.level.value}):}}\\;"
+            f"\\mathtt{{{escape(step.tap)}}}\\\\\n\\text{{paper ({step.leading.level.value}):}}\\;"
             f"{result_latex(step.leading)}\\qquad\\text{{ours ({step.best.level.value}):}}\\;{result_latex(step.best)}"
         )
     return "$$\\begin{gathered}\n" + " \\\\[1ex]\n".join(blocks) + "\n\\end{gathered}$$"
