@@ -156,6 +156,7 @@ def run(
     device: str = "auto",
     progress: bool = False,
     parallel: bool | None = None,
+    threads: int | None = 1,
     command: str = "",
 ) -> Report:
     """The main job: derive layer 1 of ``spec`` at both levels, simulate it, judge every
@@ -166,6 +167,10 @@ def run(
     (`DEFAULT_SPEC`), the ``"default"`` preset, seed 0. With ``parallel`` the calibration
     runs in a second process while the main simulation runs (both single-threaded);
     ``None`` does so when the calibration is large enough to pay for the process.
+    ``threads`` is torch's thread count for the main simulation (None: torch's default).
+    One thread is the robust default on a small shared CPU: a team of two stalls whenever
+    another process holds a core (measured ~10x slower); on an idle machine, or with the
+    calibration off, more threads are ~1.5x faster.
     """
     import simulate
 
@@ -183,6 +188,8 @@ def run(
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     simulate.resolve_device(device)  # a bad device is an input error: say so before any work
     pos = list(positions) if positions is not None else positions_for(int(spec.seq_len), p.per_octave)
     timings: dict[str, float] = {}
@@ -217,7 +224,6 @@ def run(
 
     t = time.perf_counter()
     _stage(f"verify: simulating {samples} networks (d_model={spec.d_model}, T={spec.seq_len}, seed {seed}) ...", progress)
-    threads = 1 if future is not None else None
     try:
         sim = simulate.run(spec, taps=best.taps, samples=samples, seed=seed, positions=pos, device=device,
                            progress=progress, threads=threads)
