@@ -74,7 +74,7 @@ def test_golden_step_result_latex(numeric):
 def test_golden_conditional_series():
     # S_2 given tau^2, derived by sympy (theory._softmax.row_series), as the document prints it
     assert Notation().fill(conditional_series()) == (
-        r"\sum_{n} a_{mn}^{2} \Big| \tau^{2} &\simeq \frac{1}{m} + \tau^{2}\, \frac{m - 1}{m^{2}} \nonumber\\"
+        r"\mathbb{E}\Bigl[\sum_{n} a_{mn}^{2} \,\Big|\, \tau^{2}\Bigr] &= \frac{1}{m} + \tau^{2}\, \frac{m - 1}{m^{2}} \nonumber\\"
         "\n"
         r"&\quad + \tau^{4}\, \frac{\left(m - 1\right) \left(D m^{2} - 6 D m - 5 m^{2} + 24 m - 36\right)}"
         r"{2 m^{4} \left(D + 2\right)} + O\bigl(\tau^{6}\bigr)"
@@ -286,3 +286,22 @@ def test_report_tex_refuses_bad_input(tmp_path):
         write_report_tex(tmp_path, NUMERIC, [], {"fig": "fig.png"}, tmp_path)
     with pytest.raises(ValueError, match="derivation-body.tex"):
         write_report_tex(tmp_path, NUMERIC, [], {}, tmp_path / "missing.tex")
+
+
+def test_forms_in_tau_bar_are_the_same_expressions(symbolic):
+    """The document may print a form in tau_bar^2; the rewrite must be an identity."""
+    from theory.steps import LayerOne
+
+    printer = Printer(Notation())
+    ctx = LayerOne.from_spec(SYMBOLIC, with_forms=False)
+    rewritten = 0
+    for step in symbolic.steps:
+        for name, expr in step.best.forms.items():
+            short = _latex.in_tau_bar(expr, SYMBOLIC, printer)
+            if short is None:
+                continue
+            rewritten += 1
+            point = {s: sp.Rational(k + 3, 7) for k, s in enumerate(sorted(expr.free_symbols, key=str))}
+            back = short.subs(_latex.TAU_BAR2, ctx.tau2_bar)
+            assert abs(float((expr - back).subs(point))) < 1e-12 * max(1.0, abs(float(expr.subs(point)))), (step.tap, name)
+    assert rewritten >= 2  # the softmax and value-aggregation series at least

@@ -209,6 +209,33 @@ class Notation:
 
 
 # ============================================================================ printing
+TAU_BAR2 = sp.Symbol("tau_bar2", positive=True)  # the mean logit variance, printed as tau_bar^2
+
+
+def in_tau_bar(expr: sp.Expr, spec: ModelSpec, printer: "Printer") -> sp.Expr | None:
+    """``expr`` rewritten in the mean logit variance ``tau_bar^2`` when that prints shorter.
+
+    Exact: with ``sigma_q`` a symbol, ``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_h rho^4`` is
+    solved for ``sigma_q > 0`` and substituted, so every appearance of the logit scale
+    collapses into ``tau_bar^2``. None when ``sigma_q`` is a number or nothing is gained.
+    """
+    from .steps import LayerOne
+
+    if not isinstance(spec.sigma_q, sp.Symbol) or spec.sigma_q not in expr.free_symbols:
+        return None
+    ctx = LayerOne.from_spec(spec, with_forms=False)
+    roots = [r for r in sp.solve(sp.Eq(ctx.tau2_bar, TAU_BAR2), spec.sigma_q) if r.is_positive is not False]
+    if len(roots) != 1:
+        return None
+    rewritten = expr.subs(spec.sigma_q, roots[0])
+    if rewritten.atoms(sp.Float) or spec.sigma_q in rewritten.free_symbols:
+        return None  # numeric coefficients expand into long decimals: keep the original
+    rewritten = sp.collect(sp.expand(rewritten), TAU_BAR2, sp.factor)
+    if visible_width(printer.doprint(rewritten)) >= visible_width(printer.doprint(expr)):
+        return None
+    return rewritten
+
+
 class Printer(LatexPrinter):
     """sympy's LaTeX printer with the notation applied and floats rounded."""
 
@@ -218,10 +245,17 @@ class Printer(LatexPrinter):
         self.digits = digits
 
     def _print_Symbol(self, expr, style="plain"):
+        if expr == TAU_BAR2:
+            return f"{self.notation['tau_bar']}^{{2}}"
         key = _SYMBOL_KEYS.get(expr.name)
         if key is not None:
             return self.notation[key]
         return super()._print_Symbol(expr, style=style)
+
+    def _print_Pow(self, expr, **kwargs):
+        if expr.base == TAU_BAR2 and expr.exp.is_Integer and expr.exp > 0:
+            return f"{self.notation['tau_bar']}^{{{2 * int(expr.exp)}}}"
+        return super()._print_Pow(expr, **kwargs)
 
     def _print_Function(self, expr, exp=None):
         if isinstance(expr, AppliedUndef) and expr.func.__name__ in ("S_2", "Xi"):
@@ -722,13 +756,18 @@ def step_snippet(step, notation: Notation | Mapping | None = None, spec: ModelSp
     parts.append(_align_with_intertext(rows))
     if best.forms:
         form_rows = []
+        rewritten = False
         for name, expr in best.forms.items():
             inter, lhs, tail = _form_lhs(name, subject)
             if inter:
                 form_rows.append("\\intertext{" + notation.fill(inter) + "}")
-            form_rows += _equation_rows(notation.fill(lhs), "=" if "->" not in name else "=", expr, printer,
+            shorter = in_tau_bar(expr, spec, printer) if spec is not None else None
+            rewritten |= shorter is not None
+            form_rows += _equation_rows(notation.fill(lhs), "=", expr if shorter is None else shorter, printer,
                                         label(tap, "form", name), notation.fill(tail))
-        parts.append("Alternative forms of our result:\n" + _align_with_intertext(form_rows))
+        where = notation.fill(" (written with the mean logit variance $<<tau_bar>>^{2}$ of "
+                              "equation~\\eqref{eq:constants:tau} where that is shorter)") if rewritten else ""
+        parts.append(f"Alternative forms of our result{where}:\n" + _align_with_intertext(form_rows))
     parts.append("\\paragraph{Level.} Paper: " + _level_sentence(leading, notation)
                  + " This work: " + _level_sentence(best, notation))
     assumptions = [a for a in best.assumptions]

@@ -160,6 +160,6 @@ def conditional_series() -> str:
             out.append("- " + term[1:])
         else:
             out.append(("+ " if i else "") + term)
-    text = "\\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \\Big| <<tau>>^{2} &\\simeq " + out[0] + " " + out[1] + " \\nonumber\\\\\n&\\quad " \
+    text = "<<E>>\\Bigl[\\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \\,\\Big|\\, <<tau>>^{2}\\Bigr] &= " + out[0] + " " + out[1] + " \\nonumber\\\\\n&\\quad " \
         + " ".join(out[2:]) + " + O\\bigl(<<tau>>^{6}\\bigr)"
     return text.replace("MM", "<<m>>").replace("DD", "<<D>>").replace("TAU", "<<tau>>")
