@@ -227,10 +227,16 @@ def in_tau_bar(expr: sp.Expr, spec: ModelSpec, printer: "Printer") -> sp.Expr | 
     roots = [r for r in sp.solve(sp.Eq(ctx.tau2_bar, TAU_BAR2), spec.sigma_q) if r.is_positive is not False]
     if len(roots) != 1:
         return None
+    coeff, rest = expr.as_coeff_Mul()  # a numeric factor (sigma_v^2 = 0.0004) stays outside
+    if coeff.is_Float and rest.free_symbols:
+        inner = in_tau_bar(rest, spec, printer)
+        return None if inner is None else sp.Mul(coeff, inner, evaluate=False)
     rewritten = expr.subs(spec.sigma_q, roots[0])
-    if rewritten.atoms(sp.Float) or spec.sigma_q in rewritten.free_symbols:
-        return None  # numeric coefficients expand into long decimals: keep the original
+    if spec.sigma_q in rewritten.free_symbols:
+        return None
     rewritten = sp.collect(sp.expand(rewritten), TAU_BAR2, sp.factor)
+    if len(round_floats(rewritten).atoms(sp.Float)) > len(round_floats(expr).atoms(sp.Float)):
+        return None  # numeric coefficients expanded into new decimals: keep the original
     if visible_width(printer.doprint(rewritten)) >= visible_width(printer.doprint(expr)):
         return None
     return rewritten
