@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import verify
+import verify._distributions
+import verify._figures
 from theory import ModelSpec
 from verify._figures import BEST_LABEL, LEADING_LABEL, SIM_LABEL
 
@@ -40,7 +42,7 @@ def test_files_written_and_parse(written):
     out, paths = written
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "results.json", "summary.tex"} <= names
-    for fig in ("variance", "sum_sq", "zscores"):
+    for fig in ("variance", "sum_sq", "zscores", "distributions"):
         assert (out / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
     data = json.loads((out / "results.json").read_text())
@@ -57,12 +59,15 @@ def test_files_written_and_parse(written):
     assert set(cal["power"]) == set(verify.MUTANTS)
     assert {r["tap"] for r in data["leading"]["summary"]} >= {"blocks.0.attn.hook_z", "blocks.0.hook_resid_mid"}
     assert data["figures"]["variance"] == ["variance.png", "variance.pdf"]
+    assert [d["tap"] for d in data["distributions"]] == list(verify._distributions.LAW_TAPS)
+    assert data["verdict"]["distributions_passed"] is True
 
 
 def test_markdown_sections(written, report):
     out, _ = written
     text = (out / "report.md").read_text()
-    for heading in ("## What was run", "## Verdict per tap", "## Where the paper's leading order deviates",
+    for heading in ("## What was run", "## Verdict per tap", "## Distributions (m = 16)",
+                    "## Where the paper's leading order deviates",
                     "## Calibration of verify", "## Figures", "## All checks"):
         assert heading in text
     assert "**Verdict: PASS**" in text
@@ -149,3 +154,26 @@ def test_parallel_calibration_is_the_same_calibration():
     a, b = report.calibration.to_dict(), here.to_dict()
     a.pop("wall_time_s"), b.pop("wall_time_s")
     assert a == b
+
+
+def test_distribution_checks(report):
+    checks = report.distributions
+    assert [d.tap for d in checks] == list(verify._distributions.LAW_TAPS)
+    assert all(d.passed and d.n == 300 and d.position == 16 and 0 < d.p_value <= 1 for d in checks)
+    # The same draws against the law of a spec with sigma_q twice too large: q and the logits fail.
+    wrong, _ = verify._distributions.distribution_checks(SPEC.replace(sigma_q=2 * SPEC.sigma_q), report.simulation, 16)
+    failed = {d.tap for d in wrong if not d.passed}
+    assert failed == {"blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores"}
+
+
+def test_distribution_figure(report):
+    fig = verify._figures.distribution_figure(report)
+    axes = [ax for ax in fig.axes if ax.axison]
+    assert len(axes) == len(report.distributions) == 6
+    for ax, check in zip(axes, report.distributions):
+        assert ax.get_title() == f"{verify._figures._short(check.tap)}, m = 16"
+        assert len(ax.patches) == 40  # the histogram's bars
+        line = ax.get_lines()[0]
+        law = report.laws[check.tap]
+        np.testing.assert_allclose(line.get_ydata(), law.pdf(line.get_xdata()), rtol=1e-9)
+        assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)"]

@@ -5,11 +5,14 @@
   theory and the paper's leading order;
 - `sum_sq_figure`: ``m E[sum_n a_mn^2]`` against m (1 for uniform attention, the paper);
 - `zscore_figure`: the z-score of every check against m, one series per tap, with Holm's
-  critical band.
+  critical band;
+- `distribution_figure`: histograms of one coordinate (reservoir draws) against the
+  exact law of `theory.law`, per tap, with the KS p-value.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +116,45 @@ def zscore_figure(report) -> Figure:
     return fig
 
 
-FIGURES = {"variance": variance_figure, "sum_sq": sum_sq_figure, "zscores": zscore_figure}
+def distribution_figure(report) -> Figure:
+    """Histogram of each law tap's reservoir (one coordinate per network) at the last
+    position, with the exact density of `theory.law` and the KS p-value."""
+    from ._distributions import _grid
+
+    checks = list(report.distributions)
+    cols = 3
+    rows = max(1, math.ceil(len(checks) / cols))
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, check in zip(axes, checks):
+        stats = report.simulation[check.tap]
+        column = np.asarray(stats.reservoir[:, stats.index(check.position)], dtype=float)
+        law = report.laws[check.tap]
+        ax.hist(column, bins=40, density=True, color="0.75", label=f"simulation ({check.n} networks)")
+        x = _grid(law, column)
+        ax.plot(x, law.pdf(x), "-", color="tab:blue", label="theory (exact law)")
+        ax.set_title(f"{_short(check.tap)}, m = {check.position}", fontsize=9)
+        ax.set_xlabel("value of one coordinate")
+        ax.set_ylabel("density")
+        ax.text(0.02, 0.97, f"KS p = {check.p_value:.3g}" + ("" if check.passed else " FAIL"), transform=ax.transAxes,
+                va="top", fontsize=8, color="black" if check.passed else "red")
+        ax.legend(fontsize=7, loc="upper right")
+    for ax in axes[len(checks):]:
+        ax.set_axis_off()
+    fig.suptitle("One-coordinate laws against simulation", fontsize=10)
+    return fig
+
+
+FIGURES = {"variance": variance_figure, "sum_sq": sum_sq_figure, "zscores": zscore_figure,
+           "distributions": distribution_figure}
 
 
 def save_figures(report, out: Path) -> dict[str, list[str]]:
     """Write every figure as ``NAME.png`` and ``NAME.pdf`` under ``out``."""
     written = {}
     for name, make in FIGURES.items():
+        if name == "distributions" and not report.distributions:
+            continue
         fig = make(report)
         paths = []
         for ext in ("png", "pdf"):

@@ -16,6 +16,7 @@ from theory import ModelSpec, derive
 
 from ._calibration import CALIBRATION_POSITIONS, CALIBRATION_SPEC, Calibration, calibrate
 from ._checks import DEFAULT_ALPHA, CheckSet, Comparison, comparisons, compare, critical_z
+from ._distributions import DistributionCheck, distribution_checks, reservoir_size
 from ._mutants import MUTANTS, expected_shift
 from ._theory import TheoryTable, logit_variance, theory_table
 
@@ -77,14 +78,17 @@ class Report:
     calibration: Calibration | None
     timings: dict[str, float] = field(default_factory=dict)
     command: str = ""
+    distributions: list[DistributionCheck] = field(default_factory=list)
+    laws: dict = field(default_factory=dict)  # tap -> theory.Law used by the distribution checks
 
     @property
     def passed(self) -> bool:
-        return self.checks.passed
+        """Every moment check and every distribution check passed."""
+        return self.checks.passed and all(d.passed for d in self.distributions)
 
     @property
     def exact_passed(self) -> bool:
-        return self.checks.exact_passed
+        return self.checks.exact_passed and all(d.passed for d in self.distributions)
 
     @property
     def logit_variance(self) -> float:
@@ -226,7 +230,7 @@ def run(
     _stage(f"verify: simulating {samples} networks (d_model={spec.d_model}, T={spec.seq_len}, seed {seed}) ...", progress)
     try:
         sim = simulate.run(spec, taps=best.taps, samples=samples, seed=seed, positions=pos, device=device,
-                           progress=progress, threads=threads)
+                           progress=progress, threads=threads, reservoir=reservoir_size(samples))
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -234,6 +238,9 @@ def run(
     timings["simulation_s"] = time.perf_counter() - t
 
     checks = compare(best, sim, alpha=alpha)
+    t = time.perf_counter()
+    distributions, laws = distribution_checks(spec, sim, max(pos), alpha)
+    timings["distributions_s"] = time.perf_counter() - t
     leading_rows = comparisons(leading, sim)
     mutants = {}
     for name, mutate in MUTANTS.items():
@@ -260,4 +267,4 @@ def run(
     timings["total_s"] = time.perf_counter() - t_all
     return Report(spec=spec, preset=preset, samples=samples, seed=seed, alpha=alpha, positions=pos, checks=checks,
                   best=best, leading=leading, leading_rows=leading_rows, simulation=sim, mutants=mutants,
-                  calibration=cal, timings=timings, command=command)
+                  calibration=cal, timings=timings, command=command, distributions=distributions, laws=laws)

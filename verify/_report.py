@@ -70,8 +70,10 @@ def results_dict(report: Report, figures: dict | None = None) -> dict:
             "checks": len(report.checks),
             "failed": len(report.checks.failed),
             "by_tap": report.checks.by_tap(),
+            "distributions_passed": all(d.passed for d in report.distributions),
         },
         "checks": report.checks.to_list(),
+        "distributions": [d.to_dict() for d in report.distributions],
         "leading": {"summary": report.leading_summary(), "rows": report.leading_deviations()},
         "mutants": report.mutants,
         "calibration": report.calibration.to_dict() if report.calibration else None,
@@ -174,7 +176,8 @@ def markdown(report: Report, figures: dict | None = None) -> str:
     checks = report.checks
     by_tap = checks.by_tap()
     n_exact = sum(1 for c in checks if c.exact)
-    verdict = "PASS" if checks.passed else ("FAIL (an exact check failed)" if not checks.exact_passed else "FAIL (approximate)")
+    verdict = ("PASS" if report.passed else
+               "FAIL (an exact check failed)" if not report.exact_passed else "FAIL (approximate)")
     t = report.timings
     lines = [
         "# verify: theory against simulation",
@@ -205,6 +208,22 @@ def markdown(report: Report, figures: dict | None = None) -> str:
     for tap, row in by_tap.items():
         lines.append(f"| `{tap}` | {row['level']} | {row['checks']} | {row['failed']} | {row['max_abs_z']:.2f} | "
                      f"{'pass' if row['verdict'] == 'pass' else '**FAIL**'} |")
+    if report.distributions:
+        m = report.distributions[0].position
+        lines += [
+            "",
+            f"## Distributions (m = {m})",
+            "",
+            "Where `theory.law` gives the exact law of one coordinate, the simulation kept one value per network "
+            "at a random coordinate (independent draws of that law); a Kolmogorov-Smirnov test compares them, "
+            "Holm over these tests at the same alpha.",
+            "",
+            "| tap | networks | KS statistic | p-value | Holm level | passed | law |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for d in report.distributions:
+            lines.append(f"| `{_short(d.tap)}` | {d.n} | {d.ks_statistic:.4f} | {_g(d.p_value, 3)} | {_g(d.threshold, 2)} | "
+                         f"{'yes' if d.passed else '**NO**'} | {d.law} |")
     lines += ["", "## Where the paper's leading order deviates", ""]
     lines += [
         "The leading order (Chi et al. 2023) takes the LayerNorm output as N(0, 1), attention as uniform "
@@ -231,6 +250,7 @@ def markdown(report: Report, figures: dict | None = None) -> str:
             "variance": "Variance against position (log-log), simulation with 2-SE bars, best and leading theory.",
             "sum_sq": "m E[sum_n a_mn^2] against m: 1 for uniform attention.",
             "zscores": "z-scores of all checks; dotted/dashed: Holm's strictest and loosest critical values.",
+            "distributions": "One coordinate's simulated distribution against the exact law (KS p-values).",
         }
         for name, paths in figures.items():
             png = next((p for p in paths if p.endswith(".png")), paths[0])
@@ -293,12 +313,17 @@ def console_summary(report: Report, out: str | Path | None = None) -> str:
     n_exact = sum(1 for c in checks if c.exact)
     failed_exact = sum(1 for c in checks.failed if c.exact)
     lines = [
-        f"verify: {'PASS' if checks.passed else 'FAIL'}  {len(checks) - len(checks.failed)}/{len(checks)} checks passed "
+        f"verify: {'PASS' if report.passed else 'FAIL'}  {len(checks) - len(checks.failed)}/{len(checks)} checks passed "
         f"({n_exact} exact, {failed_exact} failed; {len(checks) - n_exact} approximate, "
         f"{len(checks.failed) - failed_exact} failed); Holm alpha = {report.alpha}",
     ]
     for c in checks.failed[:5]:
         lines.append("  " + c.describe())
+    if report.distributions:
+        bad = [d for d in report.distributions if not d.passed]
+        lines.append(f"distributions: {len(report.distributions) - len(bad)}/{len(report.distributions)} KS tests "
+                     f"passed at m={report.distributions[0].position}"
+                     + ("" if not bad else " (failed: " + ", ".join(_short(d.tap) for d in bad) + ")"))
     z = next((r for r in report.leading_summary() if r["tap"] == "blocks.0.attn.hook_z"), None)
     if z:
         lines.append(f"leading order (paper): hook_z variance at m={z['position']} off by {_pct(z['rel_error'])} "
