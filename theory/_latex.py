@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -212,6 +213,15 @@ class Notation:
 TAU_BAR2 = sp.Symbol("tau_bar2", positive=True)  # the mean logit variance, printed as tau_bar^2
 
 
+@lru_cache(maxsize=32)
+def _sigma_q_in_tau_bar(spec: ModelSpec) -> tuple[sp.Expr, ...]:
+    """The positive roots sigma_q of ``tau_bar^2(spec) = TAU_BAR2``."""
+    from .steps import LayerOne
+
+    ctx = LayerOne.from_spec(spec, with_forms=False)
+    return tuple(r for r in sp.solve(sp.Eq(ctx.tau2_bar, TAU_BAR2), spec.sigma_q) if r.is_positive is not False)
+
+
 def in_tau_bar(expr: sp.Expr, spec: ModelSpec, printer: "Printer") -> sp.Expr | None:
     """``expr`` rewritten in the mean logit variance ``tau_bar^2`` when that prints shorter.
 
@@ -219,12 +229,9 @@ def in_tau_bar(expr: sp.Expr, spec: ModelSpec, printer: "Printer") -> sp.Expr | 
     solved for ``sigma_q > 0`` and substituted, so every appearance of the logit scale
     collapses into ``tau_bar^2``. None when ``sigma_q`` is a number or nothing is gained.
     """
-    from .steps import LayerOne
-
     if not isinstance(spec.sigma_q, sp.Symbol) or spec.sigma_q not in expr.free_symbols:
         return None
-    ctx = LayerOne.from_spec(spec, with_forms=False)
-    roots = [r for r in sp.solve(sp.Eq(ctx.tau2_bar, TAU_BAR2), spec.sigma_q) if r.is_positive is not False]
+    roots = _sigma_q_in_tau_bar(spec)
     if len(roots) != 1:
         return None
     coeff, rest = expr.as_coeff_Mul()  # a numeric factor (sigma_v^2 = 0.0004) stays outside
@@ -234,7 +241,8 @@ def in_tau_bar(expr: sp.Expr, spec: ModelSpec, printer: "Printer") -> sp.Expr | 
     rewritten = expr.subs(spec.sigma_q, roots[0])
     if spec.sigma_q in rewritten.free_symbols:
         return None
-    rewritten = sp.collect(sp.expand(rewritten), TAU_BAR2, sp.factor)
+    by_power = sp.collect(sp.expand(rewritten), [TAU_BAR2], evaluate=False)  # {tau^2k: coefficient}
+    rewritten = sp.Add(*[sp.factor(c) * k for k, c in by_power.items()])
     if len(round_floats(rewritten).atoms(sp.Float)) > len(round_floats(expr).atoms(sp.Float)):
         return None  # numeric coefficients expanded into new decimals: keep the original
     if visible_width(printer.doprint(rewritten)) >= visible_width(printer.doprint(expr)):
