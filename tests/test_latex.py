@@ -267,12 +267,18 @@ def test_verify_report_tex_compiles(numeric, tmp_path):
         for m in (1, 2, 8, 64, 256)
     ] + [dict(tap="blocks.0.ln1.hook_normalized", position=1, quantity="excess_kurtosis", level="exact",
               theory=-0.0922, sim=float("nan"), se=float("nan"), z=float("nan"), passed=False)]
+    from verify._checks import Check
+
+    checks.append(Check(tap="blocks.0.attn.hook_pattern", position=8, quantity="sum_sq", level="approximate",
+                        theory=0.1251, sim=0.1250, se=1e-4, z=1.0, p_value=0.32, critical_z=3.5, rel_tol=1e-3,
+                        tolerance=4e-4, passed=True, assumption="key directions uniform"))
     latex(numeric, out=tmp_path / "derivation")
     pdf = write_report_tex(tmp_path, NUMERIC, checks,
                            {"variance of hook_z": ["x.png", "blocks.0.attn.hook_z.variance.pdf"]},
                            tmp_path / "derivation", compile=True)
     assert pdf.name == "report.pdf" and pdf.is_file()
     tex = (tmp_path / "report.tex").read_text()
+    assert "attn.hook\\char95{}pattern} & 8 & sum sq." in tex
     assert "\\toprule" in tex and "\\includegraphics" in tex and "\\input{derivation/derivation-body.tex}" in tex
     assert_clean((tmp_path / "report.log").read_text(errors="replace"))
 
