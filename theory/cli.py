@@ -66,7 +66,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("latex", help="write derivation.tex, one snippet per step and notation.json into --out")
     t.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
     t.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
-    t.add_argument("--notation", help='JSON object mapping our symbols to yours, e.g. {"sigma_q": "\\sigma_{Q}", "d_model": "D"}')
+    t.add_argument("--notation", help='JSON object mapping our symbols to yours, e.g. {"sigma_q": "\\\\sigma_{Q}", "d_model": "D"} (JSON escapes the backslash)')
     t.add_argument("--out", required=True, help="directory to write into (created if missing)")
     return parser
 
