@@ -40,7 +40,8 @@ def test_derive_formats(capsys, small_spec):
     text = capsys.readouterr().out
     assert "blocks.0.attn.hook_z" in text and "leading (paper)" in text and "coupling" in text
     assert main(["derive", "--spec", small_spec, "--format", "latex"]) == 0
-    assert "\\begin{aligned}" in capsys.readouterr().out
+    latex_out = capsys.readouterr().out
+    assert "\\begin{align" in latex_out and "\\label{eq:blocks.0.attn.hook_z" in latex_out
     assert main(["derive", "--spec", small_spec, "--format", "json", "--symbolic", "sigma_q,d_model"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["spec"]["sigma_q"] == {"symbol": "sigma_q"}

@@ -68,16 +68,15 @@ class Derivation(Mapping[str, Step]):
         return "\n".join(blocks)
 
     def latex(self) -> str:
-        """Every step's best and leading equations, as LaTeX blocks."""
-        parts = []
-        for step in self.steps:
-            for level in _steps.LEVELS:
-                r = step.at(level)
-                parts.append(f"% {r.tap} ({level}, {r.level.value})\n\\[\n{r.latex()}\n\\]")
-        return "\n".join(parts)
+        """The derivation body (every step, both levels, numbered equations) as LaTeX."""
+        from ._latex import latex as _latex
+
+        return _latex(self, part="body")
 
     def _repr_latex_(self) -> str:
-        return "\n".join(f"$\\displaystyle {s.best.latex()}$" for s in self.steps)
+        from ._latex import derivation_repr
+
+        return derivation_repr(self)
 
     def to_dict(self) -> dict:
         return {
