@@ -25,7 +25,8 @@ from ._checks import DEFAULT_ALPHA, Check, CheckSet, Comparison, compare, compar
 from ._job import DEFAULT_SPEC, PRESETS, Preset, Report, positions_for, run
 from ._mutants import MUTANTS, Mutant
 from ._report import console_summary, results_dict, write_report
-from ._figures import sum_sq_figure, variance_figure, zscore_figure
+from ._distributions import DistributionCheck, distribution_checks
+from ._figures import distribution_figure, sum_sq_figure, variance_figure, zscore_figure
 from ._theory import TheoryTable, logit_variance, relative_tolerance, theory_table
 
 __all__ = [
@@ -58,4 +59,7 @@ __all__ = [
     "variance_figure",
     "sum_sq_figure",
     "zscore_figure",
+    "distribution_figure",
+    "distribution_checks",
+    "DistributionCheck",
 ]

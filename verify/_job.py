@@ -42,7 +42,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", 96, 60, 2, description="a smoke test: ~30 s on 2 CPU cores at GPT-2 width"),
-    "default": Preset("default", 1000, 400, 2, description="1.5-2 min on 2 CPU cores at GPT-2 width, T = 256"),
+    "default": Preset("default", 1000, 300, 2, description="~2 min on 2 CPU cores at GPT-2 width, T = 256"),
     "paper": Preset("paper", 4000, 1000, 4, description="tight error bars for figures; meant for a GPU or a long run"),
 }
 
