@@ -75,6 +75,16 @@ def test_holm_family_wise_error_under_the_null():
     assert hits <= hi
 
 
+def test_few_networks_use_student_t():
+    from scipy import stats
+
+    assert two_sided_p(2.0, units=3) == pytest.approx(2 * stats.t.sf(2.0, 2))
+    assert two_sided_p(2.0, units=3) > two_sided_p(2.0, units=1000) == pytest.approx(two_sided_p(2.0))
+    few = verify.judge([_row(5.0, units=4)], alpha=0.01)[0]  # t with 3 df: 5 is not extreme
+    assert few.passed and few.critical_z > 5
+    assert not verify.judge([_row(5.0, units=1000)], alpha=0.01)[0].passed
+
+
 def test_normal_helpers():
     assert math.isclose(two_sided_p(1.959963984540054), 0.05, rel_tol=1e-9)
     assert math.isclose(critical_z(0.05), 1.959963984540054, rel_tol=1e-9)
@@ -83,8 +93,8 @@ def test_normal_helpers():
 
 
 # ------------------------------------------------------------------------------ judge
-def _row(z, level="exact", theory=1.0, se=0.01, tap="blocks.0.attn.hook_q", scale=math.nan):
-    return Comparison(tap, 4, "var", level, theory, theory - z * se, se, z, "an assumption", scale)
+def _row(z, level="exact", theory=1.0, se=0.01, tap="blocks.0.attn.hook_q", scale=math.nan, units=0):
+    return Comparison(tap, 4, "var", level, theory, theory - z * se, se, z, "an assumption", scale, units)
 
 
 def test_judge_exact_by_z_score():

@@ -45,6 +45,7 @@ class Comparison:
     z: float
     assumption: str
     scale: float = math.nan  # natural scale: sd for a mean, the value itself otherwise
+    units: int = 0  # independent units behind the standard error (0: unknown, normal law)
 
     @property
     def rel_error(self) -> float:
@@ -179,17 +180,46 @@ def comparisons(table: TheoryTable, simulation, positions: Iterable[int] | None 
                 sim, se = float(sim_values[i]), float(sim_se[i])
                 z = (theory - sim) / se if se > 0 and math.isfinite(se) else math.nan
                 scale = math.sqrt(max(float(stats.var[i]), 0.0)) if quantity == "mean" else max(abs(theory), abs(sim))
-                rows.append(Comparison(tap, m, quantity, table.levels[tap].value, theory, sim, se, z, assumption, scale))
+                rows.append(Comparison(tap, m, quantity, table.levels[tap].value, theory, sim, se, z, assumption, scale,
+                                       int(stats.n)))
     return rows
 
 
 # ------------------------------------------------------------------------------ judging
 _NORMAL = NormalDist()
+# Below this many independent units the z-score is referred to Student's t (units - 1
+# degrees of freedom); above it the two agree to < 1% in the tails verify uses.
+T_BELOW = 200
 
 
-def two_sided_p(z: float) -> float:
-    """``P(|N(0,1)| >= |z|)``."""
-    return math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else math.nan
+def _t_sf(x: float, df: int) -> float:
+    from scipy.stats import t
+
+    return t.sf(x, df)
+
+
+def _t_isf(p: float, df: int) -> float:
+    from scipy.stats import t
+
+    return t.isf(p, df)
+
+
+def two_sided_p(z: float, units: int = 0) -> float:
+    """``P(|T| >= |z|)``: T standard normal, or Student t with ``units - 1`` degrees of
+    freedom when fewer than `T_BELOW` units stand behind the standard error (a z-score
+    with an estimated SE from a few networks has heavier tails than the normal)."""
+    if not math.isfinite(z):
+        return math.nan
+    if 1 < units < T_BELOW:
+        return float(2.0 * _t_sf(abs(z), units - 1))
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def _critical(p: float, units: int = 0) -> float:
+    """The z (or t) exceeded with probability ``p`` (one tail)."""
+    if 1 < units < T_BELOW:
+        return float(_t_isf(p, units - 1))
+    return normal_isf(p)
 
 
 def normal_isf(p: float) -> float:
@@ -251,12 +281,12 @@ def judge(rows: Sequence[Comparison], alpha: float = DEFAULT_ALPHA, rel_tols: di
     tested = [i for i, r in enumerate(rows) if not _deterministic(r)]
     rts = {i: (0.0 if rows[i].level == Level.EXACT.value else float(rel_tols.get(rows[i].tap, 0.0))) for i in tested}
     excess = {i: max(0.0, abs(rows[i].sim - rows[i].theory) - rts[i] * abs(rows[i].theory)) / rows[i].se for i in tested}
-    p_values = [two_sided_p(excess[i]) for i in tested]
+    p_values = [two_sided_p(excess[i], rows[i].units) for i in tested]
     rejected, thresholds = holm(p_values, alpha) if tested else (np.zeros(0, bool), np.zeros(0))
     checks: list[Check | None] = [None] * len(rows)
     for j, i in enumerate(tested):
         r = rows[i]
-        cz = normal_isf(thresholds[j] / 2.0)
+        cz = _critical(thresholds[j] / 2.0, r.units)
         tol = rts[i] * abs(r.theory) + cz * r.se
         checks[i] = Check(r.tap, r.position, r.quantity, r.level, r.theory, r.sim, r.se, r.z, p_values[j], cz, rts[i],
                           tol, not bool(rejected[j]), r.assumption, "holm")

@@ -18,6 +18,9 @@ import sys
 from ._job import DEFAULT_SPEC, PRESETS
 
 
+SMALL_SAMPLE = 30  # below this many networks the report warns that its errors are rough
+
+
 class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print("verify: interrupted", file=sys.stderr)
         return 130
     print(console_summary(report, args.out))
+    if report.samples < SMALL_SAMPLE:
+        print(f"verify: warning: {report.samples} networks: standard errors from so few are rough "
+              f"(z referred to Student's t); use at least {SMALL_SAMPLE}", file=sys.stderr)
     if report.calibration is not None and not report.calibration.ok:
         print("verify: warning: the calibration is outside its binomial bounds; treat z-scores with care",
               file=sys.stderr)

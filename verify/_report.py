@@ -123,6 +123,10 @@ def _leading_sentences(report: Report) -> list[str]:
     return lines
 
 
+def _interval(pair) -> str:
+    return "n/a (one run)" if not pair else f"[{_g(pair[0], 3)}, {_g(pair[1], 3)}]"
+
+
 def _calibration_lines(report: Report) -> list[str]:
     cal = report.calibration
     if cal is None:
@@ -141,7 +145,7 @@ def _calibration_lines(report: Report) -> list[str]:
         f"[{fa['binomial_range_99'][0]}, {fa['binomial_range_99'][1]}] -> "
         f"**{'within bounds' if fa['within_bounds'] else 'OUTSIDE bounds'}**;",
         f"- all {allk['checks']} such checks: rejection rate {_g(allk['rate'], 3)} (99% interval from the spread "
-        f"across runs [{_g(allk['interval_99'][0], 3)}, {_g(allk['interval_99'][1], 3)}]); their z-scores have mean "
+        f"across runs {_interval(allk['interval_99'])}); their z-scores have mean "
         f"{zs['mean']:+.3f} and sd {zs['sd']:.3f} (ideal 0 and 1), |z| > 2.576 in {_g(zs['frac_abs_gt_2.576'], 3)} "
         f"(ideal 0.01);",
         f"- family-wise (Holm at alpha = {fw['alpha']} over the known checks of a run): {fw['rejected']} / {fw['runs']} "
