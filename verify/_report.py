@@ -169,7 +169,8 @@ def _calibration_lines(report: Report) -> list[str]:
     lines += [
         "",
         "\"This run\" applies the mutant to the main run's theory and judges it against the same simulation; the last "
-        "column is the largest |theory_mutant - theory| / SE over its exact checks (a mutant is reliably detected "
+        "column is the largest shift |theory_mutant - theory| / SE over its checks, beyond their declared error (a mutant "
+        "is reliably detected "
         "when it clearly exceeds Holm's first critical value, about 4).",
     ]
     return lines
