@@ -41,7 +41,9 @@ def test_run_summary(report):
 def test_files_written_and_parse(written):
     out, paths = written
     names = {p.name for p in out.iterdir()}
-    assert {"report.md", "results.json", "summary.tex"} <= names
+    assert {"report.md", "results.json", "summary.tex", "report.tex"} <= names
+    assert "\\input{derivation/derivation-body.tex}" in (out / "report.tex").read_text()
+    assert (out / "derivation" / "derivation-body.tex").exists()
     for fig in ("variance", "sum_sq", "zscores", "distributions"):
         assert (out / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"

@@ -297,7 +297,7 @@ def latex_summary(report: Report) -> str:
 
 
 def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
-    """Write report.md, results.json, summary.tex and the figures (PNG + PDF) into ``out``."""
+    """Write report.md, results.json, summary.tex, report.tex (with the derivation) and the figures into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = save_figures(report, out)
@@ -305,7 +305,14 @@ def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
                                       encoding="utf-8")
     (out / "report.md").write_text(markdown(report, figures), encoding="utf-8")
     (out / "summary.tex").write_text(latex_summary(report), encoding="utf-8")
-    written = {"report": str(out / "report.md"), "results": str(out / "results.json"), "latex": str(out / "summary.tex")}
+    # The whole report as LaTeX: check table, PDF figures and the derivation as an appendix
+    # (`pdflatex report.tex` in `out`). Written last, so that a LaTeX problem never costs
+    # the Markdown and JSON results above.
+    from ._report_tex import write_report_tex
+
+    report_tex = write_report_tex(out, report.spec, report.checks, figures, None)
+    written = {"report": str(out / "report.md"), "results": str(out / "results.json"), "latex": str(out / "summary.tex"),
+               "report_tex": str(report_tex)}
     for name, paths in figures.items():
         for p in paths:
             written[p] = str(out / p)
