@@ -171,11 +171,28 @@ def test_distribution_checks(report):
 def test_distribution_figure(report):
     fig = verify._figures.distribution_figure(report)
     axes = [ax for ax in fig.axes if ax.axison]
-    assert len(axes) == len(report.distributions) == 6
-    for ax, check in zip(axes, report.distributions):
+    n = len(report.distributions)
+    assert n == 6 and len(axes) == 2 * n  # a histogram row and a QQ row
+    hists, qqs = axes[:n], axes[n:]
+    for ax, qq, check in zip(hists, qqs, report.distributions):
         assert ax.get_title() == f"{verify._figures._short(check.tap)}, m = 16"
         assert len(ax.patches) == 40  # the histogram's bars
-        line = ax.get_lines()[0]
+        exact, gaussian = ax.get_lines()[:2]
         law = report.laws[check.tap]
-        np.testing.assert_allclose(line.get_ydata(), law.pdf(line.get_xdata()), rtol=1e-9)
-        assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)"]
+        np.testing.assert_allclose(exact.get_ydata(), law.pdf(exact.get_xdata()), rtol=1e-9)
+        assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)"]
+        assert qq.get_title() == "QQ plot"
+        points = qq.get_lines()[0]
+        assert len(points.get_xdata()) == check.n  # every draw against the law's quantile
+        # The law's quantiles are increasing and the draws sorted.
+        assert np.all(np.diff(points.get_xdata()) >= 0) and np.all(np.diff(points.get_ydata()) >= 0)
+
+
+def test_gaussian_failure_columns(report):
+    for d in report.distributions:
+        assert 0 <= d.gaussian_p_value <= 1
+        if d.tap.endswith("hook_resid_pre"):
+            assert d.gaussian_distance == 0 and d.n_detect == float("inf")
+    scores = next(d for d in report.distributions if d.tap.endswith("scores"))
+    # one score is a variance-gamma law with excess kurtosis ~6/d_head: far from Gaussian at small d_head
+    assert scores.gaussian_distance > 1e-3 and scores.n_detect < 1e7

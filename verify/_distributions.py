@@ -40,6 +40,13 @@ class DistributionCheck:
     threshold: float  # Holm's level for this p-value
     passed: bool
     law: str  # the law's description (what the test assumes)
+    # The paper's Gaussian picture for the same draws: KS against N(0, Var of the law),
+    # the Kolmogorov distance D = sup |F_law - Phi| between the two laws, and
+    # n_detect = (1.36/D)^2, the draws at which a 5% KS test against the Gaussian
+    # rejects about half the time.
+    gaussian_p_value: float = math.nan
+    gaussian_distance: float = math.nan
+    n_detect: float = math.nan
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,14 +79,40 @@ def distribution_checks(spec, simulation, position: int, alpha: float = 0.01) ->
         if law is None or column.size < 2:
             continue
         result = _st.kstest(column, law.cdf)
-        rows.append((tap, column.size, float(result.statistic), float(result.pvalue), law.description))
+        gauss = _st.norm(loc=float(law.mean()), scale=math.sqrt(float(law.var())))
+        gaussian_p = float(_st.kstest(column, gauss.cdf).pvalue)
+        distance = gaussian_distance(law)
+        rows.append((tap, column.size, float(result.statistic), float(result.pvalue), law.description,
+                     gaussian_p, distance))
         laws[tap] = law
     rejected, thresholds = holm([r[3] for r in rows], alpha) if rows else (np.zeros(0, bool), np.zeros(0))
     checks = [
-        DistributionCheck(tap, int(position), n, d, p, float(thresholds[i]), not bool(rejected[i]), description)
-        for i, (tap, n, d, p, description) in enumerate(rows)
+        DistributionCheck(tap, int(position), n, d, p, float(thresholds[i]), not bool(rejected[i]), description,
+                          gp, dist, (1.36 / dist) ** 2 if dist > 0 else math.inf)
+        for i, (tap, n, d, p, description, gp, dist) in enumerate(rows)
     ]
     return checks, laws
+
+
+def gaussian_distance(law, points: int = 801) -> float:
+    """``sup |F_law - Phi|`` against the Gaussian of the law's mean and variance (0 if Gaussian)."""
+    sd = math.sqrt(float(law.var()))
+    if sd == 0:
+        return 0.0
+    lo, hi = law.support()
+    x = np.linspace(max(lo, -8 * sd), min(hi, 8 * sd), points)
+    return float(np.abs(law.cdf(x) - _st.norm(loc=float(law.mean()), scale=sd).cdf(x)).max())
+
+
+def law_quantiles(law, probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Quantiles of ``law`` by inverting its cdf on a fine grid (scipy's generic ppf is slow)."""
+    sd = math.sqrt(float(law.var())) or 1.0
+    lo, hi = law.support()
+    span = max(float(np.max(np.abs(column))) if column.size else 0.0, 10 * sd)
+    x = np.linspace(max(lo, -span), min(hi, span), 1001)  # plotting accuracy; the cdf can be costly
+    cdf = np.maximum.accumulate(np.asarray(law.cdf(x), dtype=float))
+    keep = np.concatenate([[True], np.diff(cdf) > 0])
+    return np.interp(probabilities, cdf[keep], x[keep])
 
 
 def reservoir_size(samples: int) -> int:

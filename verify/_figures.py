@@ -117,30 +117,43 @@ def zscore_figure(report) -> Figure:
 
 
 def distribution_figure(report) -> Figure:
-    """Histogram of each law tap's reservoir (one coordinate per network) at the last
-    position, with the exact density of `theory.law` and the KS p-value."""
-    from ._distributions import _grid
+    """Per law tap at the last position: a histogram of the reservoir (one coordinate per
+    network) with the exact density of `theory.law` and the Gaussian of the same variance,
+    and below it a QQ plot of the draws against the law's quantiles."""
+    from ._distributions import _grid, law_quantiles
 
     checks = list(report.distributions)
-    cols = 3
-    rows = max(1, math.ceil(len(checks) / cols))
-    fig = Figure(figsize=(4.0 * cols, 3.0 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, check in zip(axes, checks):
+    cols = max(1, len(checks))
+    fig = Figure(figsize=(3.2 * cols, 6.0), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
+    for j, check in enumerate(checks):
+        ax, qq = axes[0, j], axes[1, j]
         stats = report.simulation[check.tap]
         column = np.asarray(stats.reservoir[:, stats.index(check.position)], dtype=float)
+        column = column[np.isfinite(column)]
         law = report.laws[check.tap]
         ax.hist(column, bins=40, density=True, color="0.75", label=f"simulation ({check.n} networks)")
         x = _grid(law, column)
         ax.plot(x, law.pdf(x), "-", color="tab:blue", label="theory (exact law)")
+        sd = math.sqrt(float(law.var()))
+        ax.plot(x, np.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "--", color="tab:orange",
+                label="Gaussian (paper)")
         ax.set_title(f"{_short(check.tap)}, m = {check.position}", fontsize=9)
         ax.set_xlabel("value of one coordinate")
         ax.set_ylabel("density")
         ax.text(0.02, 0.97, f"KS p = {check.p_value:.3g}" + ("" if check.passed else " FAIL"), transform=ax.transAxes,
                 va="top", fontsize=8, color="black" if check.passed else "red")
-        ax.legend(fontsize=7, loc="upper right")
-    for ax in axes[len(checks):]:
-        ax.set_axis_off()
+        ax.legend(fontsize=6, loc="upper right")
+        ordered = np.sort(column)
+        probabilities = (np.arange(1, ordered.size + 1) - 0.5) / ordered.size
+        expected = law_quantiles(law, probabilities, ordered)
+        qq.plot(expected, ordered, ".", ms=2, color="tab:blue", label="simulation vs exact law")
+        lims = [float(min(expected.min(), ordered.min())), float(max(expected.max(), ordered.max()))]
+        qq.plot(lims, lims, "-", color="0.4", lw=0.8, label="y = x")
+        qq.set_xlabel("quantile of the exact law")
+        qq.set_ylabel("simulated quantile")
+        qq.set_title("QQ plot", fontsize=9)
+        qq.legend(fontsize=6, loc="upper left")
     fig.suptitle("One-coordinate laws against simulation", fontsize=10)
     return fig
 

@@ -16,7 +16,7 @@ from theory import ModelSpec, derive
 
 from ._calibration import CALIBRATION_POSITIONS, CALIBRATION_SPEC, Calibration, calibrate
 from ._checks import DEFAULT_ALPHA, CheckSet, Comparison, comparisons, compare, critical_z
-from ._distributions import DistributionCheck, distribution_checks, reservoir_size
+from ._distributions import LAW_TAPS, DistributionCheck, distribution_checks, reservoir_size
 from ._mutants import MUTANTS, expected_shift
 from ._theory import TheoryTable, logit_variance, theory_table
 
@@ -237,9 +237,15 @@ def run(
         raise
     timings["simulation_s"] = time.perf_counter() - t
 
-    checks = compare(best, sim, alpha=alpha)
+    # One family-wise error for the whole run: alpha is split between the moment checks and
+    # the distribution checks in proportion to their numbers (Bonferroni across the two
+    # families, Holm within each), so a correct theory fails anything with probability <= alpha.
+    n_laws = sum(1 for tap in LAW_TAPS if tap in sim and sim[tap].reservoir is not None)
+    n_moments = len(comparisons(best, sim))
+    alpha_laws = alpha * n_laws / (n_laws + n_moments) if n_laws else 0.0
+    checks = compare(best, sim, alpha=alpha - alpha_laws)
     t = time.perf_counter()
-    distributions, laws = distribution_checks(spec, sim, max(pos), alpha)
+    distributions, laws = distribution_checks(spec, sim, max(pos), alpha_laws) if n_laws else ([], {})
     timings["distributions_s"] = time.perf_counter() - t
     leading_rows = comparisons(leading, sim)
     mutants = {}
