@@ -12,7 +12,7 @@ from theory.taps import TapFilter, select_taps, tap_name
 
 from ._draw import Drawer, draw_network, sample_plan, unpack
 from ._forward import Projections, forward
-from ._run import MEASURES, METHODS, _check_int, resolve_device, resolve_dtype
+from ._run import check_run_arguments, resolve_device, resolve_dtype
 
 
 class ActivationCache(Mapping):
@@ -61,17 +61,7 @@ def activations(
     >>> tuple(cache["pattern", 0].shape)
     (3, 1, 2, 8, 8)
     """
-    if spec.is_symbolic:
-        raise ValueError("spec has symbolic fields; simulate needs numbers (use a numeric ModelSpec)")
-    samples = _check_int("samples", samples, 1)
-    seed = _check_int("seed", seed, 0)
-    batch = _check_int("batch", batch, 1)
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be 'annealed' or 'quenched', got {measure!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if measure == "quenched" and batch != 1:
-        raise ValueError("batch applies to the annealed measure; quenched samples are sequences (batch=1)")
+    samples, seed, batch = check_run_arguments(spec, samples, seed, batch, measure, method)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
     quenched = measure == "quenched"

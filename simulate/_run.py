@@ -74,6 +74,22 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def check_run_arguments(spec: ModelSpec, samples: Any, seed: Any, batch: Any, measure: str, method: str) -> tuple[int, int, int]:
+    """Validate the arguments `run` and `activations` share; returns (samples, seed, batch)."""
+    if spec.is_symbolic:
+        raise ValueError("spec has symbolic fields; simulate needs numbers (use a numeric ModelSpec)")
+    samples = _check_int("samples", samples, 1)
+    seed = _check_int("seed", seed, 0)
+    batch = _check_int("batch", batch, 1)
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be 'annealed' or 'quenched', got {measure!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if measure == "quenched" and batch != 1:
+        raise ValueError("batch applies to the annealed measure; quenched samples are sequences (batch=1)")
+    return samples, seed, batch
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -185,18 +201,8 @@ def run(
     """
     if not isinstance(spec, ModelSpec):
         raise ValueError(f"spec must be a theory.ModelSpec, got {type(spec).__name__}")
-    if spec.is_symbolic:
-        raise ValueError("spec has symbolic fields; simulate needs numbers (use a numeric ModelSpec)")
-    samples = _check_int("samples", samples, 1)
-    seed = _check_int("seed", seed, 0)
-    batch = _check_int("batch", batch, 1)
+    samples, seed, batch = check_run_arguments(spec, samples, seed, batch, measure, method)
     reservoir = _check_int("reservoir", reservoir, 0)
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be 'annealed' or 'quenched', got {measure!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if measure == "quenched" and batch != 1:
-        raise ValueError("batch applies to the annealed measure; quenched samples are sequences (batch=1)")
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, 1)
     dev = resolve_device(device)
