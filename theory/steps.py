@@ -173,10 +173,6 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
     return sp.factor(sp.cancel(expr)) if expr.free_symbols else expr
 
 
-def _ones(positions: np.ndarray, value: float) -> np.ndarray:
-    return np.full(positions.shape, float(value))
-
-
 # ============================================================================ series
 def _mixture_moment(ctx: LayerOne, k: int) -> sp.Expr:
     """``E[G^k]`` for ``G = (chi^2_{d_head}/d_head)(chi^2_D/D)``: ``tau^2 = tau_bar^2 G``."""

@@ -52,6 +52,10 @@ ATTENTION_TAPS: tuple[str, ...] = (
     "hook_resid_mid",
 )
 
+# Layer-1 taps upstream of the softmax: their moments are exact for any spec and their
+# one-coordinate laws are known in closed form (verify's calibration and KS checks use them).
+PRE_SOFTMAX_TAPS: tuple[str, ...] = tuple(f"blocks.0.{s}" for s in ATTENTION_TAPS[: ATTENTION_TAPS.index("attn.hook_pattern")])
+
 MLP_TAPS: tuple[str, ...] = (
     "ln2.hook_normalized",
     "mlp.hook_pre",

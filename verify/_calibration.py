@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats as _st
 
 from theory import ModelSpec
+from theory.taps import PRE_SOFTMAX_TAPS
 
 from ._checks import DEFAULT_ALPHA, Comparison, comparisons, compare, judge
 from ._mutants import MUTANTS, Mutant
@@ -41,14 +42,7 @@ CALIBRATION_SPEC = ModelSpec(
 )
 CALIBRATION_POSITIONS = (1, 2, 4, 8, 16)
 # Quantities known exactly whatever the spec: no softmax involved.
-KNOWN_TAPS = (
-    "blocks.0.hook_resid_pre",
-    "blocks.0.ln1.hook_normalized",
-    "blocks.0.attn.hook_q",
-    "blocks.0.attn.hook_k",
-    "blocks.0.attn.hook_v",
-    "blocks.0.attn.hook_attn_scores",
-)
+KNOWN_TAPS = PRE_SOFTMAX_TAPS
 ALPHA_CHECK = 0.05
 BOUNDS = 0.99  # central probability of the binomial acceptance range
 

@@ -15,16 +15,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as _st
 
+from theory.taps import PRE_SOFTMAX_TAPS
+
 from ._checks import holm
 
-LAW_TAPS = (
-    "blocks.0.hook_resid_pre",
-    "blocks.0.ln1.hook_normalized",
-    "blocks.0.attn.hook_q",
-    "blocks.0.attn.hook_k",
-    "blocks.0.attn.hook_v",
-    "blocks.0.attn.hook_attn_scores",
-)
+LAW_TAPS = PRE_SOFTMAX_TAPS  # the taps theory.law covers
 RESERVOIR_MAX = 2000  # draws per tap and position kept for the distribution checks
 
 
