@@ -60,7 +60,7 @@ def output_scale(spec: ModelSpec, kind: str) -> torch.Tensor | float:
             [spec.sigma_q] * width + [spec.sigma_k] * width + [spec.sigma_v] * width,
             dtype=torch.float64,
         )
-    return {"o": spec.sigma_o, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out}[kind]
+    return {"o": spec.sigma_o_effective, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out_effective}[kind]
 
 
 def attention_scale(spec: ModelSpec) -> float:
@@ -220,6 +220,8 @@ def forward(
     hold the raw logits there and the pattern zeros). ``stop_after="auto"`` stops after
     the last recorded tap; ``None`` runs every layer.
     """
+    if spec.positional != "none":  # TODO(#8): the comparison variants
+        raise NotImplementedError(f"positional = {spec.positional!r} is not simulated yet")
     record = set(record)
     if stop_after == "auto":
         stop_after = last_needed(spec, record)

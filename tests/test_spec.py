@@ -28,8 +28,20 @@ def test_fields_are_exactly_the_issue_list():
     assert names == [
         "d_model", "n_heads", "n_layers", "seq_len", "sigma_embed", "sigma_q", "sigma_k", "sigma_v",
         "sigma_o", "sigma_mlp_in", "sigma_mlp_out", "ln_eps", "attn_scale", "mlp_ratio", "activation",
-        "norm", "attn_only", "positional", "vocab_size",
+        "norm", "attn_only", "positional", "output_scaling", "vocab_size",
     ]
+
+
+def test_gpt2_output_scaling_divides_the_residual_writes_by_sqrt_2L():
+    spec = ModelSpec(n_layers=6, sigma_o=0.03, sigma_mlp_out=0.04, output_scaling="gpt2")
+    assert spec.sigma_o_effective == pytest.approx(0.03 / 12**0.5, rel=1e-15)
+    assert spec.sigma_mlp_out_effective == pytest.approx(0.04 / 12**0.5, rel=1e-15)
+    assert spec.sigma_q == 0.02 and ModelSpec(sigma_o=0.03).sigma_o_effective == 0.03
+    sym = spec.symbolic("n_layers", "sigma_o")
+    L, s_o = sp.symbols("L sigma_o", positive=True)
+    assert sp.simplify(sym.sigma_o_effective - s_o / sp.sqrt(2 * sym.n_layers)) == 0
+    with pytest.raises(ValueError, match="output_scaling must be one of 'none', 'gpt2'"):
+        ModelSpec(output_scaling="GPT2")
 
 
 def test_frozen():
@@ -57,7 +69,8 @@ def test_frozen():
         ({"attn_scale": "cube"}, "attn_scale"),
         ({"activation": "swish"}, "activation"),
         ({"norm": "post"}, "norm"),
-        ({"positional": "rope"}, "positional"),
+        ({"positional": "RoPE"}, "positional"),
+        ({"output_scaling": "x"}, "output_scaling"),
         ({"attn_only": "yes"}, "attn_only"),
         ({"vocab_size": 0}, "vocab_size"),
         ({"vocab_size": 2.5}, "vocab_size"),
@@ -134,7 +147,7 @@ _bad_choice = st.text(max_size=8)
 
 @st.composite
 def invalid_field(draw):
-    field = draw(st.sampled_from(SIZE_FIELDS + SIGMA_FIELDS + ("ln_eps", "attn_scale", "activation", "norm", "positional", "vocab_size", "attn_only")))
+    field = draw(st.sampled_from(SIZE_FIELDS + SIGMA_FIELDS + ("ln_eps", "attn_scale", "activation", "norm", "positional", "output_scaling", "vocab_size", "attn_only")))
     if field in SIZE_FIELDS:
         value = draw(_bad_sizes)
     elif field in SIGMA_FIELDS or field == "ln_eps":
@@ -144,7 +157,8 @@ def invalid_field(draw):
     elif field == "attn_only":
         value = draw(st.one_of(st.integers(), st.text(max_size=3), st.none()))
     else:
-        value = draw(_bad_choice.filter(lambda s: s not in ("sqrt", "linear", "gelu", "gelu_tanh", "relu", "pre", "none")))
+        value = draw(_bad_choice.filter(lambda s: s not in ("sqrt", "linear", "gelu", "gelu_tanh", "relu", "pre", "none",
+                                                      "learned", "sinusoidal", "rope", "alibi", "gpt2")))
     return field, value
 
 

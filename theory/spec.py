@@ -38,7 +38,8 @@ Number = Union[int, float, sp.Expr]
 ATTN_SCALES = ("sqrt", "linear")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 NORMS = ("pre",)
-POSITIONALS = ("none",)
+POSITIONALS = ("none", "learned", "sinusoidal", "rope", "alibi")
+OUTPUT_SCALINGS = ("none", "gpt2")
 
 # Fields that count things (positive integers) and fields that are standard deviations.
 SIZE_FIELDS = ("d_model", "n_heads", "n_layers", "seq_len", "mlp_ratio")
@@ -122,7 +123,13 @@ class ModelSpec:
     activation : "gelu" (exact erf form) | "gelu_tanh" (GPT-2) | "relu"
     norm : "pre"          LayerNorm placement.
     attn_only : bool      No MLP sub-block when true.
-    positional : "none"   The subject of this toolkit.
+    positional : "none" | "learned" | "sinusoidal" | "rope" | "alibi"
+        "none" is the subject of this toolkit (and the only one theory covers); the
+        others exist in `simulate` for comparison experiments.
+    output_scaling : "none" | "gpt2"
+        "gpt2" divides the std of the two projections that write into the residual
+        stream (``W_o`` and the MLP's ``W_out``) by ``sqrt(2 * n_layers)``, as GPT-2's
+        initialisation does; see `sigma_o_effective`, `sigma_mlp_out_effective`.
     vocab_size : int | None
         None: continuous Gaussian token embeddings; an integer: ids drawn uniformly
         from a random embedding table of that many rows.
@@ -146,6 +153,7 @@ class ModelSpec:
     norm: str = "pre"
     attn_only: bool = False
     positional: str = "none"
+    output_scaling: str = "none"
     vocab_size: int | None = None
 
     # ------------------------------------------------------------------ validation
@@ -165,6 +173,7 @@ class ModelSpec:
         self._check_choice("activation", ACTIVATIONS)
         self._check_choice("norm", NORMS)
         self._check_choice("positional", POSITIONALS)
+        self._check_choice("output_scaling", OUTPUT_SCALINGS)
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"attn_only must be true or false, got {self.attn_only!r}")
         if self.vocab_size is not None:
@@ -247,6 +256,23 @@ class ModelSpec:
     def d_mlp(self) -> Number:
         """Width of the MLP hidden layer, ``mlp_ratio * d_model``."""
         return self.mlp_ratio * self.d_model
+
+    @property
+    def residual_write_scale(self) -> Number:
+        """Factor on the std of ``W_o`` and ``W_out``: 1, or ``1/sqrt(2 n_layers)`` for "gpt2"."""
+        if self.output_scaling == "gpt2":
+            return 1 / sp.sqrt(2 * sp.sympify(self.n_layers)) if self.is_symbolic else 1 / math.sqrt(2 * self.n_layers)
+        return 1
+
+    @property
+    def sigma_o_effective(self) -> Number:
+        """The std the entries of ``W_o`` are drawn with: ``sigma_o`` times `residual_write_scale`."""
+        return self.sigma_o * self.residual_write_scale
+
+    @property
+    def sigma_mlp_out_effective(self) -> Number:
+        """The std of the entries of the MLP's ``W_out``: ``sigma_mlp_out`` times `residual_write_scale`."""
+        return self.sigma_mlp_out * self.residual_write_scale
 
     @property
     def is_symbolic(self) -> bool:

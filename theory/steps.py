@@ -94,6 +94,11 @@ class LayerOne:
                 f"the layer-1 theory assumes continuous Gaussian inputs (vocab_size = null); "
                 f"got vocab_size = {spec.vocab_size}. Use vocab_size = null for theory."
             )
+        if spec.positional != "none":
+            raise ValueError(
+                f"theory covers transformers without positional embeddings (positional = 'none'); "
+                f"got positional = {spec.positional!r}, which exists in simulate for comparison only"
+            )
         d = sp.sympify(spec.d_model)
         d_head = d / spec.n_heads if spec.is_symbolic else sp.Integer(spec.d_head)
         scale = 1 / sp.sqrt(d_head) if spec.attn_scale == "sqrt" else 1 / d_head
@@ -114,7 +119,7 @@ class LayerOne:
             sigma_q=sp.sympify(spec.sigma_q),
             sigma_k=sp.sympify(spec.sigma_k),
             sigma_v=sp.sympify(spec.sigma_v),
-            sigma_o=sp.sympify(spec.sigma_o),
+            sigma_o=sp.sympify(spec.sigma_o_effective),
             eps=eps,
             scale=scale,
             nu1=nu1,
