@@ -1,4 +1,8 @@
-"""Command line: ``python -m simulate run ...`` and ``python -m simulate bench [--json]``.
+"""Command line: ``python -m simulate run|bench|probe|train ...``.
+
+``run`` and ``bench`` are parsed here; ``probe`` (issue #8) and ``train`` (issue #9) own
+their parsers in ``simulate/_probe_cli.py`` and ``simulate/_train_cli.py``, each with a
+``main(argv) -> int``.
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
 """
@@ -108,7 +112,16 @@ def _bench(args) -> int:
     return 0
 
 
+# Subcommands whose parsers live in their own modules: name -> module.
+_DELEGATED = {"probe": "simulate._probe_cli", "train": "simulate._train_cli"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+
+        return importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _run(args) if args.command == "run" else _bench(args)
