@@ -26,8 +26,8 @@ from ._seeding import network_generator, sample_generator
 
 @dataclass(frozen=True)
 class Entry:
-    key: str | tuple[int, str]  # "x" or (layer, kind)
-    form: str  # "x", "W" or "G"
+    key: str | tuple[int, str]  # "x", "pos" or (layer, kind)
+    form: str  # "x", "W", "G" or "P" (a learned position table)
     shape: tuple[int, ...]
     offset: int
 
@@ -90,6 +90,8 @@ def sample_plan(spec: ModelSpec, rows: int, *, with_weights: bool, method: str) 
                     add((layer, kind), "G", (rows, d_out))
                 else:
                     add((layer, kind), "W", (d_out, d_in))
+        if spec.positional == "learned":  # the network's own position table (GPT-2's wpe)
+            add("pos", "P", (spec.seq_len, spec.d_model))
     return DrawPlan(tuple(entries), rows, spec.vocab_size is not None)
 
 
@@ -184,4 +186,6 @@ def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.
     table = None
     if spec.vocab_size is not None:
         table = torch.randn(spec.vocab_size, spec.d_model, generator=gen, device=device, dtype=dtype) * spec.sigma_embed
+    if spec.positional == "learned":  # drawn last: the other draws stay those of positional "none"
+        draws["pos"] = ("P", torch.randn(1, spec.seq_len, spec.d_model, generator=gen, device=device, dtype=dtype))
     return Projections(spec, draws), table

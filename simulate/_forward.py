@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from theory import ModelSpec
 from theory.taps import all_taps
 
+from ._positional import Rotary, alibi_bias, input_positions
+
 # Projection kinds of one layer, in the order a sample draws them: the fused Q/K/V
 # projection (d_model -> 3 * n_heads * d_head), the output projection W_o
 # (d_model -> d_model), and the MLP's W_in (d_model -> d_mlp) and W_out (d_mlp -> d_model).
@@ -179,6 +181,13 @@ class Projections:
             out = tril_matmul(psd_root(gram_matrix(inp)), normals, alpha)  # (S, R, d_out)
         return out if isinstance(scale, float) else out * scale
 
+    @property
+    def pos_embed(self) -> torch.Tensor | None:
+        """The learned position table (S, T, d), N(0, sigma_embed^2) entries, of a
+        ``positional="learned"`` network (drawn as ``draws["pos"]``); None otherwise."""
+        entry = self.draws.get("pos")
+        return None if entry is None else entry[1] * self.spec.sigma_embed
+
     def weight(self, layer: int, name: str) -> torch.Tensor:
         """The scaled weight matrix ``name`` of ``layer``, shape (S, d_out, d_in)."""
         kind = {"W_q": "qkv", "W_k": "qkv", "W_v": "qkv", "W_o": "o", "W_in": "in", "W_out": "out"}[name]
@@ -211,6 +220,7 @@ def forward(
     project: Project,
     record: Iterable[str] = (),
     stop_after: str | None = "auto",
+    pos_embed: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``x`` (S, B, T, d_model) through the network; return the recorded taps.
 
@@ -219,9 +229,14 @@ def forward(
     axis -2 and key on axis -1 (entries with key > query are not part of the tap: scores
     hold the raw logits there and the pattern zeros). ``stop_after="auto"`` stops after
     the last recorded tap; ``None`` runs every layer.
+
+    Positional variants (see `simulate._positional`): ``learned`` and ``sinusoidal`` add a
+    table to ``x`` before the first block (``hook_resid_pre`` of layer 0 includes it);
+    ``rope`` rotates q and k after ``hook_q``/``hook_k`` (which stay unrotated, as in
+    TransformerLens); ``alibi`` adds its bias to the logits (``hook_attn_scores`` includes
+    it). ``pos_embed`` is the learned table (S or 1, T, d); by default the one ``project``
+    carries (`Projections.pos_embed`).
     """
-    if spec.positional != "none":  # TODO(#8): the comparison variants
-        raise NotImplementedError(f"positional = {spec.positional!r} is not simulated yet")
     record = set(record)
     if stop_after == "auto":
         stop_after = last_needed(spec, record)
@@ -229,7 +244,14 @@ def forward(
     H, dh = spec.n_heads, spec.d_head
     scale = attention_scale(spec)
     need_pattern = any(t.endswith(("hook_attn_scores", "hook_pattern")) for t in record)
-    mask = causal_mask(T, x.device) if need_pattern else None
+    mask = causal_mask(T, x.device) if need_pattern or spec.positional == "alibi" else None
+    if pos_embed is None:
+        pos_embed = getattr(project, "pos_embed", None)  # the network's learned table, if any
+    added = input_positions(spec, T, pos_embed, x)  # (S or 1, 1, T, d), or None
+    if added is not None:
+        x = x + added  # (S, B, T, d): token + position embeddings (GPT-2's wte + wpe)
+    rotary = Rotary(T, dh, x.device) if spec.positional == "rope" else None
+    bias = alibi_bias(H, T, device=x.device, dtype=x.dtype) if spec.positional == "alibi" else None  # (H, T, T)
     cache: dict[str, torch.Tensor] = {}
 
     def tap(name: str, value: torch.Tensor) -> bool:
@@ -250,6 +272,8 @@ def forward(
         for name, value in (("q", q), ("k", k), ("v", v)):
             if tap(p + "attn.hook_" + name, value):
                 return cache
+        if rotary is not None:  # RoPE: rotate each head's pairs by position
+            q, k = rotary(q), rotary(k)  # each (S, B, T, H, dh)
         if need_pattern:  # hand-written path: scores and pattern are tapped
             # matmul over a fixed (S, B, H) batch layout: the numbers of one network do not
             # depend on how many networks share the chunk (einsum may regroup axes)
@@ -259,6 +283,8 @@ def forward(
             k_h = k.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
             v_h = v.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
             scores = (q_h @ k_h.transpose(-1, -2)) * scale  # (S, B, H, T, T)
+            if bias is not None:  # ALiBi: -slope_h (m - n)
+                scores = scores + bias  # (S, B, H, T, T)
             if tap(p + "attn.hook_attn_scores", scores):
                 return cache
             pattern = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (S, B, H, T, T)
@@ -270,7 +296,8 @@ def forward(
                 q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
                 k.reshape(S * B, T, H, dh).transpose(1, 2),
                 v.reshape(S * B, T, H, dh).transpose(1, 2),
-                is_causal=True,
+                attn_mask=None if bias is None else bias.masked_fill(~mask, float("-inf")),  # (H, T, T)
+                is_causal=bias is None,
                 scale=scale,
             )  # (S*B, H, T, dh)
             z = fused.transpose(1, 2).reshape(S, B, T, H, dh)

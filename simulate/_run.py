@@ -19,6 +19,7 @@ from theory.taps import TapFilter, select_taps
 
 from ._draw import Drawer, default_workers, draw_network, sample_plan, unpack
 from ._forward import Projections, forward
+from ._positional import check_positional
 from ._result import SimulationResult, TapStats
 from ._stats import Accumulator, extract, reservoir_picks, row_counts, tap_rows, unit_moments
 
@@ -78,6 +79,7 @@ def check_run_arguments(spec: ModelSpec, samples: Any, seed: Any, batch: Any, me
     """Validate the arguments `run` and `activations` share; returns (samples, seed, batch)."""
     if spec.is_symbolic:
         raise ValueError("spec has symbolic fields; simulate needs numbers (use a numeric ModelSpec)")
+    check_positional(spec)
     samples = _check_int("samples", samples, 1)
     seed = _check_int("seed", seed, 0)
     batch = _check_int("batch", batch, 1)

@@ -1,0 +1,157 @@
+"""Positional variants for comparison experiments (issue #8); NoPE (``"none"``) is the subject.
+
+Each variant follows its reference paper; `forward` applies them at exactly three places:
+
+* ``learned`` -- absolute position embeddings added to the token embeddings, as GPT-2's
+  ``wpe`` (Radford et al. 2019): a ``(seq_len, d_model)`` table with i.i.d.
+  ``N(0, sigma_embed^2)`` entries, drawn at random initialisation like every other weight
+  (it belongs to the network: the quenched network draws it once; the annealed measure
+  draws a fresh one per network). Row ``m - 1`` is added at 1-based position ``m``.
+* ``sinusoidal`` -- the fixed table of Vaswani et al. 2017 (sec. 3.5), added to the token
+  embeddings **unscaled**, exactly as the reference defines it (0-based position ``p``):
+
+      PE[p, 2i]   = sin(p / 10000^(2i / d_model))
+      PE[p, 2i+1] = cos(p / 10000^(2i / d_model))
+
+  Every entry has magnitude <= 1 (mean square 1/2 per coordinate), against token
+  embeddings of std ``sigma_embed`` (0.02 at GPT-2's init), so at initialisation the table
+  dominates the residual stream by a factor ~``1 / (sqrt(2) sigma_embed)`` in norm. (Vaswani
+  et al. multiply the *token* embeddings by ``sqrt(d_model)`` instead; our token embeddings
+  follow the spec's ``sigma_embed``, so we keep the table as defined and say so.)
+* ``rope`` -- rotary embeddings of Su et al. 2021 (RoFormer, eq. 34), applied to each head's
+  query and key after the projection: for 0-based position ``p`` and pair ``i`` of a head of
+  width ``d_head`` (``theta_i = 10000^(-2i / d_head)``),
+
+      (x_{2i}, x_{2i+1}) -> (x_{2i} cos(p theta_i) - x_{2i+1} sin(p theta_i),
+                             x_{2i} sin(p theta_i) + x_{2i+1} cos(p theta_i)).
+
+  We use the **paper's interleaved pairs** ``(2i, 2i+1)``. GPT-NeoX / LLaMA pair ``(i, i +
+  d_head/2)`` ("rotate_half"); the two differ by a fixed permutation of a head's coordinates,
+  and since ``W_q`` and ``W_k`` have i.i.d. entries the random networks they give have the same
+  law. Rotations preserve norms, and ``R_m q . R_n k`` depends on ``m - n`` only.
+* ``alibi`` -- attention with linear biases of Press et al. 2022: the logit of query ``m`` and
+  key ``n <= m`` in head ``h`` gets ``-slope_h (m - n)`` after the ``1/sqrt(d_head)`` scale.
+  Slopes: for ``H`` a power of two, the geometric sequence starting at ``2^(-8/H)`` with that
+  ratio (``2^(-8h/H)``, ``h = 1..H``; 1/2 .. 1/256 for 8 heads); otherwise the paper's rule:
+  the slopes of the closest power of two ``P < H``, then every other slope of ``2P`` for the
+  remaining ``H - P`` heads (the reference implementation, ofirpress/attention_with_linear_biases).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from theory import ModelSpec
+
+ROPE_BASE = 10000.0
+SINUSOID_BASE = 10000.0
+
+
+def sinusoidal_table(seq_len: int, d_model: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The (seq_len, d_model) table of Vaswani et al. 2017; row ``p`` is 0-based position ``p``.
+
+    >>> t = sinusoidal_table(3, 4)
+    >>> [round(v, 6) for v in t[1].tolist()]
+    [0.841471, 0.540302, 0.01, 0.99995]
+    """
+    pos = torch.arange(seq_len, device=device, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    two_i = torch.arange(0, d_model, 2, device=device, dtype=torch.float64)  # (ceil(d/2),)
+    angle = pos / SINUSOID_BASE ** (two_i / d_model)  # (T, ceil(d/2))
+    table = torch.empty(seq_len, d_model, device=device, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return table.to(dtype)
+
+
+def rope_angles(seq_len: int, d_head: int, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos(p theta_i)`` and ``sin(p theta_i)``, each (seq_len, d_head // 2), float64."""
+    if d_head % 2:
+        raise ValueError(f"positional 'rope' rotates pairs of coordinates: d_head must be even, got {d_head}")
+    pos = torch.arange(seq_len, device=device, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    theta = ROPE_BASE ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float64) / d_head)  # (dh/2,)
+    angle = pos * theta  # (T, dh/2)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs ``(2i, 2i+1)`` of ``x`` (..., T, H, d_head) by position.
+
+    ``cos``, ``sin`` are (T, d_head // 2) from `rope_angles`.
+    """
+    even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, H, dh/2)
+    c = cos.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
+    s = sin.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
+    out = torch.empty_like(x)  # (..., T, H, dh)
+    out[..., 0::2] = even * c - odd * s
+    out[..., 1::2] = even * s + odd * c
+    return out
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """Per-head slopes of Press et al. 2022 (their reference ``get_slopes``).
+
+    >>> alibi_slopes(8) == [2.0 ** -k for k in range(1, 9)]
+    True
+    """
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))  # 2^(-8/n)
+        return [start * start**i for i in range(n)]
+
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    if math.log2(n_heads).is_integer():
+        return power_of_two(n_heads)
+    closest = 2 ** math.floor(math.log2(n_heads))
+    return power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+
+
+def alibi_bias(n_heads: int, seq_len: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``bias[h, m, n] = -slope_h (m - n)`` for keys ``n <= m``, 0 above the diagonal; (H, T, T)."""
+    slopes = torch.tensor(alibi_slopes(n_heads), device=device, dtype=torch.float64)  # (H,)
+    pos = torch.arange(seq_len, device=device, dtype=torch.float64)
+    distance = (pos.unsqueeze(1) - pos.unsqueeze(0)).clamp(min=0.0)  # (T, T): m - n below the diagonal
+    return (-slopes.view(-1, 1, 1) * distance).to(dtype)  # (H, T, T)
+
+
+def input_positions(spec: ModelSpec, seq_len: int, pos_embed: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """What `forward` adds to the token embeddings: (S or 1, 1, T, d), or None.
+
+    ``pos_embed`` is the learned table of the network(s), (S or 1, T_table, d) with
+    ``T_table >= seq_len``; required for ``learned``, ignored otherwise.
+    """
+    if spec.positional == "learned":
+        if pos_embed is None:
+            raise ValueError(
+                "positional = 'learned' needs the network's position table: pass pos_embed "
+                "(S, seq_len, d_model) to forward, or a Projections that carries one"
+            )
+        if pos_embed.dim() != 3 or pos_embed.shape[1] < seq_len or pos_embed.shape[2] != like.shape[-1]:
+            raise ValueError(
+                f"pos_embed must be (S, >= {seq_len}, {like.shape[-1]}), got {tuple(pos_embed.shape)}"
+            )
+        return pos_embed[:, :seq_len].unsqueeze(1).to(like.dtype)  # (S, 1, T, d)
+    if spec.positional == "sinusoidal":
+        return sinusoidal_table(seq_len, like.shape[-1], device=like.device, dtype=like.dtype).view(1, 1, seq_len, -1)
+    return None
+
+
+def check_positional(spec: ModelSpec) -> None:
+    """Refuse, at the boundary, a spec whose positional variant cannot be realised."""
+    if spec.positional == "rope" and spec.d_head % 2:
+        raise ValueError(
+            f"positional 'rope' rotates pairs of coordinates: d_head = d_model / n_heads must be even, "
+            f"got {spec.d_head}"
+        )
+
+
+class Rotary:
+    """RoPE for one sequence length: ``rotary(q)`` rotates (S, B, T, H, d_head) by position."""
+
+    def __init__(self, seq_len: int, d_head: int, device):
+        self.cos, self.sin = rope_angles(seq_len, d_head, device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return rope_rotate(x, self.cos, self.sin)
