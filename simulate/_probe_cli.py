@@ -1,0 +1,158 @@
+"""``python -m simulate probe``: position probes in frozen random models (issue #8).
+
+Bad input exits with status 2 and a one-line message on stderr, never a traceback.
+See docs/probe.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from theory import ModelSpec
+
+from ._probe import DEFAULT_VOCAB, POSITIONALS, PROBES, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
+
+DEFAULT_SIGMAS = "0.01,0.02,0.05,0.1"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        sys.stderr.write(f"simulate probe: error: {message}\n")
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m simulate probe",
+                description="Probe absolute position from the hidden states of frozen random transformers, "
+                            "with and without positional embeddings.")
+    p.add_argument("--spec", default=None, help="ModelSpec JSON (default: d_model 128, 4 heads, 4 layers, "
+                   "context 128, GPT-2's sigmas 0.02, vocabulary 50257)")
+    p.add_argument("--positional", default=",".join(POSITIONALS),
+                   help=f"comma-separated variants among {','.join(POSITIONALS)} (default: all)")
+    p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated among {','.join(PROBES)} (default: all)")
+    p.add_argument("--sequences", type=int, default=256, help="sequences per network (default 256: 5/8 train, 1/8 validation, 1/4 test)")
+    p.add_argument("--networks", type=int, default=3, help="frozen random networks per variant (error bars)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seq-len", type=int, default=None, help="override the spec's context length")
+    p.add_argument("--vocab-size", default=None,
+                   help=f"token vocabulary (ids uniform); default: the spec's, else {DEFAULT_VOCAB}; 'none' = Gaussian inputs")
+    p.add_argument("--sigma", type=float, default=None, help="set every init std (sigma_embed and all weights) of the spec")
+    p.add_argument("--sigmas", default=DEFAULT_SIGMAS,
+                   help=f"NoPE init-scale sweep, comma-separated sigmas (default {DEFAULT_SIGMAS}; 'none' to skip)")
+    p.add_argument("--sweep-probes", default="linear,variance_only,theory", help="probes of the sigma sweep")
+    p.add_argument("--theory-dof", type=float, default=None, help="chi-square degrees of freedom of the theory probe (default d_model)")
+    p.add_argument("--mlp-epochs", type=int, default=12, help="most epochs of the MLP probe (early stopping on validation)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
+    p.add_argument("--device", default="cpu", help="where the forward passes run: cpu | cuda | auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output folder (results.json, report.md, tables, figures)")
+    return p
+
+
+def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"{what}: {', '.join(map(repr, bad)) or 'nothing given'}; choose among {', '.join(allowed)}")
+    return names
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    if text.strip().lower() in ("none", ""):
+        return ()
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{what}: {part.strip()!r} is not a number") from None
+        if not value > 0:
+            raise ValueError(f"{what}: sigmas must be > 0, got {part.strip()}")
+        out.append(value)
+    return tuple(out)
+
+
+def build_config(args) -> ProbeConfig:
+    spec = ModelSpec.load(args.spec) if args.spec else default_spec()
+    changes = {}
+    if args.seq_len is not None:
+        if args.seq_len < 2:
+            raise ValueError(f"--seq-len must be an integer >= 2, got {args.seq_len}")
+        changes["seq_len"] = args.seq_len
+    if args.vocab_size is not None:
+        if args.vocab_size.lower() in ("none", "null"):
+            changes["vocab_size"] = None
+        else:
+            try:
+                changes["vocab_size"] = int(args.vocab_size)
+            except ValueError:
+                raise ValueError(f"--vocab-size must be a positive integer or 'none', got {args.vocab_size!r}") from None
+    elif spec.vocab_size is None and args.spec:
+        changes["vocab_size"] = DEFAULT_VOCAB
+    spec = spec.replace(**changes) if changes else spec
+    if args.sigma is not None:
+        if not args.sigma > 0:
+            raise ValueError(f"--sigma must be > 0, got {args.sigma}")
+        spec = with_sigma(spec, args.sigma)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    return ProbeConfig(
+        spec=spec,
+        positionals=_names(args.positional, POSITIONALS, "--positional"),
+        probes=_names(args.probes, PROBES, "--probes"),
+        sequences=args.sequences,
+        networks=args.networks,
+        seed=args.seed,
+        sigmas=_floats(args.sigmas, "--sigmas"),
+        sweep_probes=_names(args.sweep_probes, PROBES, "--sweep-probes"),
+        theory_dof=args.theory_dof,
+        mlp_epochs=args.mlp_epochs,
+        device=args.device,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    import torch
+
+    from ._probe_report import write_outputs
+    from ._run import resolve_device
+
+    threads_before = torch.get_num_threads()
+    try:
+        cfg = build_config(args)
+        resolve_device(cfg.device)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {args.out!r} exists and is not a folder")
+        torch.set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        results, curves = probe_experiment(cfg, progress=not args.no_progress)
+        wall = time.perf_counter() - t0
+        tc = None
+        if "theory" in cfg.probes and "none" in cfg.positionals:
+            tc, _ = theory_curves(cfg.spec.replace(positional="none"))
+        command = "python -m simulate probe " + " ".join(shlex.quote(a) for a in argv)
+        try:
+            written = write_outputs(results, curves, out, command=command, wall_s=wall, theory_curves=tc)
+        except OSError as err:
+            raise ValueError(f"cannot write to {args.out!r}: {err.strerror}") from None
+    except ValueError as err:
+        sys.stderr.write(f"simulate probe: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("simulate probe: interrupted\n")
+        return 130
+    finally:
+        torch.set_num_threads(threads_before)
+    print(f"simulate probe: {wall:.0f} s; wrote {', '.join(written)} to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
