@@ -29,7 +29,8 @@ class TapStats:
     ``n_values`` the number of pooled values. ``skewness``/``kurtosis`` (not excess) and the
     central moment sums ``m2, m3, m4`` are of the pooled values. For ``hook_pattern``,
     ``sum_sq``/``sum_sq_se`` estimate ``E[sum_{n<=m} a_mn^2]`` per head. ``reservoir``
-    (K, P) holds raw values, one per unit and position, or None.
+    (K, P) holds raw values, one per unit and position, or None. ``entropy``/``entropy_se``
+    (pattern, from `simulate.record` only): ``E[-sum_n a_mn ln a_mn]`` per head, in nats.
     """
 
     tap: str
@@ -49,6 +50,8 @@ class TapStats:
     sum_sq_se: np.ndarray | None = None
     reservoir: np.ndarray | None = None
     sum_sq_reservoir: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    entropy_se: np.ndarray | None = None
 
     def index(self, m: int) -> int:
         hits = np.flatnonzero(self.positions == m)
@@ -72,6 +75,9 @@ class TapStats:
         if self.sum_sq is not None:
             out["sum_sq"] = float(self.sum_sq[i])
             out["sum_sq_se"] = float(self.sum_sq_se[i])
+        if self.entropy is not None:
+            out["entropy"] = float(self.entropy[i])
+            out["entropy_se"] = float(self.entropy_se[i])
         return out
 
 
@@ -95,7 +101,7 @@ class SimulationResult:
         result["pattern", 0].sum_sq
     """
 
-    spec: ModelSpec
+    spec: ModelSpec | None  # None for `simulate.record` of a model without a ModelSpec
     positions: np.ndarray
     stats: dict[str, TapStats]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +153,7 @@ class SimulationResult:
         """Every array, keyed ``"positions"`` and ``"{tap}/{stat}"``."""
         out = {"positions": self.positions}
         for tap, ts in self.stats.items():
-            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir"):
+            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se"):
                 value = getattr(ts, name)
                 if value is not None:
                     out[f"{tap}/{name}"] = np.asarray(value)
@@ -163,7 +169,7 @@ class SimulationResult:
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read simulation result {str(path)!r}: {err}") from None
         meta = data.get("meta", {})
-        spec = ModelSpec.from_dict(meta["spec"])
+        spec = ModelSpec.from_dict(meta["spec"]) if meta.get("spec") else None  # None: a recorded model
         npz_path = path.with_suffix(".npz")
         stats = {}
         if npz_path.exists():
@@ -171,7 +177,7 @@ class SimulationResult:
                 arrays = dict(npz)
             positions = arrays["positions"]
             for tap in data["stats"]:
-                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir")}
+                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se")}
                 stats[tap] = TapStats(tap=tap, positions=positions, n=int(arrays[f"{tap}/units"]), **kw)
         else:  # JSON only: the moment sums and reservoirs are not there
             for tap, per_pos in data["stats"].items():
@@ -185,6 +191,8 @@ class SimulationResult:
                     mean=col("mean"), mean_se=col("mean_se"), var=col("var"), var_se=col("var_se"),
                     skewness=col("skewness"), kurtosis=col("kurtosis"), m2=nan, m3=nan, m4=nan,
                     sum_sq=col("sum_sq") if is_pattern else None, sum_sq_se=col("sum_sq_se") if is_pattern else None,
+                    entropy=col("entropy") if is_pattern and "entropy" in per_pos[ms[0]] else None,
+                    entropy_se=col("entropy_se") if is_pattern and "entropy" in per_pos[ms[0]] else None,
                 )
             positions = next(iter(stats.values())).positions if stats else np.zeros(0, dtype=int)
         return cls(spec=spec, positions=positions, stats=stats, meta=meta)

@@ -1,0 +1,258 @@
+"""`NoPETransformer`: a trainable ``nn.Module`` whose math is exactly `simulate.forward`.
+
+The network a `theory.ModelSpec` describes, as a module one can train, with
+TransformerLens-style hook points (identity modules) named like our taps, so that
+`simulate.record` reads it with the same map as a TransformerLens ``HookedTransformer``::
+
+    x_0 = E[ids] (+ P[:T] when positional = "learned")           # blocks.0.hook_resid_pre
+    x = x + W_o attn(LN(x) W_qkv^T)                               # hook_resid_mid
+    x = x + W_out act(LN(x) W_in^T)                               # hook_resid_post
+    logits = LN(x_L) E^T                                          # tied unembedding (GPT-2)
+
+Decisions (so that the module *is* the functional forward for any weights, trained or not):
+
+* no biases, no LayerNorm gains: ``LN(x) = (x - mean) / sqrt(var + eps)`` as in
+  `simulate.layer_norm`; every weight is a plain matrix in math orientation
+  ``(d_out, d_in)`` (``nn.Linear`` stores it that way), so `projections` hands the very
+  same matrices to `simulate.forward`;
+* initialisation as the spec says: i.i.d. ``N(0, sigma^2)`` entries per matrix, with GPT-2's
+  ``1/sqrt(2 n_layers)`` on ``W_o`` and ``W_out`` when ``output_scaling = "gpt2"``;
+  the token table ``E`` (and the learned position table ``P``) with ``sigma_embed``;
+* the unembedding is tied to ``E`` behind a final LayerNorm (GPT-2, Radford et al. 2019);
+  the final LayerNorm is not a tap (taps stop at ``hook_resid_post``);
+* ``positional``: ``"none"`` (the subject) or ``"learned"`` (absolute embeddings added to
+  the token embeddings, GPT-2's ``wpe``) for the training comparison.
+
+Shapes follow TransformerLens (batch first, no network axis): residual taps
+``(B, T, d_model)``, q/k/v/z ``(B, T, H, d_head)``, scores/pattern ``(B, H, T, T)`` with the
+query on axis -2 (scores are ``-inf`` above the diagonal, as TransformerLens has them).
+
+>>> import torch
+>>> from theory import ModelSpec
+>>> spec = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=8, vocab_size=11)
+>>> model = NoPETransformer(spec, seed=0)
+>>> model(torch.zeros(3, 8, dtype=torch.long)).shape
+torch.Size([3, 8, 11])
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from theory import ModelSpec
+
+from ._forward import Projections, activation, attention_scale, output_scale
+
+MODEL_POSITIONALS = ("none", "learned")
+
+
+class HookPoint(nn.Identity):
+    """An identity module that forward hooks attach to (TransformerLens' ``HookPoint``)."""
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks) or bool(module._forward_pre_hooks)
+
+
+class LayerNormPre(nn.Module):
+    """``(x - mean) / sqrt(var_biased + eps)``, no gain or bias; ``hook_normalized`` taps it."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = float(eps)
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(F.layer_norm(x, x.shape[-1:], eps=self.eps))
+
+
+class Attention(nn.Module):
+    """Causal multi-head softmax attention, fused Q/K/V matrix ``W_qkv`` (3 H d_head, d)."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.n_heads, self.d_head = spec.n_heads, spec.d_head
+        self.scale = attention_scale(spec)
+        self.W_qkv = nn.Linear(spec.d_model, 3 * spec.n_heads * spec.d_head, bias=False)
+        self.W_o = nn.Linear(spec.n_heads * spec.d_head, spec.d_model, bias=False)
+        for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        B, T, _ = e.shape
+        H, dh = self.n_heads, self.d_head
+        q, k, v = self.W_qkv(e).view(B, T, 3, H, dh).unbind(dim=2)  # each (B, T, H, dh)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q_h, k_h, v_h = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, dh)
+        if _has_hooks(self.hook_attn_scores) or _has_hooks(self.hook_pattern):
+            mask = torch.ones(T, T, dtype=torch.bool, device=e.device).tril()  # key n <= query m
+            scores = (q_h @ k_h.transpose(-1, -2)) * self.scale  # (B, H, T, T)
+            scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+            pattern = self.hook_pattern(scores.softmax(dim=-1))  # (B, H, T, T)
+            z = pattern @ v_h  # (B, H, T, dh)
+        else:  # fused kernel: the same causal softmax average
+            z = F.scaled_dot_product_attention(q_h, k_h, v_h, is_causal=True, scale=self.scale)
+        z = self.hook_z(z.transpose(1, 2))  # (B, T, H, dh)
+        return self.W_o(z.reshape(B, T, H * dh))  # (B, T, d)
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.W_in = nn.Linear(spec.d_model, spec.d_mlp, bias=False)
+        self.W_out = nn.Linear(spec.d_mlp, spec.d_model, bias=False)
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(self.W_in(e))  # (B, T, d_mlp)
+        post = self.hook_post(activation(self.spec, pre))  # (B, T, d_mlp)
+        return self.W_out(post)  # (B, T, d)
+
+
+class Block(nn.Module):
+    """``x = x + attn(ln1(x)); x = x + mlp(ln2(x))`` with TransformerLens' hook names."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.attn_only = spec.attn_only
+        self.hook_resid_pre = HookPoint()
+        self.ln1 = LayerNormPre(spec.ln_eps)
+        self.attn = Attention(spec)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        if not spec.attn_only:
+            self.ln2 = LayerNormPre(spec.ln_eps)
+            self.mlp = MLP(spec)
+            self.hook_mlp_out = HookPoint()
+            self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        if self.attn_only:
+            return x
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+class NoPETransformer(nn.Module):
+    """A byte- (or token-) level causal LM realising ``spec`` (see the module docstring).
+
+    ``spec.vocab_size`` must be an integer; ``spec.positional`` is ``"none"`` or
+    ``"learned"``; ``seed`` seeds the initialisation (a private generator, so the global
+    RNG is untouched).
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if not isinstance(spec, ModelSpec) or spec.is_symbolic:
+            raise ValueError("spec must be a numeric theory.ModelSpec")
+        if spec.vocab_size is None:
+            raise ValueError("vocab_size must be an integer for a trainable model (256 for bytes), got null")
+        if spec.positional not in MODEL_POSITIONALS:
+            raise ValueError(
+                f"positional must be one of {', '.join(map(repr, MODEL_POSITIONALS))} for NoPETransformer, "
+                f"got {spec.positional!r}"
+            )
+        self.spec = spec
+        self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.pos_embed = nn.Parameter(torch.zeros(spec.seq_len, spec.d_model)) if spec.positional == "learned" else None
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layers))
+        self.ln_final = LayerNormPre(spec.ln_eps)
+        self.to(dtype)
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int) -> None:
+        """i.i.d. ``N(0, sigma^2)`` entries, the sigmas of the spec, drawn in a fixed order."""
+        spec = self.spec
+        gen = torch.Generator().manual_seed(int(seed))
+
+        def fill(t: torch.Tensor, std: torch.Tensor | float) -> None:
+            draw = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+            std = std.unsqueeze(-1) if isinstance(std, torch.Tensor) else std  # per output row
+            t.copy_(draw * std)
+
+        fill(self.embed.weight, float(spec.sigma_embed))
+        if self.pos_embed is not None:
+            fill(self.pos_embed, float(spec.sigma_embed))
+        for block in self.blocks:
+            fill(block.attn.W_qkv.weight, output_scale(spec, "qkv"))
+            fill(block.attn.W_o.weight, float(output_scale(spec, "o")))
+            if not spec.attn_only:
+                fill(block.mlp.W_in.weight, float(output_scale(spec, "in")))
+                fill(block.mlp.W_out.weight, float(output_scale(spec, "out")))
+
+    def embed_input(self, ids: torch.Tensor) -> torch.Tensor:
+        """``x_0 = E[ids] (+ P[:T])``, shape (B, T, d_model)."""
+        if ids.dim() != 2:
+            raise ValueError(f"token ids must have shape (batch, positions), got {tuple(ids.shape)}")
+        T = ids.shape[1]
+        if T > self.spec.seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than seq_len = {self.spec.seq_len}")
+        x = self.embed(ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed[:T]
+        return self.hook_embed(x)
+
+    def residual(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_input(ids)
+        for block in self.blocks:
+            x = block(x)
+        return x  # (B, T, d)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab) of the next token."""
+        return self.ln_final(self.residual(ids)) @ self.embed.weight.T
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy in nats."""
+        logits = self(ids)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    # ---------------------------------------------------------------- functional view
+    def functional_spec(self) -> ModelSpec:
+        """The spec `simulate.forward` runs: the model's, with the position table already
+        inside the input ``x_0`` (`embed_input`), so ``positional="none"``."""
+        import dataclasses
+
+        return dataclasses.replace(self.spec, positional="none")
+
+    @torch.no_grad()
+    def projections(self) -> Projections:
+        """`simulate.Projections` holding this model's matrices (one network, S = 1).
+
+        ``Projections`` multiplies standard normals by the spec's sigmas, so each matrix is
+        divided by its sigma here (exact up to one rounding; use float64 for 1e-12 checks).
+        """
+        spec = self.spec
+        draws = {}
+        for layer, block in enumerate(self.blocks):
+            mats = {"qkv": block.attn.W_qkv.weight, "o": block.attn.W_o.weight}
+            if not spec.attn_only:
+                mats.update({"in": block.mlp.W_in.weight, "out": block.mlp.W_out.weight})
+            for kind, w in mats.items():
+                scale = output_scale(spec, kind)
+                scale = scale.to(w.dtype).unsqueeze(-1) if isinstance(scale, torch.Tensor) else float(scale)
+                if (isinstance(scale, float) and scale == 0) or (isinstance(scale, torch.Tensor) and bool((scale == 0).any())):
+                    raise ValueError(f"a zero sigma for {kind!r} leaves no way to express the weights as normals")
+                draws[(layer, kind)] = ("W", (w.detach() / scale).unsqueeze(0))
+        return Projections(self.functional_spec(), draws)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def parameter_count(spec: ModelSpec) -> int:
+    """Parameters of `NoPETransformer(spec)` without building it."""
+    d = spec.d_model
+    per_layer = 3 * spec.n_heads * spec.d_head * d + d * d + (0 if spec.attn_only else 2 * d * spec.d_mlp)
+    pos = spec.seq_len * d if spec.positional == "learned" else 0
+    return spec.vocab_size * d + pos + spec.n_layers * per_layer
+
+
+__all__ = ["NoPETransformer", "HookPoint", "parameter_count", "MODEL_POSITIONALS"]

@@ -1,0 +1,217 @@
+"""``python -m simulate train``: train a byte-level NoPE model and a learned-position twin,
+then measure the variance of their activations against position, trained against init.
+
+    python -m simulate train --preset small --out DIR [--corpus PATH] [--steps N] [--seed S]
+        [--positional none,learned] [--threads 1] [--sequences 256] [--no-measure]
+    python -m simulate train --measure-only --out DIR      # measure a finished run again
+
+Writes into DIR: ``run.json`` (config, seeds, corpus hashes, baselines, results, and every
+command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png`` and ``loss.pdf``,
+``<positional>/init.pt`` and ``checkpoint.pt`` (see `simulate._train`), ``corpus.npz`` (the
+stripped, split corpus, so a resume does not re-read the HTML), and ``measure/``
+(``results.json``, ``report.md``, figures; see `simulate._measure`). Rerunning a command
+resumes from the checkpoints. Bad input: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
+from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, train_model
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"simulate train: error: {message}\n")
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m simulate train",
+                description="Train byte-level NoPE and learned-position models; measure variance against position.")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model and budget (default small)")
+    p.add_argument("--out", required=True, help="run directory (created; an existing run is resumed)")
+    p.add_argument("--corpus", default=None,
+                   help="a text file or a directory of .html/.txt files (default: Debian python3.11-doc's HTML)")
+    p.add_argument("--holdout", type=float, default=0.05, help="held-out fraction (files of a directory), default 0.05")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the data order (default 0)")
+    p.add_argument("--positional", default=None, help="comma-separated models to train: none,learned (default both)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
+    p.add_argument("--sequences", type=int, default=256, help="held-out windows for the measurement (default 256)")
+    p.add_argument("--groups", type=int, default=8, help="disjoint groups of windows for the slopes' errors (default 8)")
+    p.add_argument("--no-measure", action="store_true", help="train only")
+    p.add_argument("--measure-only", action="store_true", help="measure the models of a finished run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _config(args) -> TrainConfig:
+    cfg = PRESETS[args.preset]
+    changes = {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.positional is not None:
+        changes["positionals"] = tuple(p.strip() for p in args.positional.split(",") if p.strip())
+        bad = [p for p in changes["positionals"] if p not in POSITIONALS]
+        if bad or not changes["positionals"]:
+            raise ValueError(f"--positional takes a comma-separated list of {', '.join(POSITIONALS)}; got {args.positional!r}")
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _corpus(args, out: Path) -> Corpus:
+    """The split corpus, cached in ``out/corpus.npz`` (keyed by source and holdout)."""
+    cache = out / "corpus.npz"
+    source = str(Path(args.corpus).resolve()) if args.corpus else None
+    if cache.exists():
+        with np.load(cache) as npz:
+            info = json.loads(str(npz["info"]))
+            if info.get("requested") == source and info.get("holdout") == args.holdout:
+                return Corpus(npz["train"], npz["heldout"], info["source"], info["files"], info["heldout_files"])
+    t0 = time.perf_counter()
+    print(f"[train] reading corpus {source or 'python3.11-doc HTML'} ...", file=sys.stderr)
+    corpus = load_corpus(source, holdout=args.holdout)
+    info = {"requested": source, "holdout": args.holdout, "source": corpus.source, "files": corpus.files,
+            "heldout_files": corpus.heldout_files}
+    np.savez(cache, train=corpus.train, heldout=corpus.heldout, info=np.array(json.dumps(info)))
+    print(f"[train] corpus: {corpus.train.size} training bytes, {corpus.heldout.size} held out "
+          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return corpus
+
+
+def _record_command(out: Path, argv: list[str], threads: int) -> tuple[dict, dict]:
+    path = out / "run.json"
+    run = json.loads(path.read_text()) if path.exists() else {"commands": []}
+    from ._run import versions
+
+    entry = {
+        "command": shlex.join(["python", "-m", "simulate", "train", *argv]),
+        "cwd": str(Path.cwd()),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch_threads": threads,
+        "versions": versions(),
+    }
+    run["commands"].append(entry)
+    with open(out / "commands.txt", "a", encoding="utf-8") as fh:
+        fh.write(f"# {entry['started']}  (cwd {entry['cwd']}, {threads} torch thread(s))\n{entry['command']}\n")
+    return run, entry
+
+
+def loss_figure(run: dict, out: Path) -> None:
+    """Training and held-out loss (bits/byte) per step, both models, with the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colors = {"none": "C0", "learned": "C1"}
+    for name, m in run["models"].items():
+        y = np.asarray(m["train_loss"]) / math.log(2)
+        if len(y) >= 10:  # a 10-step running mean for readability; the raw curve is in run.json
+            y = np.convolve(y, np.ones(10) / 10, mode="valid")
+            x = np.arange(10, 10 + len(y))
+        else:
+            x = np.arange(1, len(y) + 1)
+        ax.plot(x, y, color=colors.get(name), alpha=0.6, lw=1, label=f"{name}: train (10-step mean)")
+        ev = m["eval"]
+        ax.plot([e["step"] for e in ev], [e["loss"] / math.log(2) for e in ev], "o-", color=colors.get(name),
+                ms=3, label=f"{name}: held-out")
+    base = run["baselines"]
+    ax.axhline(base["unigram_bits_per_byte"], color="gray", ls="--", lw=1, label="unigram baseline")
+    ax.axhline(base["bigram_bits_per_byte"], color="gray", ls=":", lw=1, label="bigram baseline")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("bits per byte")
+    ax.set_title(f"byte-level LM on {Path(run['corpus']['source']).name}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    fig.savefig(out / "loss.pdf")
+    plt.close(fig)
+
+
+def _train_all(args, cfg: TrainConfig, out: Path, run: dict) -> dict:
+    corpus = _corpus(args, out)
+    run["config"] = cfg.to_dict()
+    run["seeds"] = {"init": cfg.seed, "data_order": f"derive_seed({cfg.seed}, STREAM_DATA)",
+                    "note": "init: NoPETransformer(spec, seed); data: one torch.Generator, the same for every model"}
+    run["corpus"] = corpus.describe()
+    run["baselines"] = {
+        "unigram_bits_per_byte": unigram_bits_per_byte(corpus.train, corpus.heldout),
+        "bigram_bits_per_byte": bigram_bits_per_byte(corpus.train, corpus.heldout),
+    }
+    run.setdefault("models", {})
+    for positional in cfg.positionals:
+        summary = train_model(cfg, corpus, out, positional, progress=not args.no_progress)
+        summary.update(final_evaluation(cfg, corpus, out, positional))
+        run["models"][positional] = summary
+        _write(out, run)
+        print(f"[train] {positional}: held-out {summary['trained_bits_per_byte']:.3f} bits/byte after "
+              f"{summary['steps']} steps ({summary['wall_s']:.0f} s); init {summary['init_bits_per_byte']:.3f}; "
+              f"unigram {run['baselines']['unigram_bits_per_byte']:.3f}", file=sys.stderr)
+    loss_figure(run, out)
+    return run
+
+
+def _write(out: Path, run: dict) -> None:
+    tmp = out / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out / "run.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    try:
+        if args.threads < 1 or args.sequences < 2 or args.groups < 2 or args.groups > args.sequences:
+            raise ValueError("--threads must be >= 1, --sequences >= 2, and --groups in 2..--sequences")
+        if args.measure_only and args.no_measure:
+            raise ValueError("--measure-only and --no-measure exclude each other")
+        cfg = _config(args)
+        out = Path(args.out)
+        if args.measure_only and not (out / "run.json").exists():
+            raise ValueError(f"--measure-only needs a finished run in {str(out)!r} (no run.json there)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create --out {str(out)!r}: {err.strerror}") from None
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            run, entry = _record_command(out, argv, args.threads)
+            t0 = time.perf_counter()
+            if not args.measure_only:
+                run = _train_all(args, cfg, out, run)
+            if not args.no_measure:
+                from ._measure import measure_run
+
+                corpus = _corpus(args, out)
+                run["measurement"] = measure_run(out, corpus, sequences=args.sequences, groups=args.groups,
+                                                 progress=not args.no_progress)
+            entry["finished_after_s"] = round(time.perf_counter() - t0, 1)
+            _write(out, run)
+        finally:
+            torch.set_num_threads(threads_before)
+    except (ValueError, CorpusError) as err:
+        sys.stderr.write(f"simulate train: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("simulate train: interrupted; rerun the same command to resume from the last checkpoint\n")
+        return 130
+    print(f"[train] done -> {out}", file=sys.stderr)
+    return 0
