@@ -14,6 +14,8 @@ Realises the `theory.ModelSpec` network and records taps by the shared names of
 from ._bench import bench
 from ._cache import ActivationCache, activations
 from ._forward import Projections, attention_scale, forward, layer_norm, psd_root
+from ._model import NoPETransformer
+from ._record import Site, record
 from ._result import SimulationResult, TapStats
 from ._run import resolve_device, run
 
@@ -30,4 +32,7 @@ __all__ = [
     "psd_root",
     "resolve_device",
     "bench",
+    "record",
+    "Site",
+    "NoPETransformer",
 ]
