@@ -195,8 +195,8 @@ def fit_ridge(X_tr, y_tr, X_va, y_va, X_te, T: int, grid: int = 25) -> Estimate:
     return Estimate(point=point, cls=np.rint(point).astype(np.int64), info={"ridge": lam})
 
 
-def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 128, epochs: int = 12,
-            batch: int = 512, lr: float = 2e-3, patience: int = 2) -> Estimate:
+def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 128, epochs: int = 10,
+            batch: int = 1024, lr: float = 3e-3, patience: int = 2) -> Estimate:
     """The MLP probe of Haviv et al. 2022: positions as ``T`` classes.
 
     ``softmax(W_2 relu(W_1 z + b_1) + b_2)`` on the standardised hidden state ``z``, trained
@@ -329,7 +329,7 @@ class ProbeConfig:
     sweep_probes: tuple[str, ...] = ("linear", "variance_only", "theory")
     theory_dof: float | None = None  # None: d_model
     mlp_hidden: int = 128
-    mlp_epochs: int = 12
+    mlp_epochs: int = 10
     device: str = "cpu"
 
     def __post_init__(self):

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"NoPE init-scale sweep, comma-separated sigmas (default {DEFAULT_SIGMAS}; 'none' to skip)")
     p.add_argument("--sweep-probes", default="linear,variance_only,theory", help="probes of the sigma sweep")
     p.add_argument("--theory-dof", type=float, default=None, help="chi-square degrees of freedom of the theory probe (default d_model)")
-    p.add_argument("--mlp-epochs", type=int, default=12, help="most epochs of the MLP probe (early stopping on validation)")
+    p.add_argument("--mlp-epochs", type=int, default=10, help="most epochs of the MLP probe (early stopping on validation)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--device", default="cpu", help="where the forward passes run: cpu | cuda | auto")
     p.add_argument("--no-progress", action="store_true")
