@@ -119,6 +119,7 @@ def row_expectations(
     n_logit: int = 64,
     n_mixture: int = 12,
     y_step: float = 0.04,
+    n_mixture_sphere: int | None = None,
 ) -> RowExpectations:
     """Quadrature for ``E[sum_n a_mn^2]`` and the coupling ``E[sum_{n!=n'} a a' l l'/tau^2]``.
 
@@ -139,7 +140,7 @@ def row_expectations(
         m = positions.astype(float)
         return RowExpectations(positions, 1.0 / m, np.zeros_like(m))
     g1, w1 = scaled_chi2_rule(n_mixture, d_head)
-    g2, w2 = scaled_chi2_rule(n_mixture, sphere_dim)
+    g2, w2 = scaled_chi2_rule(n_mixture if n_mixture_sphere is None else n_mixture_sphere, sphere_dim)
     sum_sq = np.zeros(positions.size)
     coupling = np.zeros(positions.size)
     for a, wa in zip(g1, w1):

@@ -1,0 +1,101 @@
+"""Maps of the position kernel through one block: LayerNorm, causal attention, MLP.
+
+The state of the depth recursion (`theory.depth`) is the *position kernel* of the
+residual stream, ``K[m, n] = E[x_m . x_n] / d`` (T x T, positions 1..T), under the
+annealed measure. Every coordinate has mean zero (each write into the stream goes
+through a zero-mean weight matrix), so ``K[m, m]`` is the variance of one coordinate and
+``K[m, n]`` the covariance between positions. The maps below assume, as NNGP /
+signal-propagation theory does, that given the kernel the channels of ``x`` are i.i.d.
+Gaussian vectors over positions, ``x[:, i] ~ N(0, K)`` -- exact at the embedding,
+approximate from the first residual write on (each coordinate is a sum over many
+channels of the layer below).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import gammaln, hyp2f1
+
+from ._quadrature import gamma_rule
+
+
+# ---------------------------------------------------------------- LayerNorm
+def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48):
+    """Per position ``(nu_1, nu_2, g) = (E[R], E[R^2], E[sqrt(R)])``, ``R = |e|^2/d``.
+
+    With the ``D = d - 1`` centred channels Gaussian of variance ``var``,
+    ``|P x|^2 = var X``, ``X ~ chi^2_D`` and ``R = X / (X + c)``, ``c = d eps / var``
+    (LayerNorm divides by ``sqrt(|P x|^2/d + eps)``). Gauss rule for the chi-square law
+    (Golub–Welsch); ``R = 1`` exactly when ``eps = 0``.
+    """
+    var = np.asarray(var, dtype=float)
+    if eps == 0:
+        one = np.ones_like(var)
+        return one, one, one
+    x, w = gamma_rule(n, (d - 1) / 2.0)
+    X = 2.0 * x  # chi^2_D nodes
+    c = (d * eps / var)[:, None]
+    R = X / (X + c)  # (T, n)
+    return R @ w, (R * R) @ w, np.sqrt(R) @ w
+
+
+def gaussian_cosine_mean(r: np.ndarray, dim: int) -> np.ndarray:
+    """``E[u.v / (|u| |v|)]`` for ``u, v`` in R^dim with i.i.d. coordinate pairs of correlation ``r``.
+
+    ``r (2/dim) (Gamma((dim+1)/2) / Gamma(dim/2))^2 2F1(1/2, 1/2; dim/2 + 1; r^2)``:
+    the radial factors integrate to the Gamma ratio and the angular average to the
+    hypergeometric series (it is 1 at r = 1 and ``r (1 - (1 - r^2)/(2 dim) + ...)`` for
+    large dim). Tests check it against Monte Carlo.
+    """
+    r = np.clip(np.asarray(r, dtype=float), -1.0, 1.0)
+    ratio = math.exp(2.0 * (gammaln((dim + 1) / 2.0) - gammaln(dim / 2.0))) * 2.0 / dim
+    return r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, r * r)
+
+
+def layernorm_kernel(K: np.ndarray, d: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``E[e_m . e_n]/d`` of the LayerNorm outputs, and ``nu_2`` per position.
+
+    ``e_m . e_n / d = cos(Px_m, Px_n) sqrt(R_m R_n)``. The diagonal is ``nu_1`` (exact
+    for Gaussian channels); off the diagonal the mean cosine of two Gaussian vectors in
+    ``D = d - 1`` dimensions (`gaussian_cosine_mean`), with correlation ``r = K_mn /
+    sqrt(K_mm K_nn)`` -- centring does not change it, the channels being i.i.d. -- times
+    ``E[sqrt(R_m)] E[sqrt(R_n)]`` (radii treated as independent of the angle: exact at
+    eps = 0, where R = 1).
+    """
+    var = np.diag(K).copy()
+    nu1, nu2, g = layernorm_radius_moments(var, d, eps)
+    s = np.sqrt(var)
+    corr = K / np.outer(s, s)
+    E = gaussian_cosine_mean(corr, d - 1) * np.outer(g, g)
+    np.fill_diagonal(E, nu1)
+    return E, nu2
+
+
+# ---------------------------------------------------------------- attention
+def uniform_average(E: np.ndarray) -> np.ndarray:
+    """``U[m, n] = (1/(m n)) sum_{k <= m} sum_{k' <= n} E[k, k']``: the kernel of causal means."""
+    T = E.shape[0]
+    C = np.cumsum(np.cumsum(E, axis=0), axis=1)
+    pos = np.arange(1, T + 1, dtype=float)
+    return C / np.outer(pos, pos)
+
+
+def key_spread(E: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """Per query m: the variance of the keys ``k <= m`` about their centroid, per coordinate.
+
+    ``v_m = (m/(m-1)) [ (1/m) sum_{k<=m} E[k,k] - U[m,m] ]`` (unbiased, so that for keys
+    ``e_k = g + h_k`` with a shared part ``g`` and i.i.d. parts ``h_k`` it is
+    ``E|h|^2/d`` for every m). The shared part shifts all logits of a row alike and
+    leaves the softmax unchanged; only this spread makes attention non-uniform. ``v_1``
+    is set to ``E[1,1]`` (one key: the weight is 1 whatever the logits).
+    """
+    T = E.shape[0]
+    pos = np.arange(1, T + 1, dtype=float)
+    mean_diag = np.cumsum(np.diag(E)) / pos
+    spread = np.empty(T)
+    spread[0] = E[0, 0]
+    m = pos[1:]
+    spread[1:] = m / (m - 1) * (mean_diag[1:] - np.diag(U)[1:])
+    return np.maximum(spread, 0.0)
