@@ -304,11 +304,16 @@ def theory_curves(spec: ModelSpec) -> tuple[list[np.ndarray] | None, str]:
         return None, f"theory.depth is not available ({err}); the theory probe was skipped"
     note = "theory.depth.predict(spec)"
     try:
-        pred = depth.predict(spec)
-    except (ValueError, NotImplementedError):
-        pred = depth.predict(spec.replace(vocab_size=None))
-        note = "theory.depth.predict(spec with vocab_size=None: Gaussian inputs)"
-    curves = [np.asarray(pred.var("hook_resid_post", l), dtype=np.float64) for l in range(spec.n_layers)]
+        try:
+            pred = depth.predict(spec)
+        except (ValueError, NotImplementedError):
+            pred = depth.predict(spec.replace(vocab_size=None))
+            note = "theory.depth.predict(spec with vocab_size=None: Gaussian inputs)"
+        curves = [np.asarray(pred.var("hook_resid_post", l), dtype=np.float64) for l in range(spec.n_layers)]
+    except Exception as err:  # noqa: BLE001 -- a theory failure must not sink the simulated probes
+        return None, f"theory.depth failed ({type(err).__name__}: {err}); the theory probe was skipped"
+    if any(c.shape != (spec.seq_len,) or not np.all(np.isfinite(c)) or np.any(c <= 0) for c in curves):
+        return None, "theory.depth gave a curve that is not positive and finite at every position; the theory probe was skipped"
     return curves, note
 
 
@@ -499,6 +504,8 @@ def probe_experiment(cfg: ProbeConfig, progress: bool = True) -> tuple[dict, dic
         sspec = with_sigma(spec.replace(positional="none"), sigma)
         probes = list(cfg.sweep_probes)
         curves, note = curves_for(sspec) if "theory" in probes else (None, "")
+        if "theory" in probes and curves is None:
+            _log(f"sigma {sigma:g}: {note}", progress)
         per_network = [
             _probe_one_network(sspec, cfg, r, probes, curves, dof, progress, f"none sigma={sigma:g}")
             for r in range(cfg.networks)
