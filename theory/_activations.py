@@ -157,3 +157,56 @@ def tanh_gelu_bound(variance: np.ndarray, n: int = 48) -> np.ndarray:
     d2 = (delta * delta) @ w
     _, second = activation_moments("gelu_tanh", var, n)
     return np.sqrt(d2 * second)
+
+
+# ------------------------------------------------------------------ Hermite (Mehler) expansion
+def hermite_coefficients(activation: str, std: np.ndarray, order: int, n: int = 160) -> np.ndarray:
+    """``b_k(s) = E[phi(s Z) He_k(Z)] / sqrt(k!)`` for k = 0..order, per std (T, order+1).
+
+    ``He_k`` are the probabilists' Hermite polynomials, evaluated through the stable
+    recurrence of the normalised ``h_k = He_k/sqrt(k!)``:
+    ``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``. Quadrature: the split
+    Gauss–Legendre rule (smooth on each side of 0, also for ReLU).
+    """
+    phi = activation_function(activation)
+    z, w = _half_rules(n, 12.0)
+    H = np.empty((order + 1, z.size))
+    H[0] = 1.0
+    if order >= 1:
+        H[1] = z
+    for k in range(1, order):
+        H[k + 1] = (z * H[k] - math.sqrt(k) * H[k - 1]) / math.sqrt(k + 1)
+    values = phi(np.asarray(std, dtype=float)[:, None] * z)  # (T, N)
+    return (values * w) @ H.T  # (T, order+1)
+
+
+def mehler_kernel(activation: str, cov: np.ndarray, order: int = 120) -> tuple[np.ndarray, float]:
+    """``F[m, n] = E[phi(u_m) phi(u_n)]`` by Mehler's expansion; returns (F, truncation bound).
+
+    For ``(u, v)`` Gaussian with standard deviations ``s_m, s_n`` and correlation
+    ``r``, Mehler's formula gives ``E[phi(u) phi(v)] = sum_k r^k b_k(s_m) b_k(s_n)``
+    (`hermite_coefficients`) -- separable in the two positions, so a T x T kernel costs
+    ``order`` elementwise passes, for any activation (the tanh GELU included). The
+    diagonal is set to the directly integrated ``E[phi(u_m)^2]``. Off it, the
+    remainder after ``order`` terms is at most ``r_max^{order+1}`` times the missing
+    mass ``max_m (E[phi(u_m)^2] - sum_k b_k(s_m)^2)`` (Cauchy–Schwarz on the tail),
+    returned as the bound.
+    """
+    cov = np.asarray(cov, dtype=float)
+    var = np.diag(cov).copy()
+    if np.any(var <= 0):
+        raise ValueError("pre-activation variances must be > 0")
+    std = np.sqrt(var)
+    b = hermite_coefficients(activation, std, order)  # (T, K+1)
+    _, second = activation_moments(activation, var)
+    corr = cov / np.outer(std, std)
+    np.fill_diagonal(corr, 0.0)
+    F = np.zeros_like(cov)
+    power = np.ones_like(cov)
+    for k in range(order + 1):
+        F += power * np.outer(b[:, k], b[:, k])
+        power *= corr
+    missing = float(np.max(second - (b * b).sum(axis=1)))
+    r_max = float(np.max(np.abs(corr))) if corr.size > 1 else 0.0
+    np.fill_diagonal(F, second)
+    return F, max(missing, 0.0) * r_max ** (order + 1)
