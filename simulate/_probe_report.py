@@ -203,6 +203,9 @@ def findings(results: dict, theory_curves: list | None) -> str:
             ratio = nope["mae"] / max(others[best_other], 1e-9)
             if ratio <= 1.1:
                 verdict = f"the frozen NoPE model encodes position about as well as the best variant with positions (`{best_other}`)"
+            elif others[best_other] < 1.0:
+                verdict = (f"`{best_other}` locates tokens almost exactly (MAE below one position) while the frozen NoPE model "
+                           f"recovers {100 * (1 - nope['mae'] / chance):.0f}% of the way from a constant guess to perfect")
             else:
                 verdict = (f"the frozen NoPE model encodes position {ratio:.1f}x worse than `{best_other}` "
                            f"(NoPE recovers {100 * (1 - nope['mae'] / chance):.0f}% of the way from a constant guess "
