@@ -8,7 +8,7 @@ import pytest
 
 from theory import ModelSpec
 from theory.cli import main
-from theory.taps import ATTENTION_TAPS
+from theory.taps import ATTENTION_TAPS, MLP_TAPS
 
 
 def run(*args):
@@ -23,12 +23,13 @@ def small_spec(tmp_path):
 
 
 def test_predict_json_schema(small_spec):
-    proc = run("predict", "--spec", small_spec, "--positions", "1,2,8,256", "--level", "best", "--json")
+    proc = run("predict", "--spec", small_spec, "--positions", "1,2,8,256", "--level", "best", "--layers", "0", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["measure"] == "annealed" and out["level"] == "best"
     assert out["spec"]["d_model"] == 64
-    assert set(out["predictions"]) == {f"blocks.0.{t}" for t in ATTENTION_TAPS}
+    assert set(out["predictions"]) == {f"blocks.0.{t}" for t in ATTENTION_TAPS + MLP_TAPS}
+    assert out["meta"]["blocks.0.hook_resid_post"]["level"] == "approximate"
     z = out["predictions"]["blocks.0.attn.hook_z"]
     assert list(z) == ["1", "2", "8", "256"] and set(z["8"]) == {"mean", "var"}
     assert z["256"]["var"] < z["1"]["var"]

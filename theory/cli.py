@@ -1,7 +1,7 @@
 """Command line: ``python -m theory derive|predict``.
 
     python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
-    python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--json]
+    python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--layers all|0,3] [--json]
     python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] --out DIR
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
@@ -49,7 +49,7 @@ def _parse_positions(text: str) -> list[int]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m theory", description="Derive the layer-1 theory of a NoPE transformer.")
+    parser = _Parser(prog="python -m theory", description="Derive and predict the theory of a random NoPE transformer, layer by layer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("derive", help="print every step's law, level and assumptions")
@@ -57,10 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
     d.add_argument("--format", choices=("text", "latex", "json"), default="text")
 
-    p = sub.add_parser("predict", help="numbers for every tap at query positions m")
+    p = sub.add_parser("predict", help="numbers for every tap of every layer at query positions m")
     p.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
     p.add_argument("--positions", default="1,2,8,256", help="1-based query positions, e.g. 1,2,8,256")
     p.add_argument("--level", choices=LEVELS, default="best")
+    p.add_argument("--layers", default="all", help="0-based layers to print, e.g. 0,5 (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output is a table)")
 
     t = sub.add_parser("latex", help="write derivation.tex, one snippet per step and notation.json into --out")
@@ -110,14 +111,21 @@ def _derive(args) -> str:
 
 def _predict(args) -> str:
     spec = _load_spec(args.spec)
-    result = predict(spec, _parse_positions(args.positions), args.level)
+    layers = None
+    if args.layers != "all":
+        try:
+            layers = [int(t) for t in _parse_list(args.layers, "--layers")]
+        except ValueError:
+            raise CliError(f"--layers must be 'all' or 0-based integers separated by commas, got {args.layers!r}") from None
+    result = predict(spec, _parse_positions(args.positions), args.level, layers=layers,
+                     progress=lambda line: print(f"theory: {line}", file=sys.stderr))
     if args.json:
         return json.dumps(result, indent=2)
-    lines = [f"{'tap':34s} {'m':>6s}  quantities ({result['measure']} measure, level {result['level']})"]
+    lines = [f"{'tap':34s} {'m':>6s}  quantities ({result['measure']} measure, level {result['level']})  [result level]"]
     for tap, per_position in result["predictions"].items():
         for m, values in per_position.items():
             shown = "  ".join(f"{k}={v:.6g}" for k, v in values.items())
-            lines.append(f"{tap:34s} {m:>6s}  {shown}")
+            lines.append(f"{tap:34s} {m:>6s}  {shown}  [{result['meta'][tap]['level']}]")
     return "\n".join(lines)
 
 

@@ -212,18 +212,25 @@ def predict(
     spec: ModelSpec,
     level: str = "best",
     progress: Callable[[str], None] | None = None,
+    layers: int | None = None,
 ) -> DepthPrediction:
     """Predict mean and variance of every tap of every layer at positions 1..T.
 
     ``level``: ``"best"`` (the kernel recursion with the finite-d LayerNorm, softmax and
     coupling corrections) or ``"leading"`` (the paper's uniform-attention picture carried
     through depth). ``progress`` (optional) is called with one line per layer.
+    ``layers`` (optional) stops after that many blocks (the recursion never needs
+    deeper ones to predict shallower taps).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
     _check_spec(spec)
     best = level == "best"
     d, T, L = int(spec.d_model), int(spec.seq_len), int(spec.n_layers)
+    if layers is not None:
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= L:
+            raise ValueError(f"layers must be an integer in 1..n_layers ({L}), got {layers!r}")
+        L = layers
     d_head, d_mlp = int(spec.d_head), int(spec.d_mlp)
     D = d - 1
     eps = float(spec.ln_eps) if best else 0.0

@@ -4,8 +4,8 @@
 >>> spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=256)
 >>> derivation = derive(spec)
 >>> print(derivation["blocks.0.attn.hook_q"].best.quantities["var"])
-0.0254...
->>> predict(spec, [1, 256])["predictions"]["blocks.0.attn.hook_pattern"]["1"]["sum_sq"]
+0.02494...
+>>> predict(spec, [1, 256], taps=["attn.hook_pattern"])["predictions"]["blocks.0.attn.hook_pattern"]["1"]["sum_sq"]
 1.0
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from . import steps as _steps
 from ._result import StepResult
 from .spec import ModelSpec
-from .taps import ATTENTION_TAPS, tap_name
+from .taps import ATTENTION_TAPS, all_taps, parse_tap, tap_name
 
 MEASURE = "annealed"
 
@@ -109,13 +109,25 @@ def _parse_positions(positions: Iterable[int], seq_len) -> np.ndarray:
     return pos.astype(np.int64)
 
 
-def predict(spec: ModelSpec | None = None, positions: Iterable[int] = (1, 2, 8, 256), level: str = "best", taps: Iterable[str] | None = None) -> dict:
-    """Numbers for every layer-1 tap at each query position m (1-based).
+def predict(
+    spec: ModelSpec | None = None,
+    positions: Iterable[int] = (1, 2, 8, 256),
+    level: str = "best",
+    taps: Iterable[str] | None = None,
+    layers: Iterable[int] | None = None,
+    progress=None,
+) -> dict:
+    """Numbers for every tap of every layer at each query position m (1-based).
 
-    Returns ``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {...}}}}``
-    where ``"mean"``/``"var"`` describe one coordinate (scores: one score ``l_mn``
-    pooled over keys n <= m; pattern: ``"mean"`` = E[a_mn], ``"sum_sq"`` =
-    E[sum_n a_mn^2]).
+    Returns ``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {...}}}, "meta":
+    {TAP: {"level", "error", "tolerance"}}}`` where ``"mean"``/``"var"`` describe one
+    coordinate (scores: one score ``l_mn`` pooled over keys n <= m; pattern: ``"mean"``
+    = E[a_mn], ``"sum_sq"`` = E[sum_n a_mn^2]).
+
+    The attention taps of layer 1 (``blocks.0``) come from the layer-1 derivation
+    (`derive`); every other tap from the position-kernel recursion `theory.depth`, run
+    up to the deepest layer asked for. ``taps`` (full names; a bare suffix means layer
+    0) or ``layers`` (0-based) narrow the output; the default is every tap of every layer.
     """
     spec = spec or ModelSpec()
     if spec.is_symbolic:
@@ -123,15 +135,54 @@ def predict(spec: ModelSpec | None = None, positions: Iterable[int] = (1, 2, 8, 
     if level not in _steps.LEVELS:
         raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
     pos = _parse_positions(positions, spec.seq_len)
-    ctx = _steps.LayerOne.from_spec(spec, with_forms=False)
-    chosen = [s.split("blocks.0.", 1)[-1] for s in taps] if taps is not None else list(ATTENTION_TAPS)
-    predictions = {}
-    for suffix in chosen:
-        if suffix not in _steps.STEPS:
-            raise ValueError(f"no layer-1 theory for tap {suffix!r}; available: {', '.join(ATTENTION_TAPS)}")
-        result = _steps.STEPS[suffix](ctx, level)
-        values = result.evaluate(pos)
-        predictions[f"blocks.0.{suffix}"] = {
-            str(int(m)): {name: float(v[i]) for name, v in values.items()} for i, m in enumerate(pos)
-        }
-    return {"spec": spec.to_dict(), "measure": MEASURE, "level": level, "predictions": predictions}
+    chosen = _chosen_taps(spec, taps, layers)
+    layer_one = [t for t in chosen if parse_tap(t)[1] == 0 and parse_tap(t)[0] in ATTENTION_TAPS]
+    rest = [t for t in chosen if t not in layer_one]
+    predictions, meta = {}, {}
+    if layer_one:
+        ctx = _steps.LayerOne.from_spec(spec, with_forms=False)
+        for tap in layer_one:
+            result = _steps.STEPS[parse_tap(tap)[0]](ctx, level)
+            values = result.evaluate(pos)
+            predictions[tap] = {str(int(m)): {name: float(v[i]) for name, v in values.items()} for i, m in enumerate(pos)}
+            meta[tap] = {"level": result.level.value, "error": result.error}
+    if rest:
+        from . import depth
+
+        deepest = max(parse_tap(t)[1] for t in rest)
+        pred = depth.predict(spec, level, progress=progress, layers=deepest + 1)
+        for tap in rest:
+            values = pred.values[tap]
+            predictions[tap] = {str(int(m)): {q: float(v[m - 1]) for q, v in values.items()} for m in pos}
+            meta[tap] = {"level": pred.levels[tap].value, "error": pred.errors[tap], "tolerance": pred.tolerances[tap]}
+    ordered = [t for t in chosen if t in predictions]
+    return {
+        "spec": spec.to_dict(),
+        "measure": MEASURE,
+        "level": level,
+        "predictions": {t: predictions[t] for t in ordered},
+        "meta": {t: meta[t] for t in ordered},
+    }
+
+
+def _chosen_taps(spec: ModelSpec, taps: Iterable[str] | None, layers: Iterable[int] | None) -> list[str]:
+    universe = all_taps(int(spec.n_layers), spec.attn_only)
+    if layers is not None:
+        layers = sorted({int(l) for l in layers})
+        bad = [l for l in layers if not 0 <= l < int(spec.n_layers)]
+        if bad or not layers:
+            raise ValueError(f"layers must lie in 0..{int(spec.n_layers) - 1} (0-based), got {bad or 'none'}")
+    if taps is None:
+        chosen = universe
+    else:
+        chosen = []
+        for t in taps:
+            full = t if t.startswith("blocks.") else f"blocks.0.{t}"
+            parse_tap(full)  # a clear error for an unknown suffix
+            if full not in universe:
+                raise ValueError(f"tap {full!r} is not in this network (layers 0..{int(spec.n_layers) - 1}"
+                                 f"{', attention only' if spec.attn_only else ''})")
+            chosen.append(full)
+    if layers is not None:
+        chosen = [t for t in chosen if parse_tap(t)[1] in layers]
+    return chosen

@@ -12,6 +12,7 @@ import time
 
 import simulate
 from theory import ModelSpec, predict
+from theory.taps import ATTENTION_TAPS
 
 TAPS = [
     "blocks.0.ln1.hook_normalized",
@@ -35,8 +36,8 @@ def main() -> None:
     start = time.time()
     result = simulate.run(spec, taps=TAPS, samples=args.samples, seed=args.seed, device="cpu", progress=False)
     print(f"spec: GPT-2 small width/init, 1 layer, eps={args.eps}; {args.samples} networks in {time.time() - start:.0f} s")
-    best = predict(spec, positions, "best")["predictions"]
-    lead = predict(spec, positions, "leading")["predictions"]
+    best = predict(spec, positions, "best", taps=ATTENTION_TAPS)["predictions"]
+    lead = predict(spec, positions, "leading", taps=ATTENTION_TAPS)["predictions"]
     for tap in TAPS:
         quantity = "sum_sq" if tap.endswith("pattern") else "var"
         for m in positions:
