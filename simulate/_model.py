@@ -7,7 +7,7 @@ TransformerLens-style hook points (identity modules) named like our taps, so tha
     x_0 = E[ids] (+ P[:T] when positional = "learned")           # blocks.0.hook_resid_pre
     x = x + W_o attn(LN(x) W_qkv^T)                               # hook_resid_mid
     x = x + W_out act(LN(x) W_in^T)                               # hook_resid_post
-    logits = LN(x_L) E^T                                          # tied unembedding (GPT-2)
+    logits = (g * LN(x_L) + b) E^T                                # tied unembedding (GPT-2)
 
 Decisions (so that the module *is* the functional forward for any weights, trained or not):
 
@@ -18,8 +18,9 @@ Decisions (so that the module *is* the functional forward for any weights, train
 * initialisation as the spec says: i.i.d. ``N(0, sigma^2)`` entries per matrix, with GPT-2's
   ``1/sqrt(2 n_layers)`` on ``W_o`` and ``W_out`` when ``output_scaling = "gpt2"``;
   the token table ``E`` (and the learned position table ``P``) with ``sigma_embed``;
-* the unembedding is tied to ``E`` behind a final LayerNorm (GPT-2, Radford et al. 2019);
-  the final LayerNorm is not a tap (taps stop at ``hook_resid_post``);
+* the unembedding is tied to ``E`` behind a final LayerNorm with learnable gain and bias
+  (GPT-2, Radford et al. 2019; gain 1 and bias 0 at init); it is not a tap (taps stop at
+  ``hook_resid_post``), so the functional forward still covers every tap;
 * ``positional``: ``"none"`` (the subject) or ``"learned"`` (absolute embeddings added to
   the token embeddings, GPT-2's ``wpe``) for the training comparison.
 
@@ -162,7 +163,9 @@ class NoPETransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(spec.seq_len, spec.d_model)) if spec.positional == "learned" else None
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layers))
-        self.ln_final = LayerNormPre(spec.ln_eps)
+        # the final LayerNorm has GPT-2's learnable gain and bias (not a tap; it sets the
+        # logit scale, which a gain-free LayerNorm would leave to the tied embedding alone)
+        self.ln_final = nn.LayerNorm(spec.d_model, eps=spec.ln_eps)
         self.to(dtype)
         self.reset_parameters(seed)
 

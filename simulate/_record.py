@@ -43,6 +43,7 @@ so ``hook_attn_scores``/``hook_pattern`` are not available from its models.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def _layer_norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 def _rms_norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    x32 = x.float()
+    x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # as Hugging Face: half -> float32
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
@@ -305,6 +306,7 @@ def record(
     batch_size: int = 16,
     call: Callable[[nn.Module, Any], Any] | None = None,
     progress: bool | str = "auto",
+    across_inputs: bool = False,
 ) -> SimulationResult:
     """Per-position statistics of ``model``'s activations on ``inputs``, by our tap names.
 
@@ -321,6 +323,11 @@ def record(
         or a dict ``{tap: module path | "path:input" | Site}`` (see the module docstring).
     positions : 1-based positions to record (default all 1..T).
     call : how to run a batch (default ``model(batch)``, or ``model(**batch)`` for a dict).
+    across_inputs : also compute ``var_across_inputs`` for every tap but scores and pattern:
+        ``mean_c Var_seq(x_{m,c})``, the variance across sequences with the coordinate ``c``
+        held fixed (unbiased, merged per batch with Chan's formula in float64). ``var``
+        equals it plus the variance over ``c`` of the per-coordinate means -- a fixed,
+        input-independent vector per position, which a trained model can have.
 
     Returns
     -------
@@ -371,6 +378,7 @@ def record(
 
     was_training = model.training
     acc = pos = positions_t = None
+    coords: dict[str, dict[str, Any]] = {}
     seq_len, done, nonfinite = None, 0, []
     total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else None
     bar = Progress(total or 0, 0, progress if total else False)
@@ -400,6 +408,8 @@ def record(
                     raise ValueError(f"the forward pass never reached {', '.join(missing)} (its module was not called)")
                 positions_t = torch.as_tensor(pos - 1, device=captured[tap_list[0]].device)
                 _accumulate(acc, captured, tap_list, positions_t, done, count, seq_len, nonfinite)
+                if across_inputs:
+                    _accumulate_coordinates(coords, captured, tap_list, positions_t)
                 done += count
                 bar.update(done)
     finally:
@@ -427,7 +437,36 @@ def record(
         "wall_time_s": round(time.perf_counter() - t0, 3),
         "versions": versions(),
     }
-    return _result(spec, pos, acc, stat_rows, tap_list, meta)
+    if across_inputs:
+        meta["across_inputs"] = True
+    result = _result(spec, pos, acc, stat_rows, tap_list, meta)
+    for tap, c in coords.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var_c = c["m2"] / (c["n"] - 1) if c["n"] > 1 else np.full_like(c["m2"], np.nan)
+        result.stats[tap] = dataclasses.replace(result.stats[tap], var_across_inputs=var_c.mean(axis=-1))
+    return result
+
+
+def _accumulate_coordinates(coords: dict, captured: dict, tap_list: list[str], positions_t: torch.Tensor) -> None:
+    """Per (position, coordinate): count, mean and M2 across sequences (Chan merge, float64)."""
+    for tap in tap_list:
+        if parse_tap(tap)[0] in _MASKED:
+            continue
+        t = captured[tap]
+        y = t.reshape(t.shape[0], t.shape[1], -1)[:, positions_t].double()  # (B, P, C)
+        nb = y.shape[0]
+        mean_b = y.mean(dim=0)
+        m2_b = ((y - mean_b) ** 2).sum(dim=0)
+        mean_b, m2_b = mean_b.cpu().numpy(), m2_b.cpu().numpy()
+        c = coords.get(tap)
+        if c is None:
+            coords[tap] = {"n": nb, "mean": mean_b, "m2": m2_b}
+            continue
+        n = c["n"] + nb
+        delta = mean_b - c["mean"]
+        c["mean"] = c["mean"] + delta * nb / n
+        c["m2"] = c["m2"] + m2_b + delta**2 * c["n"] * nb / n
+        c["n"] = n
 
 
 def _to_units(tap: str, tensor: torch.Tensor, count: int, seq_len: int) -> torch.Tensor:

@@ -31,6 +31,9 @@ class TapStats:
     ``sum_sq``/``sum_sq_se`` estimate ``E[sum_{n<=m} a_mn^2]`` per head. ``reservoir``
     (K, P) holds raw values, one per unit and position, or None. ``entropy``/``entropy_se``
     (pattern, from `simulate.record` only): ``E[-sum_n a_mn ln a_mn]`` per head, in nats.
+    ``var_across_inputs`` (`simulate.record(..., across_inputs=True)` only): the mean over
+    coordinates ``c`` of the unbiased variance of ``x_{m,c}`` across units, the coordinate
+    held fixed (``var`` adds the spread of the per-coordinate means).
     """
 
     tap: str
@@ -52,6 +55,7 @@ class TapStats:
     sum_sq_reservoir: np.ndarray | None = None
     entropy: np.ndarray | None = None
     entropy_se: np.ndarray | None = None
+    var_across_inputs: np.ndarray | None = None
 
     def index(self, m: int) -> int:
         hits = np.flatnonzero(self.positions == m)
@@ -78,6 +82,8 @@ class TapStats:
         if self.entropy is not None:
             out["entropy"] = float(self.entropy[i])
             out["entropy_se"] = float(self.entropy_se[i])
+        if self.var_across_inputs is not None:
+            out["var_across_inputs"] = float(self.var_across_inputs[i])
         return out
 
 
@@ -153,7 +159,7 @@ class SimulationResult:
         """Every array, keyed ``"positions"`` and ``"{tap}/{stat}"``."""
         out = {"positions": self.positions}
         for tap, ts in self.stats.items():
-            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se"):
+            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs"):
                 value = getattr(ts, name)
                 if value is not None:
                     out[f"{tap}/{name}"] = np.asarray(value)
@@ -177,7 +183,7 @@ class SimulationResult:
                 arrays = dict(npz)
             positions = arrays["positions"]
             for tap in data["stats"]:
-                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se")}
+                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs")}
                 stats[tap] = TapStats(tap=tap, positions=positions, n=int(arrays[f"{tap}/units"]), **kw)
         else:  # JSON only: the moment sums and reservoirs are not there
             for tap, per_pos in data["stats"].items():

@@ -17,7 +17,7 @@ is measured every ``eval_every`` steps on fixed held-out windows; the final numb
 bytes (every position of a window counts, so contexts of 1..seq_len bytes are averaged).
 
 Optimiser: AdamW (Loshchilov & Hutter 2019), betas (0.9, 0.95), weight decay on every
-matrix, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient clipping at
+matrix (not on the final LayerNorm's gain and bias), linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient clipping at
 norm 1 (the nanoGPT recipe).
 """
 
@@ -114,6 +114,15 @@ PRESETS = {
     "tiny": TrainConfig(preset="tiny", d_model=32, n_heads=2, n_layers=2, seq_len=32, batch_size=8, steps=30,
                         warmup=5, eval_every=10, eval_windows=4, final_eval_windows=16, checkpoint_every=10),
 }
+
+
+def optimizer(model: NoPETransformer, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, weight decay on the matrices (embeddings included, as nanoGPT), none on the final
+    LayerNorm's gain and bias."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -223,7 +232,7 @@ def train_model(
     model = NoPETransformer(spec, seed=cfg.seed)
     if not init_path.exists():
         _atomic_save({"spec": spec.to_dict(), "model": model.state_dict(), "seed": cfg.seed}, init_path)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = optimizer(model, cfg)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, STREAM_DATA))
     state = {"step": 0, "train_loss": [], "eval": [], "wall_s": 0.0}
     if ckpt_path.exists():

@@ -6,7 +6,7 @@ then measure the variance of their activations against position, trained against
     python -m simulate train --measure-only --out DIR      # measure a finished run again
 
 Writes into DIR: ``run.json`` (config, seeds, corpus hashes, baselines, results, and every
-command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png`` and ``loss.pdf``,
+command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png``,
 ``<positional>/init.pt`` and ``checkpoint.pt`` (see `simulate._train`), ``corpus.npz`` (the
 stripped, split corpus, so a resume does not re-read the HTML), and ``measure/``
 (``results.json``, ``report.md``, figures; see `simulate._measure`). Rerunning a command
@@ -141,7 +141,6 @@ def loss_figure(run: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=120)
-    fig.savefig(out / "loss.pdf")
     plt.close(fig)
 
 

@@ -1,0 +1,338 @@
+"""The measurement of issue #9: variance against position, trained against initialisation.
+
+For every model of a training run (``DIR/<positional>/init.pt`` and ``checkpoint.pt``) and
+every layer ``l``, on ``sequences`` evenly spaced, non-overlapping held-out windows of
+``seq_len`` bytes, `simulate.record` gives per position ``m``:
+
+* ``Var`` of one coordinate of ``blocks.l.hook_attn_out``, ``blocks.l.attn.hook_z`` and
+  ``blocks.l.hook_resid_post`` (pooled over coordinates and windows; standard errors across
+  windows), for the trained model and for its own initialisation;
+* the attention entropy ``E[-sum_n a_mn ln a_mn]`` (nats, mean over heads) and
+  ``E[sum_n a_mn^2]``; uniform causal attention has entropy ``ln m``.
+
+**Slope.** ``b`` in the least-squares fit ``ln Var(m) = a + b ln m`` over log-spaced positions
+(24 points from 1 to T, so each decade weighs the same), over all positions and over the tail
+``m >= 16``. Uniform attention over i.i.d. values gives ``b = -1`` (Chi et al. 2023, eq. for
+``Var(attention output) ~ sigma^2 / m``); ``b = 0`` is no positional trend. Its standard error
+comes from ``groups`` disjoint groups of windows (window ``i`` in group ``i mod groups``): the
+slope is refitted in each group and ``se = sd(group slopes) / sqrt(groups)``; the groups share
+no window, so their slopes are independent up to the corpus itself.
+
+**Verdict per layer and tap.** The shrinkage *persists* where the trained slope is below zero
+by more than two standard errors; the report states it per layer, with the trained slope as
+a fraction of the initial one.
+
+Writes ``DIR/measure/results.json``, ``report.md`` and PNG figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._corpus import Corpus
+from ._record import record
+from ._result import SimulationResult
+from ._train import POSITIONALS, load_model
+
+MEASURED_TAPS = ("hook_attn_out", "attn.hook_z", "hook_resid_post")
+TAIL_FROM = 16
+
+
+def fit_positions(seq_len: int, points: int = 24) -> np.ndarray:
+    """Log-spaced 1-based positions from 1 to seq_len (unique)."""
+    return np.unique(np.round(np.geomspace(1, seq_len, points)).astype(int))
+
+
+def slope(positions: np.ndarray, var: np.ndarray, lo: int = 1) -> float:
+    """Least-squares slope of ``ln var`` against ``ln m`` over ``positions >= lo``."""
+    keep = (positions >= lo) & np.isfinite(var) & (var > 0)
+    if keep.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(np.log(positions[keep]), np.log(var[keep]), 1)[0])
+
+
+def heldout_windows(corpus: Corpus, seq_len: int, sequences: int) -> torch.Tensor:
+    """``sequences`` evenly spaced, non-overlapping held-out windows (sequences, seq_len)."""
+    n_max = corpus.heldout.size // seq_len
+    if n_max < 2:
+        raise ValueError(f"held-out text ({corpus.heldout.size} bytes) holds fewer than two windows of {seq_len}")
+    count = min(sequences, n_max)
+    starts = np.arange(count) * (n_max // count) * seq_len
+    return torch.from_numpy(np.stack([corpus.heldout[s:s + seq_len] for s in starts]).astype(np.int64))
+
+
+def _taps(n_layers: int, with_pattern: bool) -> list[str]:
+    taps = [f"blocks.{l}.{t}" for l in range(n_layers) for t in MEASURED_TAPS]
+    return taps + ([f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)] if with_pattern else [])
+
+
+def measure_model(model, ids: torch.Tensor, groups: int, progress: bool = False) -> dict:
+    """Per layer and tap: variance curve with errors, slopes (all, tail) with group errors;
+    per layer: entropy and sum_sq curves."""
+    L, T = model.spec.n_layers, ids.shape[1]
+    full = record(model, ids, taps=_taps(L, True), names="hooked", progress="auto" if progress else False,
+                  across_inputs=True)
+    fit_pos = fit_positions(T)
+    group_results: list[SimulationResult] = [
+        record(model, ids[g::groups], taps=_taps(L, False), names="hooked", positions=fit_pos, progress=False,
+               across_inputs=True)
+        for g in range(groups)
+    ]
+    out = {"layers": []}
+    for l in range(L):
+        layer = {"layer": l, "taps": {}}
+        for suffix in MEASURED_TAPS:
+            tap = f"blocks.{l}.{suffix}"
+            ts = full[tap]
+            idx = np.searchsorted(ts.positions, fit_pos)
+            vin = ts.var_across_inputs
+            vin_groups = np.array([g[tap].var_across_inputs for g in group_results])  # (G, fit positions)
+            entry = {
+                "var": ts.var.tolist(), "var_se": ts.var_se.tolist(),
+                "var_across_inputs": vin.tolist(),
+                "var_across_inputs_se_at_fit": (np.std(vin_groups, axis=0, ddof=1) / math.sqrt(groups)).tolist(),
+                "slope": slope(fit_pos, ts.var[idx]), "slope_tail": slope(fit_pos, ts.var[idx], TAIL_FROM),
+                "slope_in": slope(fit_pos, vin[idx]), "slope_in_tail": slope(fit_pos, vin[idx], TAIL_FROM),
+            }
+            for key, lo, stat in (("slope", 1, "var"), ("slope_tail", TAIL_FROM, "var"),
+                                  ("slope_in", 1, "var_across_inputs"), ("slope_in_tail", TAIL_FROM, "var_across_inputs")):
+                per_group = np.array([slope(fit_pos, getattr(g[tap], stat), lo) for g in group_results])
+                entry[key + "_se"] = float(np.std(per_group, ddof=1) / math.sqrt(len(per_group)))
+                entry[key + "_groups"] = per_group.tolist()
+            layer["taps"][suffix] = entry
+        pat = full[f"blocks.{l}.attn.hook_pattern"]
+        m = pat.positions.astype(float)
+        layer["entropy"] = pat.entropy.tolist()
+        layer["entropy_se"] = pat.entropy_se.tolist()
+        layer["sum_sq"] = pat.sum_sq.tolist()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = pat.entropy[m >= 2] / np.log(m[m >= 2])
+        layer["entropy_over_ln_m"] = float(np.mean(rel))  # 1 = uniform attention, 0 = one key
+        layer["entropy_at_T"] = float(pat.entropy[-1])
+        layer["entropy_at_T_se"] = float(pat.entropy_se[-1])
+        layer["effective_keys_at_T"] = float(1.0 / pat.sum_sq[-1])
+        out["layers"].append(layer)
+    out["positions"] = full.positions.tolist()
+    out["sequences"] = int(ids.shape[0])
+    return out
+
+
+def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = 8, progress: bool = True) -> dict:
+    """Measure every trained model in ``out_dir``; write ``out_dir/measure/``; return a summary."""
+    out_dir = Path(out_dir)
+    dest = out_dir / "measure"
+    dest.mkdir(exist_ok=True)
+    models = [p for p in POSITIONALS if (out_dir / p / "checkpoint.pt").exists() and (out_dir / p / "init.pt").exists()]
+    if not models:
+        raise ValueError(f"no trained model in {str(out_dir)!r} (expected <positional>/checkpoint.pt and init.pt)")
+    results = {"models": {}, "sequences": None, "groups": groups, "fit_positions": None, "tail_from": TAIL_FROM}
+    t0 = time.perf_counter()
+    for positional in models:
+        entry = {}
+        for which, path in (("init", out_dir / positional / "init.pt"), ("trained", out_dir / positional / "checkpoint.pt")):
+            model = load_model(path)
+            ids = heldout_windows(corpus, model.spec.seq_len, sequences)
+            if progress:
+                print(f"[measure] {positional} {which}: {ids.shape[0]} held-out windows of {ids.shape[1]} bytes", file=sys.stderr)
+            entry[which] = measure_model(model, ids, groups, progress=progress)
+            entry["spec"] = model.spec.to_dict()
+            results["sequences"] = int(ids.shape[0])
+            results["fit_positions"] = fit_positions(model.spec.seq_len).tolist()
+        results["models"][positional] = entry
+    results["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    results["verdict"] = verdicts(results)
+    (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    figures(results, dest)
+    (dest / "report.md").write_text(report(results, out_dir), encoding="utf-8")
+    return summary(results)
+
+
+def verdicts(results: dict) -> dict:
+    """Per model, layer and tap: does the shrinkage persist after training (slope + 2 se < 0)?"""
+    out = {}
+    for positional, entry in results["models"].items():
+        rows = []
+        for li, layer in enumerate(entry["trained"]["layers"]):
+            for suffix, t in layer["taps"].items():
+                t0 = entry["init"]["layers"][li]["taps"][suffix]
+                rows.append({
+                    "layer": li, "tap": suffix, "init_slope": t0["slope"], "init_slope_se": t0["slope_se"],
+                    "trained_slope": t["slope"], "trained_slope_se": t["slope_se"],
+                    "persists": bool(t["slope"] + 2 * t["slope_se"] < 0),
+                    "init_slope_in": t0["slope_in"], "trained_slope_in": t["slope_in"], "trained_slope_in_se": t["slope_in_se"],
+                    "persists_across_inputs": bool(t["slope_in"] + 2 * t["slope_in_se"] < 0),
+                    "fraction_of_init": t["slope"] / t0["slope"] if t0["slope"] else float("nan"),
+                })
+        out[positional] = rows
+    return out
+
+
+def summary(results: dict) -> dict:
+    out = {}
+    for positional, entry in results["models"].items():
+        out[positional] = {
+            "slopes": {f"{r['layer']}:{r['tap']}": {"init": r["init_slope"], "trained": r["trained_slope"],
+                                                    "trained_se": r["trained_slope_se"]} for r in results["verdict"][positional]},
+            "entropy_over_ln_m": {which: [l["entropy_over_ln_m"] for l in entry[which]["layers"]] for which in ("init", "trained")},
+        }
+    return out
+
+
+# ---------------------------------------------------------------------- figures
+def figures(results: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(next(iter(results["models"].values()))["init"]["positions"], dtype=float)
+    nope = results["models"].get("none") or next(iter(results["models"].values()))
+    learned = results["models"].get("learned") if "none" in results["models"] else None
+    L = len(nope["init"]["layers"])
+    fit = np.asarray(results["fit_positions"], dtype=float)
+    fit_idx = np.searchsorted(m, fit)
+    for suffix in MEASURED_TAPS:
+        fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.2), squeeze=False, sharey=False)
+        for l, ax in enumerate(axes[0]):
+            for which, color in (("init", "C7"), ("trained", "C0")):
+                t = nope[which]["layers"][l]["taps"][suffix]
+                var, se = np.asarray(t["var"]), np.asarray(t["var_se"])
+                ax.errorbar(m, var, yerr=se, color=color, lw=1, elinewidth=0.6, capsize=0,
+                            label=f"{which}: Var (slope {t['slope']:+.2f}±{t['slope_se']:.2f})")
+                vin = np.asarray(t["var_across_inputs"])
+                ax.errorbar(fit, vin[fit_idx], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
+                            marker=".", ms=3, elinewidth=0.6,
+                            label=f"{which}: across inputs ({t['slope_in']:+.2f}±{t['slope_in_se']:.2f})")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"NoPE blocks.{l}.{suffix}", fontsize=8)
+            ax.set_xlabel("position m")
+            if l == 0:
+                ax.set_ylabel("variance of one coordinate")
+            ax.legend(fontsize=5.5)
+            ax.grid(alpha=0.3, which="both", lw=0.3)
+        fig.tight_layout()
+        name = "variance_" + suffix.replace("attn.", "").replace("hook_", "")
+        fig.savefig(dest / f"{name}.png", dpi=110)
+        plt.close(fig)
+
+    fig, axes = plt.subplots(2, len(MEASURED_TAPS), figsize=(3.2 * len(MEASURED_TAPS), 5.6), squeeze=False)
+    for ax, (key, suffix) in zip(axes.ravel(), [(k, t) for k in ("slope", "slope_in") for t in MEASURED_TAPS]):
+        for positional, entry in results["models"].items():
+            for which, ls in (("init", ":"), ("trained", "-")):
+                s = [l["taps"][suffix][key] for l in entry[which]["layers"]]
+                e = [l["taps"][suffix][key + "_se"] for l in entry[which]["layers"]]
+                ax.errorbar(np.arange(len(s)) + (0.05 if positional == "learned" else 0), s, yerr=e, ls=ls, marker="o",
+                            ms=3, color="C0" if positional == "none" else "C1", label=f"{positional} {which}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.axhline(-1, color="gray", lw=0.5, ls="--")
+        what = "Var" if key == "slope" else "Var across inputs"
+        ax.set_title(f"slope of ln {what} vs ln m: {suffix}", fontsize=7)
+        ax.set_xlabel("layer")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(dest / "slopes.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.0), squeeze=False)
+    for l, ax in enumerate(axes[0]):
+        for which, color in (("init", "C7"), ("trained", "C0")):
+            lay = nope[which]["layers"][l]
+            ax.errorbar(m, lay["entropy"], yerr=lay["entropy_se"], color=color, lw=1, elinewidth=0.6, label=f"NoPE {which}")
+        if learned is not None:
+            ax.plot(m, learned["trained"]["layers"][l]["entropy"], color="C1", ls="--", lw=0.8, label="learned pos. trained")
+        ax.plot(m, np.log(m), color="k", lw=0.5, ls=":", label="ln m (uniform)")
+        ax.set_xscale("log")
+        ax.set_title(f"layer {l}: attention entropy (nats)", fontsize=8)
+        ax.set_xlabel("position m")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3, lw=0.3)
+    fig.tight_layout()
+    fig.savefig(dest / "entropy.png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- report
+def _fmt(x: float, se: float | None = None) -> str:
+    return f"{x:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
+def report(results: dict, out_dir: Path) -> str:
+    lines = ["# Variance against position: trained against initialisation", ""]
+    run_path = out_dir / "run.json"
+    if run_path.exists():
+        run = json.loads(run_path.read_text())
+        lines += ["Commands that made this directory (from `run.json`):", "", "```"]
+        lines += [c["command"] for c in run.get("commands", [])] + ["```", ""]
+        base = run.get("baselines", {})
+        if run.get("models"):
+            lines += ["| model | steps | bytes seen | held-out bits/byte (trained) | at init | unigram | bigram |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for name, mod in run["models"].items():
+                lines.append(f"| {name} | {mod['steps']} | {mod['tokens_seen']} | {mod.get('trained_bits_per_byte', float('nan')):.3f} | "
+                             f"{mod.get('init_bits_per_byte', float('nan')):.3f} | {base.get('unigram_bits_per_byte', float('nan')):.3f} | "
+                             f"{base.get('bigram_bits_per_byte', float('nan')):.3f} |")
+            lines.append("")
+    lines += [
+        f"{results['sequences']} held-out windows; standard errors across windows; slopes of ln Var against ln m "
+        f"fitted at positions {results['fit_positions']}; slope errors from {results['groups']} disjoint groups of windows. "
+        f"'tail' fits m >= {results['tail_from']} only. Uniform attention over i.i.d. values gives slope -1. "
+        "'Var' pools the coordinates of a position (the paper's measure); 'across inputs' is the mean over coordinates of "
+        "the variance across windows with the coordinate held fixed (Var minus the spread of the per-coordinate means). "
+        "'persists': trained slope + 2 se < 0.",
+        "",
+    ]
+    for positional, entry in results["models"].items():
+        lines += [f"## positional = {positional}", "",
+                  "| layer | tap | slope init | slope trained | tail init | tail trained | across inputs: init | trained | persists (Var / across inputs) |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for li, layer in enumerate(entry["trained"]["layers"]):
+            for suffix, t in layer["taps"].items():
+                t0 = entry["init"]["layers"][li]["taps"][suffix]
+                persists = t["slope"] + 2 * t["slope_se"] < 0
+                persists_in = t["slope_in"] + 2 * t["slope_in_se"] < 0
+                lines.append(f"| {li} | {suffix} | {_fmt(t0['slope'], t0['slope_se'])} | {_fmt(t['slope'], t['slope_se'])} | "
+                             f"{_fmt(t0['slope_tail'], t0['slope_tail_se'])} | {_fmt(t['slope_tail'], t['slope_tail_se'])} | "
+                             f"{_fmt(t0['slope_in'], t0['slope_in_se'])} | {_fmt(t['slope_in'], t['slope_in_se'])} | "
+                             f"{'yes' if persists else 'no'} / {'yes' if persists_in else 'no'} |")
+        lines += ["", "| layer | entropy / ln m (init) | (trained) | entropy at m=T, nats (init) | (trained) | effective keys 1/E[sum a^2] at T (init) | (trained) |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for li in range(len(entry["trained"]["layers"])):
+            a, b = entry["init"]["layers"][li], entry["trained"]["layers"][li]
+            lines.append(f"| {li} | {a['entropy_over_ln_m']:.3f} | {b['entropy_over_ln_m']:.3f} | "
+                         f"{a['entropy_at_T']:.3f} ± {a['entropy_at_T_se']:.3f} | {b['entropy_at_T']:.3f} ± {b['entropy_at_T_se']:.3f} | "
+                         f"{a['effective_keys_at_T']:.1f} | {b['effective_keys_at_T']:.1f} |")
+        lines += ["", _findings(positional, results["verdict"][positional], entry), ""]
+    lines += ["Figures: `variance_attn_out.png`, `variance_z.png`, `variance_resid_post.png` (log-log, ±1 se), "
+              "`slopes.png`, `entropy.png`.", ""]
+    return "\n".join(lines)
+
+
+def _findings(positional: str, rows: list[dict], entry: dict) -> str:
+    """Plain statements computed from the numbers."""
+    out = []
+    for suffix in MEASURED_TAPS:
+        sel = [r for r in rows if r["tap"] == suffix]
+        for key, label in (("persists", "Var"), ("persists_across_inputs", "Var across inputs")):
+            yes = [r["layer"] for r in sel if r[key]]
+            no = [r["layer"] for r in sel if not r[key]]
+            s_key = "trained_slope" if key == "persists" else "trained_slope_in"
+            i_key = "init_slope" if key == "persists" else "init_slope_in"
+            fr = ", ".join(f"layer {r['layer']}: {r[s_key]:+.2f} vs {r[i_key]:+.2f}" for r in sel)
+            where = f"persists after training in layers {yes}" if yes else "does not persist after training in any layer"
+            if yes and no:
+                where += f", not in layers {no}"
+            out.append(f"- `{suffix}` ({label}): the shrinkage with position {where} (slope trained vs init: {fr}).")
+    ent = [(l["entropy_over_ln_m"], t["entropy_over_ln_m"]) for l, t in zip(entry["init"]["layers"], entry["trained"]["layers"])]
+    out.append("- attention entropy / ln m, init -> trained, per layer: "
+               + ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in ent)
+               + " (1 = uniform over the m keys, as at init; lower = sharper attention).")
+    return f"Findings for `{positional}`:\n\n" + "\n".join(out)

@@ -1,0 +1,132 @@
+"""simulate train: corpus loader, a few steps lower the loss, bit-identical resume, CLI (issue #9)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simulate._corpus import CorpusError, html_to_text, load_corpus, unigram_bits_per_byte
+from simulate._train import PRESETS, evaluate, load_model, train_model, windows
+from simulate._train_cli import main
+
+FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(FIXTURE, holdout=0.1)
+
+
+TINY = dataclasses.replace(PRESETS["tiny"], d_model=16, n_heads=2, n_layers=2, seq_len=16, batch_size=8,
+                           steps=24, warmup=4, eval_every=6, eval_windows=4, checkpoint_every=4,
+                           positionals=("none",))
+
+
+def test_missing_corpus_message(tmp_path, capsys):
+    with pytest.raises(CorpusError) as err:
+        load_corpus(tmp_path / "absent")
+    message = str(err.value)
+    assert "python3.11-doc" in message and "apt-get install" in message and "--corpus" in message
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--corpus", str(tmp_path / "absent")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert err_lines[-1].startswith("simulate train: error: no corpus at") and "python3.11-doc" in err_lines[-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CorpusError, match="no .html/.txt"):
+        load_corpus(empty)
+
+
+def test_bad_cli_input(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--positional", "rope"]) == 2
+    assert "--positional" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--measure-only"]) == 2
+    assert "needs a finished run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "huge", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+
+
+def test_html_to_text_keeps_the_main_part():
+    html = ("<html><head><title>t</title><style>x{}</style></head><body><div role='navigation'>NAV</div>"
+            "<div role='main'><h1>Title\u00b6</h1><p>Some <b>bold</b>   text.</p><div>inner</div>"
+            "<pre>a  =  1\n  b</pre></div><div class='footer'>FOOT</div><script>var a;</script></body></html>")
+    text = html_to_text(html)
+    assert "Title" in text and "Some bold text." in text and "inner" in text and "a  =  1\n  b" in text
+    assert "NAV" not in text and "FOOT" not in text and "var a" not in text and "\u00b6" not in text
+
+
+def test_directory_split_is_by_file(tmp_path):
+    for i in range(40):
+        (tmp_path / f"doc{i}.txt").write_text(f"document {i} " * 20)
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "skip.txt").write_text("SKIPPED " * 50)
+    c = load_corpus(tmp_path, holdout=0.2)
+    assert c.files == 40 and 0 < c.heldout_files < 40
+    assert b"SKIPPED" not in c.train.tobytes() + c.heldout.tobytes()
+    held = c.heldout.tobytes().decode()
+    assert all(f"document {i} " not in c.train.tobytes().decode() for i in range(40) if f"document {i} " in held)
+
+
+def test_a_few_steps_lower_the_loss(tmp_path, corpus):
+    cfg = dataclasses.replace(TINY, steps=30, checkpoint_every=30)
+    summary = train_model(cfg, corpus, tmp_path, "none", progress=False)
+    batch = windows(corpus.heldout, cfg.seq_len + 1, 16)
+    init = evaluate(load_model(tmp_path / "none" / "init.pt"), batch)
+    trained = evaluate(load_model(tmp_path / "none" / "checkpoint.pt"), batch)
+    assert trained < init - 1.0  # nats: from ~ln 256 = 5.5 to the byte statistics and beyond
+    assert np.mean(summary["train_loss"][-5:]) < np.mean(summary["train_loss"][:5]) - 1.0
+    assert init / np.log(2) > unigram_bits_per_byte(corpus.train, corpus.heldout)  # the init knows nothing
+
+
+def test_resume_continues_the_same_curve(tmp_path, corpus):
+    full = train_model(TINY, corpus, tmp_path / "a", "learned", progress=False)
+    first = train_model(TINY, corpus, tmp_path / "b", "learned", progress=False, stop_after=10)  # not a checkpoint multiple
+    assert first["steps"] == 10 and not first["done"]
+    resumed = train_model(TINY, corpus, tmp_path / "b", "learned", progress=False)
+    assert resumed["steps"] == TINY.steps
+    assert resumed["train_loss"] == full["train_loss"]  # bit-identical, float by float
+    assert resumed["eval"] == full["eval"]
+    a = torch.load(tmp_path / "a" / "learned" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "learned" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = dataclasses.replace(TINY, lr=1e-3)
+    with pytest.raises(ValueError, match="different run"):
+        train_model(other, corpus, tmp_path / "b", "learned", progress=False)
+
+
+def test_cli_trains_measures_and_records(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--preset", "tiny", "--out", str(out), "--corpus", str(FIXTURE), "--steps", "8", "--sequences", "8",
+            "--groups", "2", "--no-progress", "--holdout", "0.1", "--positional", "none"]
+    assert main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["commands"][0]["command"].startswith("python -m simulate train --preset tiny")
+    assert set(run["models"]) == {"none"}
+    for name in ("none",):
+        m = run["models"][name]
+        assert m["steps"] == 8 and m["trained_bits_per_byte"] < m["init_bits_per_byte"]
+    assert (out / "loss.png").exists() and (out / "commands.txt").read_text().count("python -m simulate train") == 1
+    res = json.loads((out / "measure" / "results.json").read_text())
+    layer = res["models"]["none"]["trained"]["layers"][0]
+    assert set(layer["taps"]) == {"hook_attn_out", "attn.hook_z", "hook_resid_post"}
+    assert np.isfinite(layer["taps"]["attn.hook_z"]["slope"]) and np.isfinite(layer["taps"]["attn.hook_z"]["slope_se"])
+    init = res["models"]["none"]["init"]["layers"][0]
+    assert init["entropy_over_ln_m"] > 0.99  # near-uniform attention at init (logits ~ 1e-3)
+    assert (out / "measure" / "report.md").read_text().count("## positional =") == 1
+    for fig in ("variance_attn_out.png", "variance_z.png", "variance_resid_post.png", "slopes.png", "entropy.png"):
+        assert (out / "measure" / fig).exists()
+    assert main(argv[:4] + ["--measure-only", "--sequences", "8", "--groups", "2", "--no-progress"]) == 0
+    assert len(json.loads((out / "run.json").read_text())["commands"]) == 2
