@@ -7,7 +7,13 @@
 - `zscore_figure`: the z-score of every check against m, one series per tap, with Holm's
   critical band;
 - `distribution_figure`: histograms of one coordinate (reservoir draws) against the
-  exact law of `theory.law`, per tap, with the KS p-value.
+  exact law of `theory.law`, per tap, with the KS p-value;
+- `depth_error_figure` (specs with more than one layer or an MLP): the relative error
+  ``theory/sim - 1`` against the layer for the main taps at a few positions, with 2-SE
+  bars, the declared tolerance and the paper's leading order;
+- `depth_variance_figure` (same specs): Var of ``hook_resid_post`` (``hook_resid_mid``
+  for attention-only specs) against m on log-log axes for every layer, theory lines over
+  simulated points with 2-SE bars, and theory / simulation below.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from ._theory import needs_depth
 
 VARIANCE_TAPS = ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid")
 PATTERN = "blocks.0.attn.hook_pattern"
@@ -87,18 +95,127 @@ def sum_sq_figure(report) -> Figure:
     return fig
 
 
+def _depth_positions(positions) -> list[int]:
+    """Three recorded positions for the depth figure: 1, the middle (log scale) and T."""
+    pos = sorted(int(p) for p in positions)
+    mid = min(pos, key=lambda p: abs(math.log(p) - 0.5 * math.log(pos[-1])))
+    return sorted({pos[0], mid, pos[-1]})
+
+
+def depth_error_figure(report) -> Figure:
+    """Relative error ``theory/sim - 1`` (%) against the layer, one panel per main tap
+    (``hook_resid_mid``, ``hook_resid_post``, ``hook_attn_out``, ``attn.hook_z``,
+    ``hook_mlp_out``): the best theory at three positions (m = 1, the middle, T) with
+    2-SE bars, the largest |error| over all positions (gray), the declared tolerance
+    (shaded) and the paper's leading order at m = T (hollow)."""
+    from ._depth import MAIN_TAPS
+
+    layers = report.layers
+    kinds = [k for k in MAIN_TAPS if any(f"blocks.{l}.{k}" in report.simulation for l in range(layers))]
+    fig = Figure(figsize=(3.3 * max(len(kinds), 1), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(len(kinds), 1), squeeze=False)[0]
+    show = _depth_positions(report.positions)
+    by_key = {(c.tap, c.position): c for c in report.checks if c.quantity == "var"}
+    leading = {(r.tap, r.position): r for r in report.leading_rows if r.quantity == "var"}
+    colors = ("tab:blue", "tab:green", "tab:purple")
+    for ax, kind in zip(axes, kinds):
+        x_all = np.arange(layers)
+        tol = [report.checks.for_tap(f"blocks.{l}.{kind}")[0].rel_tol if report.checks.for_tap(f"blocks.{l}.{kind}")
+               else np.nan for l in x_all]
+        ax.fill_between(x_all + 1, -100 * np.asarray(tol), 100 * np.asarray(tol), step="mid", color="0.9",
+                        label="declared tolerance")
+        for j, m in enumerate(show):
+            xs, ys, es = [], [], []
+            for l in x_all:
+                c = by_key.get((f"blocks.{l}.{kind}", m))
+                if c is None or not c.sim:
+                    continue
+                xs.append(l + 1 + (j - 1) * 0.08)
+                ys.append(100 * (c.theory - c.sim) / c.sim)
+                es.append(200 * c.se / abs(c.sim) if np.isfinite(c.se) else 0.0)
+            ax.errorbar(xs, ys, yerr=es, fmt="o-", ms=4, capsize=2, color=colors[j % 3], label=f"best, m = {m}")
+        worst = []
+        for l in x_all:
+            rel = [abs(c.theory - c.sim) / abs(c.sim) for (t, _), c in by_key.items() if t == f"blocks.{l}.{kind}" and c.sim]
+            worst.append(100 * max(rel) if rel else np.nan)
+        ax.plot(x_all + 1, worst, ":", color="0.4", label="best, max |error| over m")
+        lx, ly = [], []
+        for l in x_all:
+            r = leading.get((f"blocks.{l}.{kind}", show[-1]))
+            if r is not None and np.isfinite(r.rel_error):
+                lx.append(l + 1)
+                ly.append(100 * r.rel_error)
+        ax.plot(lx, ly, "s--", mfc="none", color="tab:red", ms=5, label=f"leading (paper), m = {show[-1]}")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(x_all + 1)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("theory / simulation - 1 (%)")
+        ax.set_title(kind)
+        finite = [abs(v) for v in ly if np.isfinite(v)]
+        if finite and max(finite) > 15:  # keep the best level readable: clip the leading order
+            ax.set_ylim(-10, 10)
+    if len(axes):
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"Relative error through depth ({report.samples} networks; bars: 2 SE)", fontsize=10)
+    return fig
+
+
+def depth_variance_tap(report) -> str:
+    """``hook_resid_post``, or ``hook_resid_mid`` for attention-only specs."""
+    return "hook_resid_mid" if report.spec.attn_only else "hook_resid_post"
+
+
+def depth_variance_figure(report) -> Figure:
+    """Var of one coordinate of the residual leaving each block against m (log-log):
+    simulation (points, 2-SE bars) with the best theory (line) and the leading order
+    (dashed) per layer; below, theory / simulation with the 2-SE band of each layer."""
+    kind = depth_variance_tap(report)
+    fig = Figure(figsize=(7.0, 6.5), layout="constrained")
+    ax, ratio = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    layers = report.layers
+    for l in range(layers):
+        tap = f"blocks.{l}.{kind}"
+        if tap not in report.simulation:
+            continue
+        color = cmap(l / max(layers - 1, 1) * 0.9)
+        stats = report.simulation[tap]
+        m = np.asarray(stats.positions, dtype=float)
+        sim_var = np.asarray(stats.var, dtype=float)
+        ax.errorbar(m, sim_var, yerr=2 * stats.var_se, fmt="o", ms=3.5, capsize=2, color=color, zorder=3,
+                    label=f"layer {l + 1}: simulation" if l == 0 else f"layer {l + 1}")
+        ax.plot(report.best.positions, report.best.values[tap]["var"], "-", color=color,
+                label=BEST_LABEL if l == 0 else None)
+        ax.plot(report.leading.positions, report.leading.values[tap]["var"], "--", lw=0.8, color=color,
+                label=LEADING_LABEL if l == 0 else None)
+        values = np.array([report.best.value(tap, "var", int(p)) for p in stats.positions])
+        ratio.fill_between(m, 1 - 2 * stats.var_se / sim_var, 1 + 2 * stats.var_se / sim_var, color=color, alpha=0.15)
+        ratio.plot(m, values / sim_var, "-o", ms=3, color=color)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"Var of one coordinate of {kind}")
+    ax.set_title(f"{kind} against position, every layer ({report.samples} networks, annealed)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ratio.axhline(1.0, color="black", lw=0.8)
+    ratio.set_xscale("log")
+    ratio.set_xlabel("query position m")
+    ratio.set_ylabel("best theory / simulation")
+    return fig
+
+
 def zscore_figure(report) -> Figure:
     """Every check's z-score against m, one series per tap; the band is Holm's first
     (strictest) and last critical values."""
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.subplots()
     checks = [c for c in report.checks if np.isfinite(c.z)]
-    taps = list(dict.fromkeys(c.tap for c in checks))
+    # One series per tap kind; with several layers the layers of a kind share a series.
+    kinds = list(dict.fromkeys(_short(c.tap) for c in checks))
     markers = "osd^v<>pPXh*"
-    for i, tap in enumerate(taps):
-        mine = [c for c in checks if c.tap == tap]
+    for i, kind in enumerate(kinds):
+        mine = [c for c in checks if _short(c.tap) == kind]
         ax.scatter([c.position for c in mine], [c.z for c in mine], s=14, marker=markers[i % len(markers)],
-                   label=_short(tap))
+                   label=kind)
     failed = [c for c in checks if not c.passed]
     if failed:
         ax.scatter([c.position for c in failed], [c.z for c in failed], s=80, facecolors="none", edgecolors="red",
@@ -111,7 +228,9 @@ def zscore_figure(report) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("query position m")
     ax.set_ylabel("z = (theory - sim) / SE")
-    ax.set_title(f"z-scores of {len(checks)} checks (Holm, alpha = {report.alpha:g})")
+    layers = getattr(report, "layers", 1)
+    ax.set_title(f"z-scores of {len(checks)} checks (Holm, alpha = {report.alpha:g})"
+                 + (f", layers 1-{layers} pooled per tap" if layers > 1 else ""))
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -159,7 +278,9 @@ def distribution_figure(report) -> Figure:
 
 
 FIGURES = {"variance": variance_figure, "sum_sq": sum_sq_figure, "zscores": zscore_figure,
-           "distributions": distribution_figure}
+           "distributions": distribution_figure, "depth_error": depth_error_figure,
+           "depth_variance": depth_variance_figure}
+DEPTH_FIGURES = ("depth_error", "depth_variance")
 
 
 def save_figures(report, out: Path) -> dict[str, list[str]]:
@@ -167,6 +288,8 @@ def save_figures(report, out: Path) -> dict[str, list[str]]:
     written = {}
     for name, make in FIGURES.items():
         if name == "distributions" and not report.distributions:
+            continue
+        if name in DEPTH_FIGURES and not needs_depth(report.spec):
             continue
         fig = make(report)
         paths = []

@@ -1,4 +1,10 @@
-"""The main job: derive, simulate, compare, calibrate -- and the `Report` it produces."""
+"""The main job: derive, simulate, compare, calibrate -- and the `Report` it produces.
+
+The theory checked is the layer-1 derivation (`theory.derive`) for the attention taps of
+layer 1 and the depth recursion (`theory.depth.predict`) for every other tap of every
+layer; `Report.depth_accuracy` sums the checks up per layer and `Report.depth_findings`
+says where the error grows with depth and which assumptions the deeper layers add.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +22,23 @@ from theory import ModelSpec, derive
 
 from ._calibration import CALIBRATION_POSITIONS, CALIBRATION_SPEC, Calibration, calibrate
 from ._checks import DEFAULT_ALPHA, CheckSet, Comparison, comparisons, compare, critical_z
+from ._depth import depth_accuracy, depth_findings
 from ._distributions import LAW_TAPS, DistributionCheck, distribution_checks, reservoir_size
 from ._mutants import MUTANTS, expected_shift
-from ._theory import TheoryTable, logit_variance, theory_table
+from ._theory import TheoryTable, layer_of, logit_variance, needs_depth, suffix_of, theory_table
 
 CALIBRATION_SEED_OFFSET = 1_000_003  # calibration seeds: seed + offset + run
 PARALLEL_MIN_WORK = 20_000  # calibration networks (runs x samples) worth a second process
 
-# GPT-2 small's width and initialisation, one layer, 256 positions.
-DEFAULT_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
+# The main job's spec: three full pre-LN blocks (attention and GELU MLP) at width 64, GPT-2
+# small's initialisation (sigma 0.02, ln_eps 1e-5) except sigma_q = sigma_k = 0.09, the
+# calibration spec's, for a logit variance of ~0.26 where the softmax is visibly non-uniform
+# (at sigma 0.02 and width 64 the logits would be ~100x smaller than GPT-2's).
+DEFAULT_SPEC = ModelSpec(d_model=64, n_heads=4, n_layers=3, seq_len=64, sigma_q=0.09, sigma_k=0.09)
+# `--preset depth`: GPT-2 small's initialisation, six blocks at width 256, T = 256.
+DEPTH_SPEC = ModelSpec(d_model=256, n_heads=4, n_layers=6, seq_len=256)
+# GPT-2 small's width and initialisation, one attention layer, 256 positions (the layer-1 job).
+LAYER1_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
 
 
 @dataclass(frozen=True)
@@ -38,11 +52,15 @@ class Preset:
     per_octave: int  # recorded positions per doubling of m (plus 1 and T)
     calibration_samples: int | None = None
     description: str = ""
+    spec: ModelSpec | None = None  # the spec a run without --spec uses (None: DEFAULT_SPEC)
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset("quick", 96, 60, 2, description="a smoke test: ~30 s on 2 CPU cores at GPT-2 width"),
-    "default": Preset("default", 1000, 300, 2, description="~2 min on 2 CPU cores at GPT-2 width, T = 256"),
+    "quick": Preset("quick", 96, 60, 2, description="a smoke test"),
+    "default": Preset("default", 2000, 300, 2, calibration_samples=1000,
+                      description="the main job: 3 layers with MLP at width 64, T = 64; ~2-3 min on 2 CPU cores"),
+    "depth": Preset("depth", 600, 100, 2, calibration_samples=1000, spec=DEPTH_SPEC,
+                    description="6 layers with MLP at width 256, T = 256 (GPT-2 init); a GPU or a long CPU run"),
     "paper": Preset("paper", 4000, 1000, 4, description="tight error bars for figures; meant for a GPU or a long run"),
 }
 
@@ -101,6 +119,22 @@ class Report:
             if c.tap == tap and c.position == position and c.quantity == quantity and c.sim:
                 return (c.theory - c.sim) / c.sim
         return math.nan
+
+    @property
+    def layers(self) -> int:
+        """Layers the checks cover."""
+        return self.best.n_layers
+
+    def depth_accuracy(self) -> list[dict]:
+        """Per layer and tap kind: largest |theory/sim - 1| over positions, its z and SE,
+        largest |z|, declared tolerance, failures, and the leading order's largest error
+        (`verify._depth.depth_accuracy`)."""
+        return depth_accuracy(self.checks, self.leading_rows, self.best)
+
+    def depth_findings(self) -> list[dict]:
+        """For each main tap kind: does the error grow with depth, and which assumptions
+        the deeper layer adds (`verify._depth.depth_findings`)."""
+        return depth_findings(self.depth_accuracy())
 
     def leading_deviations(self) -> list[dict]:
         """The paper's leading order against the simulation, row by row, with a flag
@@ -163,12 +197,13 @@ def run(
     threads: int | None = 1,
     command: str = "",
 ) -> Report:
-    """The main job: derive layer 1 of ``spec`` at both levels, simulate it, judge every
-    check, compare the paper's leading order, apply the formula mutants to the same
-    simulation, and calibrate the checks (small spec, many seeds).
+    """The main job: the theory of every tap of every layer of ``spec`` at both levels
+    (layer-1 attention from `theory.derive`, the rest from `theory.depth.predict`),
+    simulate it, judge every check, compare the paper's leading order, apply the formula
+    mutants to the same simulation, and calibrate the checks (small spec, many seeds).
 
-    Defaults: GPT-2 small's width and initialisation, one layer, T = 256
-    (`DEFAULT_SPEC`), the ``"default"`` preset, seed 0. With ``parallel`` the calibration
+    Defaults: the preset's spec, else `DEFAULT_SPEC` (three blocks with MLP at width 64,
+    T = 64), the ``"default"`` preset, seed 0. With ``parallel`` the calibration
     runs in a second process while the main simulation runs (both single-threaded);
     ``None`` does so when the calibration is large enough to pay for the process.
     ``threads`` is torch's thread count for the main simulation (None: torch's default).
@@ -181,12 +216,13 @@ def run(
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     p = PRESETS[preset]
-    spec = spec or DEFAULT_SPEC
+    spec = spec or p.spec or DEFAULT_SPEC
     if spec.is_symbolic:
         raise ValueError("verify needs a numeric spec (every field a number)")
     if spec.positional != "none" or spec.vocab_size is not None:
-        raise ValueError("the layer-1 theory covers continuous Gaussian inputs without positional embeddings "
-                         "(vocab_size null, positional 'none')")
+        raise ValueError("the theory covers continuous Gaussian inputs without positional embeddings "
+                         f"(vocab_size null, positional 'none'); this spec has vocab_size = {spec.vocab_size}, "
+                         f"positional = {spec.positional!r}")
     samples = p.samples if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
@@ -202,8 +238,16 @@ def run(
     t = time.perf_counter()
     _stage("verify: deriving layer 1 (sympy) ...", progress)
     derivation = derive(spec)
-    best = theory_table(spec, pos, "best", derivation)
-    leading = theory_table(spec, pos, "leading", derivation)
+    depth_best = depth_leading = None
+    if needs_depth(spec):
+        from theory.depth import predict
+
+        _stage(f"verify: depth recursion over {spec.n_layers} layer(s), T = {spec.seq_len} ...", progress)
+        say = (lambda line: _stage("  " + line, progress)) if progress else None
+        depth_best = predict(spec, "best", progress=say)
+        depth_leading = predict(spec, "leading")
+    best = theory_table(spec, pos, "best", derivation, depth_best)
+    leading = theory_table(spec, pos, "leading", derivation, depth_leading)
     timings["theory_s"] = time.perf_counter() - t
 
     # The calibration (many small single-threaded runs) goes to a second process while the

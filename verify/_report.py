@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figures import save_figures
+from ._depth import MAIN_TAPS
+from ._figures import depth_variance_tap, save_figures
 from ._job import DEFAULT_SPEC, Report
 
 MEASURE = "annealed"
@@ -35,6 +36,11 @@ def _clean(value):
 
 def _short(tap: str) -> str:
     return tap.split(".", 2)[-1]
+
+
+def _label(report: Report, tap: str) -> str:
+    """A tap as tables show it: without ``blocks.0.`` for one layer, in full otherwise."""
+    return _short(tap) if report.layers <= 1 else tap
 
 
 def _pct(x) -> str:
@@ -75,6 +81,7 @@ def results_dict(report: Report, figures: dict | None = None) -> dict:
         "checks": report.checks.to_list(),
         "distributions": [d.to_dict() for d in report.distributions],
         "leading": {"summary": report.leading_summary(), "rows": report.leading_deviations()},
+        "depth": {"layers": report.layers, "accuracy": report.depth_accuracy(), "findings": report.depth_findings()},
         "mutants": report.mutants,
         "calibration": report.calibration.to_dict() if report.calibration else None,
         "figures": figures or {},
@@ -86,12 +93,14 @@ def _spec_lines(report: Report) -> list[str]:
     spec = report.spec.to_dict()
     default = DEFAULT_SPEC.to_dict()
     changed = {k: v for k, v in spec.items() if v != default.get(k)}
-    head = ("GPT-2 small's width and initialisation, one layer, T = 256 (the default spec)" if not changed
-            else "the default spec (GPT-2 small width and init, 1 layer, T = 256) with " +
-            ", ".join(f"`{k}={v}`" for k, v in changed.items()))
+    what = (f"{DEFAULT_SPEC.n_layers} pre-LN blocks with MLP, d = {DEFAULT_SPEC.d_model}, T = {DEFAULT_SPEC.seq_len}, "
+            f"GPT-2 init with sigma_q = sigma_k = {DEFAULT_SPEC.sigma_q}")
+    head = (f"the default spec ({what})" if not changed
+            else f"the default spec ({what}) with " + ", ".join(f"`{k}={v}`" for k, v in changed.items()))
     return [
         f"- Spec: {head}.",
-        f"- Key numbers: d_model = {spec['d_model']}, n_heads = {spec['n_heads']}, seq_len = {spec['seq_len']}, "
+        f"- Key numbers: n_layers = {spec['n_layers']}, MLP = {'no' if spec['attn_only'] else spec['activation']}, "
+        f"d_model = {spec['d_model']}, n_heads = {spec['n_heads']}, seq_len = {spec['seq_len']}, "
         f"sigma_embed = {spec['sigma_embed']}, sigma_q = {spec['sigma_q']}, sigma_k = {spec['sigma_k']}, "
         f"sigma_v = {spec['sigma_v']}, sigma_o = {spec['sigma_o']}, ln_eps = {spec['ln_eps']}, "
         f"attn_scale = {spec['attn_scale']}; mean logit variance tau_bar^2 = {report.logit_variance:.4g}.",
@@ -119,6 +128,60 @@ def _leading_sentences(report: Report) -> list[str]:
         lines.append(
             f"`{_short(tap)}` {what}: {_pct(r['rel_error'])} at m = {r['position']}, largest {_pct(r['worst_rel_error'])} "
             f"at m = {r['worst_position']}; {where}."
+        )
+    return lines
+
+
+def _depth_matrix(report: Report, rows: list[dict]) -> list[str]:
+    """Main taps x layers: largest |theory/sim - 1| over positions and largest |z|."""
+    layers = report.layers
+    head = "| tap | " + " | ".join(f"layer {l + 1}" for l in range(layers)) + " |"
+    lines = [head, "|---|" + "---|" * layers]
+    index = {(r["layer"], r["tap"], r["quantity"]): r for r in rows}
+    for kind in MAIN_TAPS:
+        cells = []
+        for l in range(layers):
+            r = index.get((l, kind, "var"))
+            cells.append("" if r is None else f"{100 * r['max_abs_rel_error']:.2f}% (\|z\| {_g(r['max_abs_z'], 2)})"
+                         + ("" if not r["failed"] else " **FAIL**"))
+        if any(cells):
+            lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _leading_pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _depth_lines(report: Report) -> list[str]:
+    rows = report.depth_accuracy()
+    findings = report.depth_findings()
+    lines = [
+        "Every tap of every layer is checked; the layer-1 attention taps against `theory.derive`, the rest against "
+        "the depth recursion `theory.depth` (position kernel carried through LayerNorm, causal attention and MLP), "
+        "approximate from layer 2 on and held to the relative error it declares. Below: the largest |theory/sim - 1| "
+        "over the recorded positions (variance of one coordinate) and the largest |z| (z = (theory - sim)/SE, "
+        "before the declared error is allowed).",
+        "",
+    ]
+    lines += _depth_matrix(report, rows)
+    lines += ["", "**Where the error grows with depth.**", ""]
+    lines += [f"- {f['sentence']}" for f in findings] or ["- (one layer: nothing to compare)"]
+    lines += [
+        "",
+        "Per layer and tap: level, declared relative error, largest |theory/sim - 1| with its position, sign, SE and z, "
+        "largest |z|, failed checks, and the paper's picture carried through depth (`theory.depth`, level "
+        "`leading`: LayerNorm output of variance 1, uniform attention) at its largest |error|.",
+        "",
+        "| layer | tap | quantity | level | declared | max \|rel. error\| | at m | rel. error ± SE | z | max \|z\| | failed | leading max \|rel. error\| |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['layer'] + 1} | `{r['tap']}` | {r['quantity']} | {r['level']} | {100 * r['rel_tol']:.3g}% | "
+            f"{100 * r['max_abs_rel_error']:.2f}% | {r['position']} | {_pct(r['rel_error'])} ± {100 * r['rel_se']:.2f}% | "
+            f"{_g(r['z'], 3)} | {_g(r['max_abs_z'], 3)} | {r['failed']} | "
+            f"{_leading_pct(r['leading_max_abs_rel_error'])} |"
         )
     return lines
 
@@ -196,7 +259,10 @@ def markdown(report: Report, figures: dict | None = None) -> str:
         *_spec_lines(report),
         f"- Measure: {MEASURE} (a fresh network and fresh Gaussian inputs per sample); {report.samples} networks, "
         f"seed {report.seed}; query positions {', '.join(map(str, report.positions))}.",
-        f"- Theory: `theory.derive` (layer 1), best level checked; the paper's leading order compared.",
+        f"- Theory: `theory.derive` for the attention taps of layer 1"
+        + (f", `theory.depth.predict` for the MLP and every tap of layers 2-{report.layers}" if report.layers > 1 else
+           ", `theory.depth.predict` for the MLP" if not report.spec.attn_only else "")
+        + "; best level checked, the paper's leading order compared.",
         f"- Wall time: {t.get('total_s', float('nan')):.1f} s (theory {t.get('theory_s', 0):.1f} s, simulation "
         f"{t.get('simulation_s', 0):.1f} s, calibration {t.get('calibration_s', 0):.1f} s).",
         "",
@@ -247,6 +313,8 @@ def markdown(report: Report, figures: dict | None = None) -> str:
             n_detect = "never (Gaussian)" if not math.isfinite(d.n_detect) else f"{d.n_detect:,.0f}"
             lines.append(f"| `{_short(d.tap)}` | {_g(d.gaussian_p_value, 3)} | {d.gaussian_distance:.2e} | {n_detect} | "
                          f"{detectable} ({d.n} draws) |")
+    if report.layers > 1 or not report.spec.attn_only:
+        lines += ["", "## Accuracy through depth", ""] + _depth_lines(report)
     lines += ["", "## Where the paper's leading order deviates", ""]
     lines += [
         "The leading order (Chi et al. 2023) takes the LayerNorm output as N(0, 1), attention as uniform "
@@ -262,7 +330,7 @@ def markdown(report: Report, figures: dict | None = None) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report.leading_deviations():
-        if r["quantity"] == "mean":
+        if r["quantity"] == "mean" or not r["tap"].startswith("blocks.0."):
             continue
         lines.append(f"| `{_short(r['tap'])}` | {r['quantity']} | {r['position']} | {_g(r['theory'])} | {_g(r['sim'])} | "
                      f"{_g(r['se'], 2)} | {_pct(r['rel_error'])} | {_g(r['z'], 3)} |")
@@ -274,6 +342,12 @@ def markdown(report: Report, figures: dict | None = None) -> str:
             "sum_sq": "m E[sum_n a_mn^2] against m: 1 for uniform attention.",
             "zscores": "z-scores of all checks; dotted/dashed: Holm's strictest and loosest critical values.",
             "distributions": "One coordinate's simulated distribution against the exact law (KS p-values).",
+            "depth_error": "Relative error theory/sim - 1 against the layer for the main taps (best level at three "
+                           "positions with 2-SE bars, its largest |error| over positions, the declared tolerance "
+                           "shaded, the paper's leading order hollow).",
+            "depth_variance": f"Variance of {depth_variance_tap(report)} against position for every layer (log-log): "
+                              "simulation with 2-SE bars, best theory (line), leading order (dashed); below, "
+                              "theory / simulation with each layer's 2-SE band.",
         }
         for name, paths in figures.items():
             png = next((p for p in paths if p.endswith(".png")), paths[0])
@@ -286,7 +360,7 @@ def markdown(report: Report, figures: dict | None = None) -> str:
     ]
     for c in checks:
         lines.append(
-            f"| `{_short(c.tap)}` | {c.position} | {c.quantity} | {c.level}{' (det.)' if c.method == 'deterministic' else ''} | "
+            f"| `{_label(report, c.tap)}` | {c.position} | {c.quantity} | {c.level}{' (det.)' if c.method == 'deterministic' else ''} | "
             f"{_g(c.theory, 6)} | {_g(c.sim, 6)} | {_g(c.se, 2)} | {_g(c.z, 3)} | {_g(c.tolerance, 2)} | "
             f"{'yes' if c.passed else '**NO**'} | {'' if c.passed else c.assumption} |"
         )
@@ -311,7 +385,28 @@ def latex_summary(report: Report) -> str:
         rows.append(rf"\texttt{{{esc(_short(r['tap']))}}} & {r['position']} & {r['leading']:.4g} & {r['sim']:.4g} & "
                     rf"{100 * r['rel_error']:+.1f}\% \\")
     rows += [r"\bottomrule", r"\end{tabular}"]
+    if report.layers > 1 or not report.spec.attn_only:
+        rows += ["", depth_table_tex(report)]
     return "\n".join(rows) + "\n"
+
+
+def depth_table_tex(report: Report) -> str:
+    """Main taps x layers: largest |theory/sim - 1| over positions (best level; in
+    parentheses the largest |z|), as a booktabs tabular."""
+    layers = report.layers
+    index = {(r["layer"], r["tap"], r["quantity"]): r for r in report.depth_accuracy()}
+    esc = lambda s: s.replace("_", r"\_")  # noqa: E731
+    out = [rf"\begin{{tabular}}{{l{'r' * layers}}}", r"\toprule",
+           "tap & " + " & ".join(f"layer {l + 1}" for l in range(layers)) + r" \\", r"\midrule"]
+    for kind in MAIN_TAPS:
+        cells = []
+        for l in range(layers):
+            r = index.get((l, kind, "var"))
+            cells.append("" if r is None else rf"{100 * r['max_abs_rel_error']:.2f}\% ({_g(r['max_abs_z'], 2)})")
+        if any(cells):
+            out.append(rf"\texttt{{{esc(kind)}}} & " + " & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out)
 
 
 def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
@@ -328,7 +423,19 @@ def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
     # the Markdown and JSON results above.
     from ._report_tex import write_report_tex
 
-    report_tex = write_report_tex(out, report.spec, report.checks, figures, None)
+    sections = []
+    if report.layers > 1 or not report.spec.attn_only:
+        from theory._latex import escape
+
+        findings = "\n".join(r"\item " + escape(f["sentence"].replace("`", "")).replace("|", "$|$") for f in report.depth_findings())
+        sections.append((
+            "Accuracy through depth",
+            "Largest relative error $|\\text{theory}/\\text{sim} - 1|$ over the recorded positions of the variance of "
+            "one coordinate, per layer (best level; in parentheses the largest $|z|$).\n\n\\begin{center}\n"
+            + depth_table_tex(report) + "\n\\end{center}\n\n"
+            + ("\\begin{itemize}\n" + findings + "\n\\end{itemize}\n" if findings else ""),
+        ))
+    report_tex = write_report_tex(out, report.spec, report.checks, figures, None, sections=sections)
     written = {"report": str(out / "report.md"), "results": str(out / "results.json"), "latex": str(out / "summary.tex"),
                "report_tex": str(report_tex)}
     for name, paths in figures.items():
@@ -358,6 +465,16 @@ def console_summary(report: Report, out: str | Path | None = None) -> str:
     if z:
         lines.append(f"leading order (paper): hook_z variance at m={z['position']} off by {_pct(z['rel_error'])} "
                      f"(z = {_g(z['z'], 3)}); best theory {_pct(report.best_rel_error('blocks.0.attn.hook_z', z['position']))}")
+    if report.layers > 1 or not report.spec.attn_only:
+        index = {(r["layer"], r["tap"]): r for r in report.depth_accuracy() if r["quantity"] == "var"}
+        for kind in ("hook_resid_post", "hook_resid_mid", "attn.hook_z"):
+            per = [index.get((l, kind)) for l in range(report.layers)]
+            if any(per):
+                lines.append(f"depth: {kind} max |theory/sim - 1| per layer: "
+                             + ", ".join("-" if r is None else f"{100 * r['max_abs_rel_error']:.2f}%" for r in per))
+        grows = [f["tap"] for f in report.depth_findings() if f["grows"]]
+        if grows:
+            lines.append("depth: error grows with depth for " + ", ".join(grows) + " (report.md says which assumption)")
     cal = report.calibration
     if cal is not None:
         fa = cal.false_alarm

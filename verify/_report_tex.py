@@ -59,8 +59,12 @@ def _z(x) -> str:
 def check_table(checks: Iterable) -> str:
     """The checks as a booktabs ``longtable``: tap, m, quantity, level, theory, simulation, z, verdict."""
     rows = []
-    for c in map(_row, checks):
-        tap = str(c["tap"]).split(".", 2)[-1]
+    checks = [_row(c) for c in checks]
+    single_layer = all(str(c["tap"]).startswith("blocks.0.") for c in checks)
+    for c in checks:
+        tap = str(c["tap"])
+        # Without "blocks.0." when every check is of layer 1; with several layers the name says which.
+        tap = tap.split(".", 2)[-1] if single_layer else tap
         se = c.get("se")
         sim = _num(c["sim"])
         se_text = _num(se, 2) if isinstance(se, (int, float)) and math.isfinite(se) and se > 0 else "--"
@@ -142,8 +146,11 @@ def _spec_table(spec) -> str:
 
 
 def report_tex(spec, checks: Sequence, figures: list[tuple[str, str]], derivation_input: str,
-               title: str = "Theory against simulation") -> str:
-    """The text of ``report.tex`` (figures already as paths relative to the report)."""
+               title: str = "Theory against simulation", sections: Sequence[tuple[str, str]] = ()) -> str:
+    """The text of ``report.tex`` (figures already as paths relative to the report).
+
+    ``sections``: extra ``(title, LaTeX body)`` sections placed after the summary (verify
+    puts its per-layer accuracy table there)."""
     checks = list(checks)
     rows = [_row(c) for c in checks]
     failed = [r for r in rows if not r["passed"]]
@@ -168,6 +175,7 @@ def report_tex(spec, checks: Sequence, figures: list[tuple[str, str]], derivatio
         f"{verdict} Expectations are annealed (over weights and inputs). Each check compares one theory quantity "
         "(Appendix~\\ref{sec:steps}) with its Monte Carlo estimate at one query position $m$.",
         _spec_table(spec),
+        *(f"\\section{{{escape(name)}}}\n{body}" for name, body in sections),
         "\\section{Checks}",
         check_table(rows) if rows else "No checks were run.",
         "\\section{Figures}" if figs else "",
@@ -201,7 +209,8 @@ def compile_pdf(tex: Path, runs: int = 2, timeout: float = 120) -> Path:
 
 
 def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, notation=None,
-                     title: str = "Theory against simulation", compile: bool = False) -> Path:
+                     title: str = "Theory against simulation", compile: bool = False,
+                     sections: Sequence[tuple[str, str]] = ()) -> Path:
     """Write ``out_dir/report.tex`` (and compile it to ``report.pdf`` when ``compile``).
 
     out_dir       the report's folder (created if missing).
@@ -214,6 +223,7 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
                   ``python -m theory latex --out DIR`` (or DIR itself); None derives ``spec``
                   and writes it to ``out_dir/derivation/`` (about 15 s).
     notation      symbol map for the derivation written when ``derivation_tex`` is None.
+    sections      extra ``(title, LaTeX body)`` sections after the summary.
 
     Returns the path of ``report.tex`` (``report.pdf`` when ``compile``).
     """
@@ -223,7 +233,7 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
     figs = [(caption, _relative(path, out)) for caption, path in _figure_paths(figures, out)]
     derivation_input = _derivation_input(derivation_tex, spec, out, notation)
     tex = out / "report.tex"
-    tex.write_text(report_tex(spec, checks, figs, derivation_input, title), encoding="utf-8")
+    tex.write_text(report_tex(spec, checks, figs, derivation_input, title, sections), encoding="utf-8")
     return compile_pdf(tex) if compile else tex
 
 

@@ -1,0 +1,134 @@
+"""Accuracy through depth: the checks of a run summed up per layer and tap kind, and
+where the error grows with depth (with the assumptions the deeper layers add).
+
+`depth_accuracy` gives, per (layer, tap kind, quantity): the largest |relative error|
+``theory/sim - 1`` over the recorded positions (with the position, its 2-SE band and
+z), the largest |z|, the declared relative error and the failures; and the same largest
+relative error of the paper's leading order carried through depth (`theory.depth`,
+level ``leading``). `depth_findings` turns them into sentences: for each main tap kind
+whose error at some deeper layer exceeds layer 1's by more than the statistical noise,
+how much, where, and the assumptions that deeper layer rests on and layer 1 does not.
+Layers are 0-based in tap names (``blocks.0`` is layer 1) and 1-based in sentences.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+from ._theory import layer_of, suffix_of
+
+# The taps the depth figure and the findings follow (in this order).
+MAIN_TAPS = ("hook_resid_mid", "hook_resid_post", "hook_attn_out", "attn.hook_z", "hook_mlp_out")
+# The quantity of a tap kind whose relative error is summed up (the pattern has no var).
+_PRIMARY = {"attn.hook_pattern": "sum_sq"}
+# Growth with depth: a deeper layer's largest |relative error| is resolved (|z| above
+# GROWTH_Z, so not noise) and at least GROWTH_FACTOR times layer 1's largest.
+GROWTH_Z = 3.0
+GROWTH_FACTOR = 1.5
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def primary_quantity(suffix: str) -> str:
+    return _PRIMARY.get(suffix, "var")
+
+
+def depth_accuracy(checks: Iterable, leading_rows: Sequence = (), table=None) -> list[dict]:
+    """Per (layer, tap kind, quantity): accuracy of the judged ``checks`` (a `CheckSet`).
+
+    Rows cover ``var`` (``sum_sq`` for the pattern) of every tap, and ``mean`` where the
+    theory mean is not zero (``mlp.hook_post``). Each row: ``layer`` (0-based),
+    ``tap`` (kind, without layer), ``quantity``, ``level``, ``rel_tol`` (declared),
+    ``checks``, ``failed``, ``max_abs_rel_error`` with ``position``, ``rel_error``
+    (signed), ``rel_se`` (SE of the relative error) and ``z`` at that position,
+    ``max_abs_z`` over positions, ``leading_max_abs_rel_error`` (the paper's picture
+    through depth) and, with ``table``, ``assumptions`` of the tap.
+    """
+    groups: dict[tuple[int, str, str], list] = {}
+    for c in checks:
+        suffix = suffix_of(c.tap)
+        if c.quantity == "mean":
+            if not (_finite(c.theory) and c.theory != 0.0):
+                continue
+        elif c.quantity != primary_quantity(suffix):
+            continue
+        groups.setdefault((layer_of(c.tap), suffix, c.quantity), []).append(c)
+    leading: dict[tuple[int, str, str], float] = {}
+    for r in leading_rows:
+        key = (layer_of(r.tap), suffix_of(r.tap), r.quantity)
+        if key in groups and math.isfinite(r.rel_error):
+            leading[key] = max(leading.get(key, 0.0), abs(r.rel_error))
+    rows = []
+    for (layer, suffix, quantity), mine in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        rel = [(abs((c.theory - c.sim) / c.sim), c) for c in mine if c.sim and math.isfinite(c.sim)]
+        worst_rel, worst = max(rel, key=lambda rc: rc[0]) if rel else (math.nan, mine[0])
+        zs = [abs(c.z) for c in mine if math.isfinite(c.z)]
+        signed = (worst.theory - worst.sim) / worst.sim if worst.sim else math.nan
+        rel_se = worst.se / abs(worst.sim) if worst.sim and math.isfinite(worst.se) else math.nan
+        row = {
+            "layer": layer, "tap": suffix, "quantity": quantity, "level": mine[0].level,
+            "rel_tol": max(c.rel_tol for c in mine) if mine[0].level != "exact" else 0.0,
+            "checks": len(mine), "failed": sum(not c.passed for c in mine),
+            "max_abs_rel_error": worst_rel, "position": worst.position, "rel_error": signed, "rel_se": rel_se,
+            "z": worst.z if math.isfinite(worst.z) else None,
+            "max_abs_z": max(zs) if zs else None,
+            "leading_max_abs_rel_error": leading.get((layer, suffix, quantity)),
+        }
+        if table is not None:
+            row["assumptions"] = list(table.assumptions.get(f"blocks.{layer}.{suffix}", ()))
+        rows.append(row)
+    return rows
+
+
+def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> list[dict]:
+    """Where the error grows with depth, for each main tap kind.
+
+    Growth: at some layer ``l >= 1`` (0-based) the largest |relative error| is resolved
+    (|z| > `GROWTH_Z`) and at least `GROWTH_FACTOR` times layer 1's (index 0). Each finding names the layer of the largest error, the
+    errors at layer 1 and there, whether it stays within the declared tolerance, and the
+    assumptions of that layer's tap that layer 1's does not make (``new_assumptions``):
+    the candidates for what breaks. ``sentence`` says it in words.
+    """
+    findings = []
+    for suffix in taps:
+        mine = {r["layer"]: r for r in rows if r["tap"] == suffix and r["quantity"] == primary_quantity(suffix)}
+        if len(mine) < 2 or 0 not in mine:
+            continue
+        base = mine[0]
+        deeper = [r for layer, r in mine.items() if layer > 0 and _finite(r["max_abs_rel_error"])]
+        if not deeper or not _finite(base["max_abs_rel_error"]):
+            continue
+        worst = max(deeper, key=lambda r: r["max_abs_rel_error"])
+        grows = (worst["max_abs_rel_error"] >= GROWTH_FACTOR * base["max_abs_rel_error"]
+                 and _finite(worst["z"]) and abs(worst["z"]) > GROWTH_Z)
+        per_layer = [round(100 * mine[k]["max_abs_rel_error"], 2) for k in sorted(mine)]
+        new = [a for a in worst.get("assumptions", []) if a not in set(base.get("assumptions", []))]
+        within = worst["max_abs_rel_error"] <= worst["rel_tol"] if worst["level"] != "exact" else False
+        if grows:
+            side = "above" if worst["rel_error"] > 0 else "below"
+            sentence = (
+                f"`{suffix}`: the error grows with depth, from {100 * base['max_abs_rel_error']:.2f}% at layer 1 to "
+                f"{100 * worst['max_abs_rel_error']:.2f}% at layer {worst['layer'] + 1} (m = {worst['position']}, "
+                f"theory {side} simulation, z = {worst['z']:+.1f}; "
+                + (f"within the declared {100 * worst['rel_tol']:.0f}%" if within else
+                   f"beyond the declared {100 * worst['rel_tol']:.0f}%")
+                + "). "
+                + ("What breaks is what the deeper layer assumes and layer 1 does not: "
+                   + "; ".join(new) + "." if new else
+                   "The deeper layer makes no assumption that layer 1 does not; the growth comes from the "
+                   "approximations the two share, compounded through the recursion.")
+            )
+        else:
+            sentence = (f"`{suffix}`: no resolved growth with depth (largest |error| per layer: "
+                        + ", ".join(f"{e:.2f}%" for e in per_layer) + ").")
+        findings.append({
+            "tap": suffix, "grows": bool(grows), "layer": worst["layer"], "position": worst["position"],
+            "rel_error": worst["rel_error"], "z": worst["z"], "base_max_abs_rel_error": base["max_abs_rel_error"],
+            "max_abs_rel_error": worst["max_abs_rel_error"], "rel_tol": worst["rel_tol"],
+            "within_tolerance": bool(within), "per_layer_percent": per_layer, "new_assumptions": new,
+            "sentence": sentence,
+        })
+    return findings
