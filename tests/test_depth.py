@@ -279,3 +279,40 @@ def test_recursion_against_simulation(name):
             allowed = tol * np.abs(theory) + 4 * se
             worst = np.max(np.abs(theory - value) - allowed)
             assert worst <= 0, (tap, quantity, theory / value - 1, (theory - value) / se)
+
+
+# ----------------------------------------------------------------- Fisher information about position
+
+def test_fisher_information_of_known_families():
+    from theory.information import fisher_information
+
+    m = np.arange(1, 41, dtype=float)
+    # linear mean, constant variance: I = slope^2 / v exactly (central differences are exact)
+    np.testing.assert_allclose(fisher_information(3.0 + 0.5 * m, np.full(40, 2.0)), 0.125, rtol=1e-12)
+    # constant mean, variance e^{a m}: I = a^2 / 2 (v'/v = a), up to the difference error of exp
+    a = 0.01
+    np.testing.assert_allclose(fisher_information(np.ones(40), np.exp(a * m))[1:-1], a * a / 2, rtol=1e-4)
+    with pytest.raises(ValueError, match="> 0"):
+        fisher_information(m, -m)
+
+
+def test_position_information_follows_the_kernel():
+    from theory.information import position_information
+
+    spec = ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=32)
+    pred = depth_predict(spec)
+    info = position_information(spec, prediction=pred)
+    K = pred.kernel("hook_resid_post", 1)
+    np.testing.assert_allclose(info.mean["blocks.1.hook_resid_post"], np.diag(K), rtol=1e-15)
+    np.testing.assert_allclose(info.var["blocks.1.hook_resid_post"], 2 * np.diag(K) ** 2 / 64, rtol=1e-15)
+    # (d/2 + 2) (d log K / dm)^2 in the continuum; on the grid up to the difference error
+    logk = np.gradient(np.log(np.diag(K)))
+    I = info.fisher("hook_resid_post", 1)
+    assert np.all(np.diff(info.resolution("hook_resid_post", 1)[1:]) > 0)  # position blurs with m
+    assert I[5] == pytest.approx((32 + 2) * (np.gradient(np.diag(K))[5] / K[5, 5]) ** 2, rel=1e-3)
+    assert np.isfinite(logk).all()
+    # fewer degrees of freedom: less information, in proportion
+    half = position_information(spec, effective_dof=32, prediction=pred)
+    assert np.all(half.fisher("hook_resid_post", 1) < I)
+    with pytest.raises(ValueError, match="effective_dof"):
+        position_information(spec, effective_dof=0, prediction=pred)

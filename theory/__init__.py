@@ -6,11 +6,15 @@
 'approximate'
 """
 
-from . import taps
+from . import depth, taps
 from ._latex import latex
 from ._result import Level, StepResult
 from .derive import Derivation, Step, derive, predict
+from .information import position_information
 from .laws import Law, law
 from .spec import ModelSpec
 
-__all__ = ["ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex"]
+__all__ = [
+    "ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex",
+    "depth", "position_information",
+]
