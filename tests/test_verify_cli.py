@@ -39,8 +39,8 @@ def test_end_to_end(spec_file, tmp_path, capsys):
 def test_exit_status_one_when_a_check_fails(spec_file, tmp_path, monkeypatch, capsys):
     real = verify._job.theory_table
 
-    def wrong(spec, positions, level="best", derivation=None):
-        table = real(spec, positions, level, derivation)
+    def wrong(spec, positions, level="best", derivation=None, depth=None):
+        table = real(spec, positions, level, derivation, depth)
         return verify.MUTANTS["factor H dropped"](table) if level == "best" else table
 
     monkeypatch.setattr(verify._job, "theory_table", wrong)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import simulate
 import verify
+import verify._job
 from theory import ModelSpec
 from verify._mutants import variance_factor
 from verify.strategies import GPT2_INIT_LOGITS, MODERATE_LOGITS, SMALL_LOGITS, attention_flops, specs
@@ -75,7 +76,7 @@ def test_gross_formula_errors_are_caught(spec, seed):
 
 
 def test_gpt2_regime_contains_gpt2():
-    spec = verify.DEFAULT_SPEC
+    spec = verify._job.LAYER1_SPEC  # GPT-2 small, one attention layer
     tau2 = verify.logit_variance(spec, verify.theory_table(spec, [1]).value("blocks.0.ln1.hook_normalized", "var", 1))
     assert GPT2_INIT_LOGITS[0] <= tau2 <= GPT2_INIT_LOGITS[1]
     assert math.isclose(tau2, 0.0898, rel_tol=1e-3)

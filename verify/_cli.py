@@ -1,6 +1,6 @@
 """Command line of the main job.
 
-    python -m verify [--spec SPEC.json] [--preset quick|default|paper] [--samples N]
+    python -m verify [--spec SPEC.json] [--preset quick|default|depth|paper] [--samples N]
                      [--out DIR] [--seed S] [--alpha A] [--no-calibration]
                      [--calibration-runs R] [--device auto|cpu|cuda] [--threads N] [--quiet]
 
@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 
-from ._job import DEFAULT_SPEC, PRESETS
+from ._job import PRESETS
 
 
 SMALL_SAMPLE = 30  # below this many networks the report warns that its errors are rough
@@ -57,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     presets = ", ".join(f"{p.name}: {p.samples} networks, {p.calibration_runs} calibration runs" for p in PRESETS.values())
     parser = _Parser(
         prog="python -m verify",
-        description="Theory against simulation for layer 1 of a random NoPE transformer: derive, simulate, "
-        "judge every check (Holm), compare the paper's leading order, calibrate verify itself, and write "
-        "report.md, results.json, summary.tex and figures.",
+        description="Theory against simulation for every tap of every layer of a random NoPE transformer: "
+        "derive layer 1 and run the depth recursion, simulate, judge every check (Holm), measure the accuracy "
+        "per layer, compare the paper's leading order, calibrate verify itself, and write report.md, "
+        "results.json, summary.tex, report.tex and figures.",
         epilog="Exit status: 0 all checks passed, 1 a check failed, 2 bad input.",
     )
-    parser.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small width and init, 1 layer, T = 256)")
+    parser.add_argument("--spec", help="ModelSpec JSON file (default: the preset's spec; for quick, default and "
+                        "paper 3 layers with MLP at width 64, T = 64; for depth 6 layers at width 256, T = 256)")
     parser.add_argument("--preset", default="default", choices=list(PRESETS), help=f"work size ({presets})")
     parser.add_argument("--samples", type=_positive_int("--samples", 2), help="networks to simulate (overrides the preset)")
     parser.add_argument("--out", default="report", help="output directory (default: report/)")
@@ -83,7 +85,7 @@ def _load_spec(path: str | None):
     from theory import ModelSpec
 
     if path is None:
-        return DEFAULT_SPEC
+        return None  # the preset's spec (DEFAULT_SPEC unless the preset names one)
     return ModelSpec.load(path)
 
 

@@ -90,9 +90,13 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
     (|z| > `GROWTH_Z`) and at least `GROWTH_FACTOR` times layer 1's (index 0). Each finding names the layer of the largest error, the
     errors at layer 1 and there, whether it stays within the declared tolerance, and the
     assumptions of that layer's tap that layer 1's does not make (``new_assumptions``):
-    the candidates for what breaks. ``sentence`` says it in words.
+    the candidates for what breaks. A main tap of the same layer that does *not* grow
+    and rests on some of those assumptions but not on all of the growing tap's clears
+    them (its error would grow too if they broke): what is left is ``suspects``, the
+    assumptions the growth singles out. ``sentence`` says it in words.
     """
     findings = []
+    grown: dict[str, bool] = {}
     for suffix in taps:
         mine = {r["layer"]: r for r in rows if r["tap"] == suffix and r["quantity"] == primary_quantity(suffix)}
         if len(mine) < 2 or 0 not in mine:
@@ -107,28 +111,58 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
         per_layer = [round(100 * mine[k]["max_abs_rel_error"], 2) for k in sorted(mine)]
         new = [a for a in worst.get("assumptions", []) if a not in set(base.get("assumptions", []))]
         within = worst["max_abs_rel_error"] <= worst["rel_tol"] if worst["level"] != "exact" else False
-        if grows:
-            side = "above" if worst["rel_error"] > 0 else "below"
-            sentence = (
-                f"`{suffix}`: the error grows with depth, from {100 * base['max_abs_rel_error']:.2f}% at layer 1 to "
-                f"{100 * worst['max_abs_rel_error']:.2f}% at layer {worst['layer'] + 1} (m = {worst['position']}, "
-                f"theory {side} simulation, z = {worst['z']:+.1f}; "
-                + (f"within the declared {100 * worst['rel_tol']:.0f}%" if within else
-                   f"beyond the declared {100 * worst['rel_tol']:.0f}%")
-                + "). "
-                + ("What breaks is what the deeper layer assumes and layer 1 does not: "
-                   + "; ".join(new) + "." if new else
-                   "The deeper layer makes no assumption that layer 1 does not; the growth comes from the "
-                   "approximations the two share, compounded through the recursion.")
-            )
-        else:
-            sentence = (f"`{suffix}`: no resolved growth with depth (largest |error| per layer: "
-                        + ", ".join(f"{e:.2f}%" for e in per_layer) + ").")
+        grown[suffix] = bool(grows)
         findings.append({
             "tap": suffix, "grows": bool(grows), "layer": worst["layer"], "position": worst["position"],
             "rel_error": worst["rel_error"], "z": worst["z"], "base_max_abs_rel_error": base["max_abs_rel_error"],
             "max_abs_rel_error": worst["max_abs_rel_error"], "rel_tol": worst["rel_tol"],
             "within_tolerance": bool(within), "per_layer_percent": per_layer, "new_assumptions": new,
-            "sentence": sentence,
+            "suspects": list(new), "cleared_by": [],
         })
+    # Clear assumptions shared with taps of the same layer whose error does not grow.
+    by_key = {(r["layer"], r["tap"]): r for r in rows if r["quantity"] == primary_quantity(r["tap"])}
+    for f in findings:
+        if not f["grows"]:
+            continue
+        mine = set(by_key[(f["layer"], f["tap"])].get("assumptions", []))
+        for other in taps:
+            row = by_key.get((f["layer"], other))
+            if other == f["tap"] or row is None or grown.get(other, True):
+                continue
+            theirs = set(row.get("assumptions", []))
+            if mine <= theirs:  # it rests on everything the growing tap does: its error is diluted, not a witness
+                continue
+            cleared = [a for a in f["suspects"] if a in theirs]
+            if cleared:
+                f["suspects"] = [a for a in f["suspects"] if a not in theirs]
+                f["cleared_by"].append(other)
+    for f in findings:
+        f["sentence"] = _sentence(f)
     return findings
+
+
+def _sentence(f: dict) -> str:
+    suffix = f["tap"]
+    if not f["grows"]:
+        return (f"`{suffix}`: no resolved growth with depth (largest |error| per layer: "
+                + ", ".join(f"{e:.2f}%" for e in f["per_layer_percent"]) + ").")
+    side = "above" if f["rel_error"] > 0 else "below"
+    text = (
+        f"`{suffix}`: the error grows with depth, from {100 * f['base_max_abs_rel_error']:.2f}% at layer 1 to "
+        f"{100 * f['max_abs_rel_error']:.2f}% at layer {f['layer'] + 1} (m = {f['position']}, theory {side} "
+        f"simulation, z = {f['z']:+.1f}; " + ("within" if f["within_tolerance"] else "beyond")
+        + f" the declared {100 * f['rel_tol']:.0f}%). "
+    )
+    if not f["new_assumptions"]:
+        return text + ("The deeper layer makes no assumption that layer 1 does not; the growth comes from the "
+                       "approximations the two share, compounded through the recursion.")
+    if f["suspects"] and f["cleared_by"]:
+        cleared = [a for a in f["new_assumptions"] if a not in f["suspects"]]
+        many = len(f["cleared_by"]) > 1
+        return text + (
+            "What breaks: " + "; ".join(f["suspects"]) + ". Not " + "; ".join(cleared) + ": "
+            + ", ".join(f"`{t}`" for t in f["cleared_by"]) + " at the same layer "
+            + ("rest on it too and their errors do not grow." if many else "rests on it too and its error does not grow."))
+    return text + ("What breaks is among what the deeper layer assumes and layer 1 does not: "
+                   + "; ".join(f["suspects"] or f["new_assumptions"]) + ".")
+

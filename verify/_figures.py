@@ -133,7 +133,8 @@ def depth_error_figure(report) -> Figure:
                 xs.append(l + 1 + (j - 1) * 0.08)
                 ys.append(100 * (c.theory - c.sim) / c.sim)
                 es.append(200 * c.se / abs(c.sim) if np.isfinite(c.se) else 0.0)
-            ax.errorbar(xs, ys, yerr=es, fmt="o-", ms=4, capsize=2, color=colors[j % 3], label=f"best, m = {m}")
+            ax.errorbar(np.asarray(xs, float), np.asarray(ys, float), yerr=np.asarray(es, float), fmt="o-", ms=4,
+                        capsize=2, color=colors[j % 3], label=f"best, m = {m}")
         worst = []
         for l in x_all:
             rel = [abs(c.theory - c.sim) / abs(c.sim) for (t, _), c in by_key.items() if t == f"blocks.{l}.{kind}" and c.sim]
@@ -283,10 +284,12 @@ FIGURES = {"variance": variance_figure, "sum_sq": sum_sq_figure, "zscores": zsco
 DEPTH_FIGURES = ("depth_error", "depth_variance")
 
 
-def save_figures(report, out: Path) -> dict[str, list[str]]:
-    """Write every figure as ``NAME.png`` and ``NAME.pdf`` under ``out``."""
+def save_figures(report, out: Path, names=None) -> dict[str, list[str]]:
+    """Write every figure (or those in ``names``) as ``NAME.png`` and ``NAME.pdf`` under ``out``."""
     written = {}
     for name, make in FIGURES.items():
+        if names is not None and name not in names:
+            continue
         if name == "distributions" and not report.distributions:
             continue
         if name in DEPTH_FIGURES and not needs_depth(report.spec):

@@ -142,7 +142,7 @@ def _depth_matrix(report: Report, rows: list[dict]) -> list[str]:
         cells = []
         for l in range(layers):
             r = index.get((l, kind, "var"))
-            cells.append("" if r is None else f"{100 * r['max_abs_rel_error']:.2f}% (\|z\| {_g(r['max_abs_z'], 2)})"
+            cells.append("" if r is None else f"{100 * r['max_abs_rel_error']:.2f}% (\\|z\\| {_g(r['max_abs_z'], 2)})"
                          + ("" if not r["failed"] else " **FAIL**"))
         if any(cells):
             lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
@@ -173,7 +173,7 @@ def _depth_lines(report: Report) -> list[str]:
         "largest |z|, failed checks, and the paper's picture carried through depth (`theory.depth`, level "
         "`leading`: LayerNorm output of variance 1, uniform attention) at its largest |error|.",
         "",
-        "| layer | tap | quantity | level | declared | max \|rel. error\| | at m | rel. error ± SE | z | max \|z\| | failed | leading max \|rel. error\| |",
+        "| layer | tap | quantity | level | declared | max \\|rel. error\\| | at m | rel. error ± SE | z | max \\|z\\| | failed | leading max \\|rel. error\\| |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
