@@ -124,7 +124,8 @@ def measure_model(model, ids: torch.Tensor, groups: int, progress: bool = False)
     return out
 
 
-def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = 8, progress: bool = True) -> dict:
+def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = 8, progress: bool = True,
+                with_figures: bool = True) -> dict:
     """Measure every trained model in ``out_dir``; write ``out_dir/measure/``; return a summary."""
     out_dir = Path(out_dir)
     dest = out_dir / "measure"
@@ -149,7 +150,8 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     results["verdict"] = verdicts(results)
     (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    figures(results, dest)
+    if with_figures:
+        figures(results, dest)
     (dest / "report.md").write_text(report(results, out_dir), encoding="utf-8")
     return summary(results)
 

@@ -91,7 +91,7 @@ def _layer_norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 def _rms_norm(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # as Hugging Face: half -> float32
+    x32 = x.float()  # as Hugging Face's LlamaRMSNorm: in float32 whatever the model's dtype
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=8, help="disjoint groups of windows for the slopes' errors (default 8)")
     p.add_argument("--no-measure", action="store_true", help="train only")
     p.add_argument("--measure-only", action="store_true", help="measure the models of a finished run in --out")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (loss curve, measurement)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -74,13 +75,15 @@ def _config(args) -> TrainConfig:
 
 
 def _corpus(args, out: Path) -> Corpus:
-    """The split corpus, cached in ``out/corpus.npz`` (keyed by source and holdout)."""
+    """The split corpus, cached in ``out/corpus.npz`` (keyed by source and holdout); with
+    ``--measure-only`` and no ``--corpus``, the run's own cached corpus."""
     cache = out / "corpus.npz"
     source = str(Path(args.corpus).resolve()) if args.corpus else None
     if cache.exists():
         with np.load(cache) as npz:
             info = json.loads(str(npz["info"]))
-            if info.get("requested") == source and info.get("holdout") == args.holdout:
+            same = info.get("requested") == source and info.get("holdout") == args.holdout
+            if same or (args.measure_only and args.corpus is None):
                 return Corpus(npz["train"], npz["heldout"], info["source"], info["files"], info["heldout_files"])
     t0 = time.perf_counter()
     print(f"[train] reading corpus {source or 'python3.11-doc HTML'} ...", file=sys.stderr)
@@ -163,7 +166,8 @@ def _train_all(args, cfg: TrainConfig, out: Path, run: dict) -> dict:
         print(f"[train] {positional}: held-out {summary['trained_bits_per_byte']:.3f} bits/byte after "
               f"{summary['steps']} steps ({summary['wall_s']:.0f} s); init {summary['init_bits_per_byte']:.3f}; "
               f"unigram {run['baselines']['unigram_bits_per_byte']:.3f}", file=sys.stderr)
-    loss_figure(run, out)
+    if not args.no_figures:
+        loss_figure(run, out)
     return run
 
 
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 corpus = _corpus(args, out)
                 run["measurement"] = measure_run(out, corpus, sequences=args.sequences, groups=args.groups,
-                                                 progress=not args.no_progress)
+                                                 progress=not args.no_progress, with_figures=not args.no_figures)
             entry["finished_after_s"] = round(time.perf_counter() - t0, 1)
             _write(out, run)
         finally:

@@ -104,10 +104,12 @@ def test_llama_taps_match_their_definitions():
                          f"blocks.{l}.attn.hook_v": g @ a.v_proj.weight.T})
             if l + 1 < len(hf.model.layers):
                 refs[f"blocks.{l}.hook_resid_post"] = hidden[l + 1]
+    # Hugging Face's RMSNorm computes in float32 even in a float64 model: taps downstream of a
+    # norm carry its rounding (relative ~1e-7) against the float64 definitions here
     for tap, ref in refs.items():
         st = direct_stats(ref)
-        np.testing.assert_allclose(result[tap].var, st["var"], rtol=1e-8, err_msg=tap)
-        np.testing.assert_allclose(result[tap].mean, st["mean"], rtol=1e-8, atol=1e-13, err_msg=tap)
+        np.testing.assert_allclose(result[tap].var, st["var"], rtol=1e-6, err_msg=tap)
+        np.testing.assert_allclose(result[tap].mean, st["mean"], rtol=1e-6, atol=1e-9, err_msg=tap)
     # the remaining taps by identity: resid_mid = resid_pre + attn_out, resid_post = resid_mid + mlp_out
     cache = {}
     hooks = [hf.model.layers[0].register_forward_hook(lambda m, a, o: cache.__setitem__("post", o[0] if isinstance(o, tuple) else o))]
@@ -122,4 +124,4 @@ def test_llama_taps_match_their_definitions():
     post = F.silu(gate) * (cache["mlp_in"] @ mlp.up_proj.weight.T)
     for tap, ref in (("ln2.hook_normalized", e2), ("mlp.hook_pre", gate), ("mlp.hook_post", post),
                      ("hook_mlp_out", cache["mlp_out"]), ("hook_resid_mid", cache["post"] - cache["mlp_out"])):
-        np.testing.assert_allclose(result[f"blocks.0.{tap}"].var, direct_stats(ref)["var"], rtol=1e-8, err_msg=tap)
+        np.testing.assert_allclose(result[f"blocks.0.{tap}"].var, direct_stats(ref)["var"], rtol=1e-6, err_msg=tap)
