@@ -1,6 +1,7 @@
 """verify: theory against simulation (checks, calibration, property-based tests, reports).
 
-A *check* pairs a theory number (`theory.derive`, best level) with the simulated
+A *check* pairs a theory number (best level: `theory.derive` for the layer-1 attention
+taps, `theory.depth` for every other tap of every layer) with the simulated
 statistic of the same tap and position (`simulate.run`) and judges it by the theory's
 level: exact results by a z-score against the per-network Monte Carlo standard error,
 approximate ones after allowing their declared relative error; Holm's procedure over all
@@ -22,11 +23,12 @@ Hypothesis strategies for specs live in `verify.strategies`. See docs/verify.md.
 
 from ._calibration import CALIBRATION_SPEC, Calibration, calibrate
 from ._checks import DEFAULT_ALPHA, Check, CheckSet, Comparison, compare, comparisons, holm, judge
-from ._job import DEFAULT_SPEC, PRESETS, Preset, Report, positions_for, run
+from ._job import DEFAULT_SPEC, DEPTH_SPEC, PRESETS, Preset, Report, positions_for, run
 from ._mutants import MUTANTS, Mutant
 from ._report import console_summary, results_dict, write_report
 from ._distributions import DistributionCheck, distribution_checks
-from ._figures import distribution_figure, sum_sq_figure, variance_figure, zscore_figure
+from ._figures import (depth_error_figure, depth_variance_figure, distribution_figure, sum_sq_figure, variance_figure,
+                       zscore_figure)
 from ._theory import TheoryTable, logit_variance, relative_tolerance, theory_table
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "MUTANTS",
     "Mutant",
     "DEFAULT_SPEC",
+    "DEPTH_SPEC",
     "PRESETS",
     "Preset",
     "positions_for",
@@ -60,6 +63,8 @@ __all__ = [
     "sum_sq_figure",
     "zscore_figure",
     "distribution_figure",
+    "depth_error_figure",
+    "depth_variance_figure",
     "distribution_checks",
     "DistributionCheck",
 ]

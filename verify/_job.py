@@ -43,8 +43,9 @@ LAYER1_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
 
 @dataclass(frozen=True)
 class Preset:
-    """How much work a run does. ``calibration_samples=None`` means the main sample size
-    (power is measured "at the default sample size")."""
+    """How much work a run does. The calibration runs at the main sample size, capped at
+    ``calibration_samples`` when given (power is measured at the run's sample size, up to
+    that cap)."""
 
     name: str
     samples: int
@@ -254,7 +255,8 @@ def run(
     # main simulation runs here, single-threaded too: both cores busy, and no OpenMP team
     # to stall when another process holds a core (which slows torch's 2-thread team ~10x).
     runs = p.calibration_runs if calibration_runs is None else calibration_runs
-    cal_samples = p.calibration_samples or samples
+    # At the main sample size, at most the preset's calibration size (runs x samples is the cost).
+    cal_samples = min(p.calibration_samples, samples) if p.calibration_samples else samples
     cal_kwargs = dict(runs=runs, samples=cal_samples, alpha=alpha, seed=seed + CALIBRATION_SEED_OFFSET, device="cpu")
     if parallel is None:  # a second process costs a few seconds of imports: only for real work
         parallel = runs * cal_samples >= PARALLEL_MIN_WORK
