@@ -89,16 +89,23 @@ def activation(spec: ModelSpec, x: torch.Tensor) -> torch.Tensor:
 def psd_root(gram: torch.Tensor) -> torch.Tensor:
     """A square root ``L`` with ``L L^T = gram`` for a batch of PSD matrices (S, R, R).
 
-    Cholesky where it succeeds; a symmetric eigen-decomposition (float64) where the Gram
-    matrix is singular, e.g. when a finite vocabulary repeats a token in the sequence.
+    Cholesky where it succeeds; where the Gram matrix is singular or too ill-conditioned
+    for it (a finite vocabulary repeating a token; strongly correlated positions in deep
+    layers), a symmetric eigen-decomposition in float64 made triangular by a QR step.
+    The root is always lower triangular (`tril_matmul` relies on it).
     """
     root, info = torch.linalg.cholesky_ex(gram)
     bad = info != 0
     if bool(bad.any()):
         eigval, eigvec = torch.linalg.eigh(gram[bad].double())
-        fixed = eigvec * eigval.clamp(min=0.0).sqrt().unsqueeze(-2)
+        full = eigvec * eigval.clamp(min=0.0).sqrt().unsqueeze(-2)  # M with M M^T = gram, not triangular
+        # The callers multiply with `tril_matmul`, which reads the lower triangle only: make
+        # the root triangular. With M^T = Q R, M M^T = R^T R, so R^T is a lower-triangular root.
+        # (Without this, every row but the last lost part of its variance: deep layers, where
+        # positions are strongly correlated and the float32 Cholesky fails, came out far too small.)
+        upper = torch.linalg.qr(full.transpose(-1, -2), mode="r").R
         root = root.clone()
-        root[bad] = fixed.to(gram.dtype)
+        root[bad] = upper.transpose(-1, -2).to(gram.dtype)
     return root
 
 

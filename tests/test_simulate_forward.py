@@ -104,6 +104,17 @@ def test_psd_root_and_triangular_product():
     gram = e @ e.transpose(1, 2)
     root = psd_root(gram)
     assert torch.allclose(root @ root.transpose(1, 2), gram, atol=1e-9)
+    assert torch.equal(root, root.tril())  # tril_matmul reads the lower triangle only
+    # float32 and nearly collinear rows (deep layers): the Cholesky fails, the fallback
+    # root must still be triangular and carry each row's full variance
+    base = torch.randn(1, 1, 90, generator=gen)
+    rows = base + 1e-3 * torch.randn(2, 64, 90, generator=gen)
+    gram32 = (rows @ rows.transpose(1, 2)).float()
+    assert bool((torch.linalg.cholesky_ex(gram32).info != 0).any())  # the fallback is exercised
+    root32 = psd_root(gram32)
+    assert torch.equal(root32, root32.tril())
+    product = tril_matmul(root32, torch.eye(64).expand(2, 64, 64).contiguous())
+    assert torch.allclose((product * product).sum(-1), torch.diagonal(gram32, dim1=1, dim2=2), rtol=1e-3)
     for rows in (40, 70, 256):  # one and two row blocks
         e = torch.randn(2, rows, 300, generator=gen, dtype=torch.float64)
         full = e @ e.transpose(1, 2)
