@@ -333,6 +333,12 @@ def _findings(positional: str, rows: list[dict], entry: dict) -> str:
             if yes and no:
                 where += f", not in layers {no}"
             out.append(f"- `{suffix}` ({label}): the shrinkage with position {where} (slope trained vs init: {fr}).")
+    for key, label in (("trained_slope", "Var"), ("trained_slope_in", "Var across inputs")):
+        sel = [r for r in rows if r["tap"] == "hook_attn_out"]
+        order = sorted(sel, key=lambda r: r[key])
+        out.append(f"- `hook_attn_out` ({label}): the trained slope is steepest in layer {order[0]['layer']} "
+                   f"({order[0][key]:+.2f}) and shallowest in layer {order[-1]['layer']} ({order[-1][key]:+.2f}); "
+                   "per layer: " + ", ".join(f"{r[key]:+.2f}" for r in sel) + ".")
     ent = [(l["entropy_over_ln_m"], t["entropy_over_ln_m"]) for l, t in zip(entry["init"]["layers"], entry["trained"]["layers"])]
     out.append("- attention entropy / ln m, init -> trained, per layer: "
                + ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in ent)

@@ -191,17 +191,19 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_model(path: str | Path, which: str = "trained") -> NoPETransformer:
-    """A model from ``init.pt`` / ``checkpoint.pt`` (``which`` = "trained" or "init" for a
-    checkpoint; an ``init.pt`` is the initialisation)."""
+def load_model(path: str | Path) -> NoPETransformer:
+    """The model an ``init.pt`` (the initialisation) or a ``checkpoint.pt`` holds, in eval mode."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no checkpoint at {str(path)!r}")
     state = torch.load(path, map_location="cpu", weights_only=False)
     spec = ModelSpec.from_dict(state["spec"])
     model = NoPETransformer(spec, seed=0)
-    key = "model" if which == "trained" or "init" not in state else "init"
-    model.load_state_dict(state[key])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"{str(path)!r} does not fit this version of NoPETransformer ({first})") from None
     model.eval()
     return model
 
