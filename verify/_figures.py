@@ -153,8 +153,11 @@ def depth_error_figure(report) -> Figure:
         ax.set_ylabel("theory / simulation - 1 (%)")
         ax.set_title(kind)
         finite = [abs(v) for v in ly if np.isfinite(v)]
-        if finite and max(finite) > 15:  # keep the best level readable: clip the leading order
+        if finite and max(finite) > 15:  # keep the best level readable: clip the leading order, print its value
             ax.set_ylim(-10, 10)
+            for x, y in zip(lx, ly):
+                if abs(y) > 10:
+                    ax.annotate(f"{y:+.0f}%", (x, 9.0 if y > 0 else -9.0), color="tab:red", fontsize=7, ha="center")
     if len(axes):
         axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"Relative error through depth ({report.samples} networks; bars: 2 SE)", fontsize=10)
