@@ -109,7 +109,7 @@ def test_llama_taps_match_their_definitions():
     for tap, ref in refs.items():
         st = direct_stats(ref)
         np.testing.assert_allclose(result[tap].var, st["var"], rtol=1e-6, err_msg=tap)
-        np.testing.assert_allclose(result[tap].mean, st["mean"], rtol=1e-6, atol=1e-9, err_msg=tap)
+        np.testing.assert_allclose(result[tap].mean, st["mean"], rtol=1e-6, atol=1e-7, err_msg=tap)
     # the remaining taps by identity: resid_mid = resid_pre + attn_out, resid_post = resid_mid + mlp_out
     cache = {}
     hooks = [hf.model.layers[0].register_forward_hook(lambda m, a, o: cache.__setitem__("post", o[0] if isinstance(o, tuple) else o))]
@@ -119,9 +119,10 @@ def test_llama_taps_match_their_definitions():
         hf(ids)
     for h in hooks:
         h.remove()
-    e2 = cache["mlp_in"] / hf.model.layers[0].post_attention_layernorm.weight
-    gate = cache["mlp_in"] @ mlp.gate_proj.weight.T
-    post = F.silu(gate) * (cache["mlp_in"] @ mlp.up_proj.weight.T)
+    with torch.no_grad():
+        e2 = cache["mlp_in"] / hf.model.layers[0].post_attention_layernorm.weight
+        gate = cache["mlp_in"] @ mlp.gate_proj.weight.T
+        post = F.silu(gate) * (cache["mlp_in"] @ mlp.up_proj.weight.T)
     for tap, ref in (("ln2.hook_normalized", e2), ("mlp.hook_pre", gate), ("mlp.hook_post", post),
                      ("hook_mlp_out", cache["mlp_out"]), ("hook_resid_mid", cache["post"] - cache["mlp_out"])):
         np.testing.assert_allclose(result[f"blocks.0.{tap}"].var, direct_stats(ref)["var"], rtol=1e-6, err_msg=tap)
