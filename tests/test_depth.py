@@ -136,8 +136,8 @@ def test_softmax_rows_interpolation_matches_direct_quadrature():
 @pytest.mark.parametrize("eps", [0.0, 1e-5])
 @pytest.mark.parametrize("level", ["best", "leading"])
 def test_layer_one_of_the_recursion_is_the_layer_one_derivation(eps, level):
-    spec = ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=80, sigma_q=0.1, sigma_k=0.1, ln_eps=eps)
-    pos = [1, 2, 5, 33, 80]
+    spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=48, sigma_q=0.1, sigma_k=0.1, ln_eps=eps)
+    pos = [1, 2, 5, 33, 48]
     layer_one = predict(spec, pos, level, taps=ATTENTION_TAPS)["predictions"]
     pred = depth_predict(spec, level).at(pos)
     for tap, per_m in layer_one.items():
@@ -202,7 +202,7 @@ def small_specs(draw):
     return ModelSpec(
         d_model=d_head * heads,
         n_heads=heads,
-        n_layers=draw(st.integers(1, 4)),
+        n_layers=draw(st.integers(1, 3)),
         seq_len=draw(st.integers(2, 24)),
         sigma_embed=draw(st.floats(0.01, 1.0)),
         sigma_q=draw(st.floats(0.0, 0.3)),
@@ -218,7 +218,7 @@ def small_specs(draw):
     )
 
 
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(small_specs())
 def test_recursion_structure_over_random_specs(spec):
     pred = depth_predict(spec)

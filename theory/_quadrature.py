@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import roots_hermite, roots_jacobi
 
 
+@lru_cache(maxsize=256)
 def gamma_rule(n: int, shape: float) -> tuple[np.ndarray, np.ndarray]:
     """Gauss rule for ``Gamma(shape, 1)``: nodes and probability weights (Golub–Welsch).
 
@@ -44,7 +46,9 @@ def gamma_rule(n: int, shape: float) -> tuple[np.ndarray, np.ndarray]:
     off = np.sqrt(np.arange(1, n) * (np.arange(1, n) + alpha))
     jacobi = np.diag(2 * i + alpha + 1) + np.diag(off, 1) + np.diag(off, -1)
     nodes, vectors = np.linalg.eigh(jacobi)
-    return nodes, vectors[0] ** 2
+    weights = vectors[0] ** 2
+    nodes.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller
+    return nodes, weights
 
 
 def scaled_chi2_rule(n: int, dof: float) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +59,7 @@ def scaled_chi2_rule(n: int, dof: float) -> tuple[np.ndarray, np.ndarray]:
     return 2.0 * x / dof, w
 
 
+@lru_cache(maxsize=256)
 def sphere_coordinate_rule(n: int, dim: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes/weights for ``sqrt(dim) c``, c one coordinate of a uniform unit vector in R^dim.
 
@@ -64,12 +69,16 @@ def sphere_coordinate_rule(n: int, dim: float) -> tuple[np.ndarray, np.ndarray]:
     """
     if not math.isfinite(dim) or dim > 1e6:
         x, w = roots_hermite(n)
-        return x * math.sqrt(2.0), w / w.sum()
+        nodes, weights = x * math.sqrt(2.0), w / w.sum()
+        nodes.flags.writeable = weights.flags.writeable = False
+        return nodes, weights
     if dim < 2:
         raise ValueError(f"sphere dimension must be >= 2, got {dim}")
     a = (dim - 3.0) / 2.0
     x, w = roots_jacobi(n, a, a)
-    return x * math.sqrt(dim), w / w.sum()
+    nodes, weights = x * math.sqrt(dim), w / w.sum()
+    nodes.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller
+    return nodes, weights
 
 
 @dataclass(frozen=True)
