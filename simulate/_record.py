@@ -57,8 +57,8 @@ from torch import nn
 from theory import ModelSpec
 from theory.taps import LAYER_TAPS, parse_tap, tap_name
 
-from ._result import SimulationResult, TapStats
-from ._run import Progress, resolve_positions, versions
+from ._result import SimulationResult
+from ._run import Progress, _build_result, resolve_positions, versions
 from ._stats import Accumulator, RowValues, extract, row_counts, tap_rows, unit_moments
 
 Transform = Callable[[torch.Tensor, nn.Module], torch.Tensor]
@@ -439,7 +439,7 @@ def record(
     }
     if across_inputs:
         meta["across_inputs"] = True
-    result = _result(spec, pos, acc, stat_rows, tap_list, meta)
+    result = _build_result(spec, pos, acc, stat_rows, tap_list, meta)
     for tap, c in coords.items():
         with np.errstate(invalid="ignore", divide="ignore"):
             var_c = c["m2"] / (c["n"] - 1) if c["n"] > 1 else np.full_like(c["m2"], np.nan)
@@ -501,23 +501,3 @@ def _accumulate(acc, captured, tap_list, positions_t, first, count, seq_len, non
     if not finite.all():
         nonfinite.extend(int(u) for u in units[~finite])
     acc.add(units[finite], moments[:, finite], np.stack(counts), first + count)
-
-
-def _result(spec, pos, acc, stat_rows, tap_list, meta) -> SimulationResult:
-    final = acc.finalize()
-    index = {row: i for i, row in enumerate(stat_rows)}
-    stats = {}
-    for tap in tap_list:
-        i = index[(tap, "value")]
-        extra = {}
-        if (tap, "sum_sq") in index:
-            j, k = index[(tap, "sum_sq")], index[(tap, "entropy")]
-            extra = {"sum_sq": final["mean"][j], "sum_sq_se": final["mean_se"][j],
-                     "entropy": final["mean"][k], "entropy_se": final["mean_se"][k]}
-        stats[tap] = TapStats(
-            tap=tap, positions=pos, n=int(final["units"][i][0]), n_values=final["n_values"][i],
-            mean=final["mean"][i], mean_se=final["mean_se"][i], var=final["var"][i], var_se=final["var_se"][i],
-            skewness=final["skewness"][i], kurtosis=final["kurtosis"][i],
-            m2=final["m2"][i], m3=final["m3"][i], m4=final["m4"][i], **extra,
-        )
-    return SimulationResult(spec=spec, positions=pos, stats=stats, meta=meta)

@@ -386,6 +386,9 @@ def _build_result(spec, pos, acc, stat_rows, tap_list, meta) -> SimulationResult
                 "sum_sq": final["mean"][j], "sum_sq_se": final["mean_se"][j],
                 "sum_sq_reservoir": res[j] if acc.reservoir_size else None,
             }
+        if (tap, "entropy") in index:  # rows `simulate.record` adds for the pattern
+            k = index[(tap, "entropy")]
+            extra.update(entropy=final["mean"][k], entropy_se=final["mean_se"][k])
         stats[tap] = TapStats(
             tap=tap, positions=pos, n=int(final["units"][i][0]), n_values=final["n_values"][i],
             mean=final["mean"][i], mean_se=final["mean_se"][i], var=final["var"][i], var_se=final["var_se"][i],

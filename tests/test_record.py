@@ -14,12 +14,7 @@ from simulate import NoPETransformer, Site, SimulationResult, record
 from theory import ModelSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def direct_stats(x: torch.Tensor, masked: bool = False) -> dict[str, np.ndarray]:

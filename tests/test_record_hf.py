@@ -23,12 +23,7 @@ transformers = pytest.importorskip("transformers")
 from test_record import direct_stats  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _gpt2_from(model: NoPETransformer):

@@ -17,12 +17,7 @@ from simulate._train_cli import main
 FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
