@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import verify
+import verify._checks
 import verify._depth
 import verify._figures
 import verify._job
@@ -134,6 +135,9 @@ def _rows(base_error, deep_error, deep_z):
 def test_findings_name_the_assumptions_that_break():
     grows = verify._depth.depth_findings(_rows(0.005, 0.025, -5.0), taps=("attn.hook_z",))[0]
     assert grows["grows"] and grows["layer"] == 1 and grows["within_tolerance"]
+    # Resolved means beyond Bonferroni at 5% over the deeper checks (8 here: 2.73).
+    assert grows["z_threshold"] == pytest.approx(verify._checks.critical_z(0.05, 8))
+    assert not verify._depth.depth_findings(_rows(0.005, 0.025, -2.6), taps=("attn.hook_z",))[0]["grows"]
     assert grows["new_assumptions"] == ["NNGP closure", "softmax rows of correlated keys as i.i.d."]
     assert "grows with depth" in grows["sentence"] and "softmax rows of correlated keys" in grows["sentence"]
     assert "theory below simulation" in grows["sentence"] and "layer 2" in grows["sentence"]

@@ -16,16 +16,22 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+from ._checks import critical_z
 from ._theory import layer_of, suffix_of
 
 # The taps the depth figure and the findings follow (in this order).
 MAIN_TAPS = ("hook_resid_mid", "hook_resid_post", "hook_attn_out", "attn.hook_z", "hook_mlp_out")
 # The quantity of a tap kind whose relative error is summed up (the pattern has no var).
 _PRIMARY = {"attn.hook_pattern": "sum_sq"}
-# Growth with depth: a deeper layer's largest |relative error| is resolved (|z| above
-# GROWTH_Z, so not noise) and at least GROWTH_FACTOR times layer 1's largest.
-GROWTH_Z = 3.0
+# Growth with depth: a deeper layer's largest |relative error| is resolved -- its |z| beyond
+# the two-sided Bonferroni critical value at GROWTH_ALPHA over that tap's checks at the
+# deeper layers (the largest of many z-scores is not noise only beyond that) -- and at
+# least GROWTH_FACTOR times layer 1's largest.
+GROWTH_ALPHA = 0.05
 GROWTH_FACTOR = 1.5
+# Taps that can clear an assumption (see `depth_findings`): not the residual sums, which
+# carry every upstream tap's error diluted.
+WITNESS_TAPS = ("attn.hook_z", "hook_attn_out", "hook_mlp_out")
 
 
 def _finite(x) -> bool:
@@ -87,10 +93,12 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
     """Where the error grows with depth, for each main tap kind.
 
     Growth: at some layer ``l >= 1`` (0-based) the largest |relative error| is resolved
-    (|z| > `GROWTH_Z`) and at least `GROWTH_FACTOR` times layer 1's (index 0). Each finding names the layer of the largest error, the
+    (|z| beyond the Bonferroni critical value at `GROWTH_ALPHA` over the tap's checks at
+    the deeper layers, ``z_threshold``) and at least `GROWTH_FACTOR` times layer 1's. Each finding names the layer of the largest error, the
     errors at layer 1 and there, whether it stays within the declared tolerance, and the
     assumptions of that layer's tap that layer 1's does not make (``new_assumptions``):
-    the candidates for what breaks. A main tap of the same layer that does *not* grow
+    the candidates for what breaks. A non-residual main tap (`WITNESS_TAPS`) of the same
+    layer that does *not* grow
     and rests on some of those assumptions but not on all of the growing tap's clears
     them (its error would grow too if they broke): what is left is ``suspects``, the
     assumptions the growth singles out. ``sentence`` says it in words.
@@ -106,8 +114,9 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
         if not deeper or not _finite(base["max_abs_rel_error"]):
             continue
         worst = max(deeper, key=lambda r: r["max_abs_rel_error"])
+        threshold = critical_z(GROWTH_ALPHA, sum(r["checks"] for r in deeper))
         grows = (worst["max_abs_rel_error"] >= GROWTH_FACTOR * base["max_abs_rel_error"]
-                 and _finite(worst["z"]) and abs(worst["z"]) > GROWTH_Z)
+                 and _finite(worst["z"]) and abs(worst["z"]) > threshold)
         per_layer = [round(100 * mine[k]["max_abs_rel_error"], 2) for k in sorted(mine)]
         new = [a for a in worst.get("assumptions", []) if a not in set(base.get("assumptions", []))]
         within = worst["max_abs_rel_error"] <= worst["rel_tol"] if worst["level"] != "exact" else False
@@ -117,7 +126,7 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
             "rel_error": worst["rel_error"], "z": worst["z"], "base_max_abs_rel_error": base["max_abs_rel_error"],
             "max_abs_rel_error": worst["max_abs_rel_error"], "rel_tol": worst["rel_tol"],
             "within_tolerance": bool(within), "per_layer_percent": per_layer, "new_assumptions": new,
-            "suspects": list(new), "cleared_by": [],
+            "suspects": list(new), "cleared_by": [], "z_threshold": threshold,
         })
     # Clear assumptions shared with taps of the same layer whose error does not grow.
     by_key = {(r["layer"], r["tap"]): r for r in rows if r["quantity"] == primary_quantity(r["tap"])}
@@ -127,7 +136,7 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
         mine = set(by_key[(f["layer"], f["tap"])].get("assumptions", []))
         for other in taps:
             row = by_key.get((f["layer"], other))
-            if other == f["tap"] or row is None or grown.get(other, True):
+            if other == f["tap"] or other not in WITNESS_TAPS or row is None or grown.get(other, True):
                 continue
             theirs = set(row.get("assumptions", []))
             if mine <= theirs:  # it rests on everything the growing tap does: its error is diluted, not a witness

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._depth import MAIN_TAPS
 from ._figures import depth_variance_tap, save_figures
-from ._job import DEFAULT_SPEC, Report
+from ._job import DEFAULT_SPEC, PRESETS, Report
 
 MEASURE = "annealed"
 
@@ -91,12 +91,16 @@ def results_dict(report: Report, figures: dict | None = None) -> dict:
 # ------------------------------------------------------------------------------ markdown
 def _spec_lines(report: Report) -> list[str]:
     spec = report.spec.to_dict()
-    default = DEFAULT_SPEC.to_dict()
+    preset = PRESETS.get(report.preset)
+    base = preset.spec if preset is not None and preset.spec is not None else DEFAULT_SPEC
+    name = "the default spec" if base == DEFAULT_SPEC else f"the `{report.preset}` preset's spec"
+    default = base.to_dict()
     changed = {k: v for k, v in spec.items() if v != default.get(k)}
-    what = (f"{DEFAULT_SPEC.n_layers} pre-LN blocks with MLP, d = {DEFAULT_SPEC.d_model}, T = {DEFAULT_SPEC.seq_len}, "
-            f"GPT-2 init with sigma_q = sigma_k = {DEFAULT_SPEC.sigma_q}")
-    head = (f"the default spec ({what})" if not changed
-            else f"the default spec ({what}) with " + ", ".join(f"`{k}={v}`" for k, v in changed.items()))
+    what = (f"{base.n_layers} pre-LN blocks{'' if base.attn_only else ' with MLP'}, d = {base.d_model}, "
+            f"T = {base.seq_len}, GPT-2 init" + ("" if base.sigma_q == 0.02 and base.sigma_k == 0.02 else
+                                                 f" with sigma_q = {base.sigma_q}, sigma_k = {base.sigma_k}"))
+    head = (f"{name} ({what})" if not changed
+            else f"{name} ({what}) with " + ", ".join(f"`{k}={v}`" for k, v in changed.items()))
     return [
         f"- Spec: {head}.",
         f"- Key numbers: n_layers = {spec['n_layers']}, MLP = {'no' if spec['attn_only'] else spec['activation']}, "
