@@ -139,7 +139,7 @@ def loss_figure(run: dict, out: Path) -> None:
     ax.axhline(base["bigram_bits_per_byte"], color="gray", ls=":", lw=1, label="bigram baseline")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("bits per byte")
-    ax.set_title(f"byte-level LM on {Path(run['corpus']['source']).name}")
+    ax.set_title(f"byte-level LM on {'/'.join(Path(run['corpus']['source']).parts[-2:])}", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
