@@ -76,6 +76,11 @@ _TAU_NODES = ((2.0, 5), (4.0, 7), (math.inf, 9))
 DECLARED_TOLERANCE = {"residual": 0.02, "attention": 0.03, "layer-1 eps": None}
 _ATTENTION_PATH = ("attn.hook_pattern", "attn.hook_z", "hook_attn_out")
 
+# Assumptions shared by every approximate step (stated once, so verify can compare them).
+_CLOSURE = "residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)"
+_FLUCTUATION = ("per-network fluctuation of the kernel (and of the pre-activation Gram matrix) "
+                "about its mean neglected, O(1/sqrt(d))")
+
 
 @dataclass(frozen=True)
 class DepthPrediction:
@@ -274,7 +279,7 @@ def predict(
         # Layer 1 of `theory.derive` is exact at eps = 0; the closure below only from layer 2.
         exact_here = first and best and eps == 0
         lvl = Level.EXACT if exact_here else Level.APPROXIMATE
-        closure = () if first else ("residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)",)
+        closure = () if first else (_CLOSURE, _FLUCTUATION)
         ln_assume = closure + (("eps neglected, LayerNorm output variance 1",) if not best else ())
         err_ln = "exact" if (first and best) else ("O(1/d) from the closure" if best else "O(eps/Var(x)) + O(1/d)")
 
@@ -322,7 +327,7 @@ def predict(
         K_attn = so**2 * sv**2 * d**2 * A
         put("hook_attn_out", layer, a_lvl, err_att, att_assume, mean=zero, var=np.diag(K_attn).copy())
         K = K + K_attn  # E[x_m . W_o z_n] = 0: W_o has mean zero and is independent of x
-        put("hook_resid_mid", layer, a_lvl, err_att, att_assume + ("W_o independent of x (annealed)",),
+        put("hook_resid_mid", layer, a_lvl, err_att, att_assume,
             mean=zero, var=np.diag(K).copy())
         kernels[tap_name("hook_resid_mid", layer)] = K.copy()
         if spec.attn_only:
@@ -333,8 +338,7 @@ def predict(
         # ---- MLP sub-block
         E2, _ = ln_map(K)
         nu1b = np.diag(E2).copy()
-        mlp_assume = ("residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)",
-                      "pre-activation Gram matrix replaced by its mean (fluctuation O(1/sqrt(d)) neglected)")
+        mlp_assume = (_CLOSURE, _FLUCTUATION)
         # At layer 1 with eps = 0, |e2|^2 = d exactly, so hook_pre ~ N(0, sigma_in^2 d) exactly and
         # every per-position moment of the MLP is a one-dimensional Gaussian integral: exact.
         m_lvl = Level.EXACT if exact_here else Level.APPROXIMATE
@@ -350,7 +354,8 @@ def predict(
         K_mlp = sout**2 * d_mlp * F
         put("hook_mlp_out", layer, m_lvl, err_mlp, mlp_assume, mean=zero, var=np.diag(K_mlp).copy())
         K = K + K_mlp  # W_out has mean zero and is independent of x
-        put("hook_resid_post", layer, m_lvl, err_mlp, mlp_assume + att_assume, mean=zero, var=np.diag(K).copy())
+        put("hook_resid_post", layer, m_lvl, err_mlp, tuple(dict.fromkeys(att_assume + mlp_assume)), mean=zero,
+            var=np.diag(K).copy())
         kernels[tap_name("hook_resid_post", layer)] = K.copy()
         if progress:
             progress(f"layer {layer}: resid_post var at m=1: {K[0, 0]:.4g}, m={T}: {K[-1, -1]:.4g}")
