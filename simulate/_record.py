@@ -381,7 +381,7 @@ def record(
     coords: dict[str, dict[str, Any]] = {}
     seq_len, done, nonfinite = None, 0, []
     total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else None
-    bar = Progress(total or 0, 0, progress if total else False)
+    bar = Progress(total or 0, 0, progress if total else False, unit="sequences")
     t0 = time.perf_counter()
     try:
         for tap in tap_list:

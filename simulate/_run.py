@@ -121,8 +121,8 @@ def chunk_bytes_per_unit(spec: ModelSpec, plan_total: int, rows: int, need_patte
 class Progress:
     """A one-line progress bar on stderr for long runs."""
 
-    def __init__(self, total: int, done: int, enabled: str | bool):
-        self.total, self.start_done = total, done
+    def __init__(self, total: int, done: int, enabled: str | bool, unit: str = "samples"):
+        self.total, self.start_done, self.unit = total, done, unit
         self.t0 = time.perf_counter()
         self.last = 0.0
         self.enabled = enabled
@@ -138,7 +138,7 @@ class Progress:
         width = 30
         fill = int(width * done / max(self.total, 1))
         sys.stderr.write(
-            f"\r[simulate] |{'#' * fill}{'.' * (width - fill)}| {done}/{self.total} samples"
+            f"\r[simulate] |{'#' * fill}{'.' * (width - fill)}| {done}/{self.total} {self.unit}"
             f"  {rate:.1f}/s  eta {eta:.0f}s "
         )
         sys.stderr.flush()
