@@ -237,6 +237,29 @@ def test_derivation_compiles_with_notation(symbolic, tmp_path):
 
 
 @needs_pdflatex
+@pytest.mark.parametrize("symbolic_fields", [(), ("sigma_o", "n_layers")])
+def test_depth_section_compiles_with_its_table(symbolic_fields, tmp_path):
+    spec = ModelSpec(d_model=32, n_heads=2, n_layers=2, seq_len=16, output_scaling="gpt2")
+    spec = spec.symbolic(*symbolic_fields) if symbolic_fields else spec
+    notation = {"sigma_o": r"\sigma_{O}"}
+    section = latex(spec, notation=notation, part="depth")
+    assert "\\label{eq:depth:attention}" in section and "\\sigma_{O}" in section
+    assert ("\\label{tab:depth}" in section) == (not symbolic_fields)  # numbers only for numeric specs
+    written = main(["latex", "--depth", "--out", str(tmp_path)] + (["--spec", _spec_file(spec, tmp_path)] if not symbolic_fields else []))
+    assert written == 0 and (tmp_path / "depth.tex").is_file()
+    latex(spec, notation=notation, depth=True, out=tmp_path)
+    log = compile_tex(tmp_path / "derivation.tex")
+    assert_clean(log)
+    assert "eq:depth:mehler" in (tmp_path / "derivation.aux").read_text()
+
+
+def _spec_file(spec, tmp_path):
+    path = tmp_path / "spec.json"
+    spec.save(str(path))
+    return str(path)
+
+
+@needs_pdflatex
 def test_a_step_snippet_inputs_into_a_paper(numeric, tmp_path):
     latex(numeric, out=tmp_path)
     paper = tmp_path / "paper.tex"

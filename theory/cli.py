@@ -2,7 +2,7 @@
 
     python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
     python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--layers all|0,3] [--json]
-    python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] --out DIR
+    python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] [--depth] --out DIR
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
 """
@@ -68,6 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
     t.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
     t.add_argument("--notation", help='JSON object mapping our symbols to yours, e.g. {"sigma_q": "\\\\sigma_{Q}", "d_model": "D"} (JSON escapes the backslash)')
+    t.add_argument("--depth", action="store_true", help="add the depth recursion (every layer; a table of predictions for numeric specs) and write depth.tex")
     t.add_argument("--out", required=True, help="directory to write into (created if missing)")
     return parser
 
@@ -85,7 +86,7 @@ def _latex(args) -> str:
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {args.out} exists and is not a directory; give a directory")
     try:
-        written = write(derive(spec), out, notation)
+        written = write(derive(spec), out, notation, depth=args.depth)
     except OSError as err:
         raise CliError(f"cannot write into {args.out}: {err.strerror}") from None
     steps = [k for k in written if k.startswith("blocks.")]
@@ -94,7 +95,7 @@ def _latex(args) -> str:
         f"      {written['body']}  (\\input into a paper; needs amsmath, amssymb, booktabs)",
         f"      {len(steps)} step snippets in {out / 'steps'}",
         f"      {written['notation']}",
-    ])
+    ] + ([f"      {written['depth']}  (the depth recursion, also inside the document)"] if "depth" in written else []))
 
 
 def _derive(args) -> str:
