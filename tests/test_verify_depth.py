@@ -147,7 +147,7 @@ def test_findings_name_the_assumptions_that_break():
     both = verify._depth.depth_findings(_rows(0.005, 0.025, -5.0) + mlp, taps=("attn.hook_z", "hook_mlp_out"))
     assert not both[1]["grows"]
     assert both[0]["suspects"] == ["softmax rows of correlated keys as i.i.d."]
-    assert both[0]["cleared_by"] == ["hook_mlp_out"] and "Not NNGP closure" in both[0]["sentence"]
+    assert both[0]["cleared_by"] == ["hook_mlp_out"] and "Less likely: NNGP closure" in both[0]["sentence"]
     # Not resolved (|z| small) or not larger: no growth claimed.
     assert not verify._depth.depth_findings(_rows(0.005, 0.025, -1.5), taps=("attn.hook_z",))[0]["grows"]
     assert not verify._depth.depth_findings(_rows(0.02, 0.025, -5.0), taps=("attn.hook_z",))[0]["grows"]

@@ -169,9 +169,12 @@ def _sentence(f: dict) -> str:
         cleared = [a for a in f["new_assumptions"] if a not in f["suspects"]]
         many = len(f["cleared_by"]) > 1
         return text + (
-            "What breaks: " + "; ".join(f["suspects"]) + ". Not " + "; ".join(cleared) + ": "
+            "Most likely what breaks: " + "; ".join(f["suspects"]) + ". Less likely: " + "; ".join(cleared) + ": "
             + ", ".join(f"`{t}`" for t in f["cleared_by"]) + " at the same layer "
-            + ("rest on it too and their errors do not grow." if many else "rests on it too and its error does not grow."))
+            + ("rest on it too and their errors do not grow" if many else "rests on it too and its error does not grow")
+            + " (a hint, not a proof: one assumption can touch two taps unequally, e.g. the shared "
+            "off-diagonal part of the kernel that attention passes on and the MLP does not; see "
+            "docs/theory.md, \"Measured through depth\").")
     return text + ("What breaks is among what the deeper layer assumes and layer 1 does not: "
                    + "; ".join(f["suspects"] or f["new_assumptions"]) + ".")
 
