@@ -7,27 +7,30 @@ covariance ``c`` (one hidden unit at two positions), the MLP needs
 * ``E[phi(s Z)^2]``                               (its second moment), and
 * ``F(s_u, s_v, c) = E[phi(u) phi(v)]``           (the kernel across positions).
 
-Writing ``v = a + b Z'`` given ``u`` (``a = c u / s_u^2``, ``b^2 = s_v^2 - c^2/s_u^2``),
-``F = E_u[phi(u) g(a, b)]`` with the *conditional mean* ``g(a, b) = E[phi(a + b Z)]``.
-sympy derives ``g`` in closed form (`conditional_mean`):
+Two independent routes, and the recursion uses the first:
 
-* ReLU: ``int_{-a/b}^inf (a + b z) phi_N(z) dz = a Phi(a/b) + b phi_N(a/b)``.
-* GELU (exact, ``x Phi(x)``): ``E[Phi(a + bZ)]`` is the integral over ``a`` of
-  ``E[phi_N(a + bZ)]`` (a Gaussian integral sympy evaluates), and Stein's lemma
-  ``E[Z f(Z)] = E[f'(Z)]`` gives ``E[(a + bZ) Phi(a + bZ)] = a E[Phi(a+bZ)] + b^2 E[phi_N(a+bZ)]``,
-  i.e. ``a Phi(a/r) + (b^2/r) phi_N(a/r)``, ``r = sqrt(1 + b^2)``.
-* GELU, tanh form (GPT-2): no closed form; it is evaluated as the exact GELU, and the
-  inner conditional mean is taken for the exact GELU (the outer function and the
-  diagonal use the tanh form itself). The error is bounded (`tanh_gelu_bound`) by
-  Cauchy–Schwarz: ``|error| <= sqrt(E[phi^2]) sqrt(E[delta^2])``, ``delta = gelu_tanh -
-  gelu``; at a pre-activation variance of 0.3 that is 2e-5 absolute, 4e-4 of the
-  kernel (a bound: the error itself is smaller).
+1. **Mehler's expansion** (`mehler_kernel`): ``F = sum_k r^k b_k(s_u) b_k(s_v)`` with
+   ``b_k(s) = E[phi(sZ) He_k(Z)]/sqrt(k!)`` and ``r`` the correlation. It is separable in
+   the two positions (a T x T kernel costs one pass per term), works for any activation
+   (the tanh GELU of GPT-2 included), and its truncation is bounded.
+2. **Closed-form conditional means** (`conditional_mean`, `activation_kernel`): writing
+   ``v = a + b Z'`` given ``u`` (``a = c u / s_u^2``, ``b^2 = s_v^2 - c^2/s_u^2``),
+   ``F = E_u[phi(u) g(a, b)]`` with ``g(a, b) = E[phi(a + b Z)]``, which sympy derives:
 
-The outer expectation over ``u`` is a Gauss–Legendre rule on ``[-L, 0]`` and ``[0, L]``
-(``L = 10`` standard deviations; the mass beyond is ~1e-23): each piece is smooth, also
-for ReLU, whose kink sits at the split, so the rule converges geometrically. With 48
-nodes a side the relative error is below 1e-12 (tests compare with scipy's adaptive
-``dblquad``).
+   * ReLU: ``int_{-a/b}^inf (a + b z) phi_N(z) dz = a Phi(a/b) + b phi_N(a/b)``.
+   * GELU (exact, ``x Phi(x)``): ``E[Phi(a + bZ)]`` is the integral over ``a`` of
+     ``E[phi_N(a + bZ)]`` (a Gaussian integral sympy evaluates), and Stein's lemma
+     ``E[Z f(Z)] = E[f'(Z)]`` gives ``a E[Phi(a+bZ)] + b^2 E[phi_N(a+bZ)]``, i.e.
+     ``a Phi(a/r) + (b^2/r) phi_N(a/r)``, ``r = sqrt(1 + b^2)``.
+   * The tanh GELU has no closed form; tests hold route 1 against scipy's adaptive
+     ``dblquad`` for it.
+
+   Tests require the two routes to agree to 1e-10 for ReLU and GELU.
+
+Every one-dimensional expectation is a Gauss–Legendre rule on ``[-L, 0]`` and ``[0, L]``
+(``L`` = 10-12 standard deviations; the mass beyond is below 1e-22): each piece is
+smooth, also for ReLU, whose kink sits at the split, so the rule converges
+geometrically.
 """
 
 from __future__ import annotations
@@ -63,7 +66,9 @@ def conditional_mean(activation: str) -> sp.Expr:
         # phi(a + bz) = a + bz on z > -a/b, else 0.
         expr = sp.integrate((_a + _b * _z) * _normal_pdf(_z), (_z, -_a / _b, sp.oo), conds="none")
         return sp.simplify(expr.rewrite(sp.erf))
-    if activation in ("gelu", "gelu_tanh"):
+    if activation == "gelu_tanh":
+        raise ValueError("the tanh GELU has no closed-form conditional mean; use mehler_kernel")
+    if activation == "gelu":
         # E[phi_N(a + bZ)]: a Gaussian integral; E[Phi(a + bZ)] its integral over a from -oo.
         density = sp.integrate(_normal_pdf(_a + _b * _z) * _normal_pdf(_z), (_z, -sp.oo, sp.oo), conds="none")
         density = sp.simplify(density.rewrite(sp.erf))
@@ -118,7 +123,8 @@ def activation_kernel(activation: str, cov: np.ndarray, n: int = 48, block: int 
     """``F[m, k] = E[phi(u_m) phi(u_k)]`` for a Gaussian vector ``u`` with covariance ``cov`` (T, T).
 
     The diagonal is ``E[phi(u_m)^2]``; off the diagonal the conditional-mean closed form
-    (`conditional_mean`) under a split Gauss–Legendre rule over ``u_m``.
+    (`conditional_mean`) under a split Gauss–Legendre rule over ``u_m``. ReLU and exact
+    GELU only (the independent check of `mehler_kernel`, which the recursion uses).
     """
     cov = np.asarray(cov, dtype=float)
     T = cov.shape[0]
@@ -143,21 +149,6 @@ def activation_kernel(activation: str, cov: np.ndarray, n: int = 48, block: int 
     _, second = activation_moments(activation, var, n)
     np.fill_diagonal(out, second)
     return 0.5 * (out + out.T)
-
-
-def tanh_gelu_bound(variance: np.ndarray, n: int = 48) -> np.ndarray:
-    """Cauchy–Schwarz bound on the error of the tanh-GELU kernel off the diagonal, per variance.
-
-    The kernel uses ``E[phi_tanh(u) g_erf(a, b)]`` for ``E[phi_tanh(u) phi_tanh(v)]``; the
-    difference is ``E[phi_tanh(u) delta(v)]``, at most ``sqrt(E[phi_tanh^2] E[delta^2])``.
-    """
-    var = np.asarray(variance, dtype=float)
-    z, w = _half_rules(n, 10.0)
-    s = np.sqrt(var)[..., None]
-    delta = activation_function("gelu_tanh")(s * z) - activation_function("gelu")(s * z)
-    d2 = (delta * delta) @ w
-    _, second = activation_moments("gelu_tanh", var, n)
-    return np.sqrt(d2 * second)
 
 
 # ------------------------------------------------------------------ Hermite (Mehler) expansion
