@@ -126,11 +126,7 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
         ax.set_xticks(range(results["meta"]["spec"]["n_layers"]))
     axes[0][0].set_ylabel("probe MAE (positions)")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"probe_error.{ext}", dpi=150)
-        written.append(f"probe_error.{ext}")
-    plt.close(fig)
+    written += _save(fig, out, "probe_error")
 
     # per-position class error of the NoPE scalar probes: where neighbours stop being resolved
     keys = [k for k in curves if k[0] == "none" and k[2] in ("variance_only", "theory")]
@@ -146,11 +142,7 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
         ax.set_xlabel("position m")
         ax.set_ylabel("mean |class - m| (NoPE)")
         ax.legend(fontsize=6)
-        fig.tight_layout()
-        for ext in ("png", "pdf"):
-            fig.savefig(out / f"resolution.{ext}", dpi=150)
-            written.append(f"resolution.{ext}")
-        plt.close(fig)
+        written += _save(fig, out, "resolution")
 
     if results["sigma_sweep"]:
         sweep = results["sigma_sweep"]
@@ -167,12 +159,21 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
             ax.set_xlabel("layer")
         axes[0][0].set_ylabel("probe MAE (positions)")
         axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        for ext in ("png", "pdf"):
-            fig.savefig(out / f"sigma_sweep.{ext}", dpi=150)
-            written.append(f"sigma_sweep.{ext}")
-        plt.close(fig)
+        written += _save(fig, out, "sigma_sweep")
     return written
+
+
+def _save(fig, out: Path, name: str) -> list[str]:
+    """Write ``name.png`` and ``name.pdf`` into ``out``, close the figure, return the file names."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    names = []
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{ext}", dpi=150)
+        names.append(f"{name}.{ext}")
+    plt.close(fig)
+    return names
 
 
 def _best(rows: list[dict], probe: str) -> dict | None:
