@@ -15,11 +15,7 @@ import sys
 
 from theory import ModelSpec
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        sys.stderr.write(f"simulate: error: {message}\n")
-        sys.exit(2)
+from simulate._argparse import OneLineParser
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -45,8 +41,8 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     r = sub.add_parser("run", help="simulate taps of a spec and write statistics as JSON (+ .npz)")
     r.add_argument("--spec", required=True, help="ModelSpec JSON file")

@@ -14,19 +14,15 @@ from pathlib import Path
 
 from theory import ModelSpec
 
+from ._argparse import OneLineParser
+
 from ._probe import DEFAULT_VOCAB, POSITIONALS, PROBES, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
 
 DEFAULT_SIGMAS = "0.01,0.02,0.05,0.1"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        sys.stderr.write(f"simulate probe: error: {message}\n")
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m simulate probe",
+    p = OneLineParser(error_prefix="simulate probe", prog="python -m simulate probe",
                 description="Probe absolute position from the hidden states of frozen random transformers, "
                             "with and without positional embeddings.")
     p.add_argument("--spec", default=None, help="ModelSpec JSON (default: d_model 128, 4 heads, 4 layers, "

@@ -28,18 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._argparse import OneLineParser
 from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
 from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, train_model
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        sys.stderr.write(f"simulate train: error: {message}\n")
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m simulate train",
+    p = OneLineParser(error_prefix="simulate train", prog="python -m simulate train",
                 description="Train byte-level NoPE and learned-position models; measure variance against position.")
     p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model and budget (default small)")
     p.add_argument("--out", required=True, help="run directory (created; an existing run is resumed)")
