@@ -180,6 +180,18 @@ def test_gpt2_output_scaling_flows_through():
     assert np.all(b.var("hook_resid_post", 2) < a.var("hook_resid_post", 2))
 
 
+def test_a_zero_input_gives_a_zero_network():
+    # sigma_embed = 0 with eps > 0 is a valid spec: LN(0) = 0, so every write is 0 and
+    # attention is uniform (all logits 0). The recursion must say so, not divide 0 by 0.
+    pred = depth_predict(ModelSpec(d_model=16, n_heads=2, n_layers=2, seq_len=6, sigma_embed=0.0))
+    m = np.arange(1, 7)
+    for tap, quantities in pred.values.items():
+        if tap.endswith("hook_pattern"):
+            np.testing.assert_allclose(quantities["sum_sq"], 1 / m, rtol=1e-12)
+            continue
+        assert np.all(quantities["var"] == 0) and np.all(quantities["mean"] == 0), tap
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="level must be one of"):
         depth_predict(ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4), "exact")

@@ -184,14 +184,17 @@ def mehler_kernel(activation: str, cov: np.ndarray, order: int = 120) -> tuple[n
     mass ``max_m (E[phi(u_m)^2] - sum_k b_k(s_m)^2)`` (Cauchy–Schwarz on the tail),
     returned as the bound.
     """
+    from ._kernel_maps import correlation
+
     cov = np.asarray(cov, dtype=float)
     var = np.diag(cov).copy()
-    if np.any(var <= 0):
-        raise ValueError("pre-activation variances must be > 0")
+    if np.any(var < 0):
+        raise ValueError("pre-activation variances must be >= 0")
     std = np.sqrt(var)
+    # (a zero variance is the constant u = 0: b_k(0) = phi(0) [k = 0], and correlation 0 is exact)
     b = hermite_coefficients(activation, std, order)  # (T, K+1)
     _, second = activation_moments(activation, var)
-    corr = cov / np.outer(std, std)
+    corr = correlation(cov)
     np.fill_diagonal(corr, 0.0)
     F = np.zeros_like(cov)
     power = np.ones_like(cov)

@@ -22,6 +22,14 @@ from ._quadrature import gamma_rule
 
 
 # ---------------------------------------------------------------- LayerNorm
+def correlation(cov: np.ndarray) -> np.ndarray:
+    """``cov[m, n] / sqrt(cov[m, m] cov[n, n])``, 0 where a variance is 0 (a constant is uncorrelated)."""
+    s = np.sqrt(np.diag(cov))
+    scale = np.outer(s, s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, cov / np.where(scale > 0, scale, 1.0), 0.0)
+
+
 def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48):
     """Per position ``(nu_1, nu_2, g) = (E[R], E[R^2], E[sqrt(R)])``, ``R = |e|^2/d``.
 
@@ -36,7 +44,9 @@ def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48):
         return one, one, one
     x, w = gamma_rule(n, (d - 1) / 2.0)
     X = 2.0 * x  # chi^2_D nodes
-    c = (d * eps / var)[:, None]
+    # A zero input (var = 0) has LayerNorm output 0 when eps > 0: c = inf, R = 0.
+    with np.errstate(divide="ignore"):
+        c = np.where(var > 0, d * eps / var, np.inf)[:, None]
     R = X / (X + c)  # (T, n)
     return R @ w, (R * R) @ w, np.sqrt(R) @ w
 
@@ -66,8 +76,7 @@ def layernorm_kernel(K: np.ndarray, d: int, eps: float) -> tuple[np.ndarray, np.
     """
     var = np.diag(K).copy()
     nu1, nu2, g = layernorm_radius_moments(var, d, eps)
-    s = np.sqrt(var)
-    corr = K / np.outer(s, s)
+    corr = correlation(K)
     E = gaussian_cosine_mean(corr, d - 1) * np.outer(g, g)
     np.fill_diagonal(E, nu1)
     return E, nu2
