@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from theory import ModelSpec
-from theory.spec import SIGMA_FIELDS, SIZE_FIELDS, SYMBOL_NAMES
+from theory.spec import SIGMA_FIELDS, SIZE_FIELDS, SYMBOL_NAMES, field_symbol
 
 GPT2_SMALL = dict(d_model=768, n_heads=12, n_layers=12, seq_len=1024, sigma_embed=0.02, ln_eps=1e-5, attn_scale="sqrt", mlp_ratio=4)
 
@@ -175,10 +175,66 @@ def test_random_invalid_specs_raise_value_error_naming_the_field(case):
     assert field in str(err.value)
 
 
-@given(st.integers(1, 4096), st.integers(1, 64))
+@given(st.integers(2, 4096), st.integers(1, 64))
 def test_divisibility(d, h):
     if d % h:
         with pytest.raises(ValueError, match="divisible"):
             ModelSpec(d_model=d, n_heads=h)
     else:
         assert ModelSpec(d_model=d, n_heads=h).d_head * h == d
+
+
+# ---------------------------------------------------------------- hostile input (hardening)
+@pytest.mark.parametrize("value", [1e300, 2.0**53, 1e20, float("nan"), float("inf"), "768", [768], 1.5, True])
+def test_size_fields_refuse_what_is_not_an_exact_integer(value):
+    with pytest.raises(ValueError, match="d_model must be an integer"):
+        ModelSpec(d_model=value, n_heads=1)
+
+
+def test_size_fields_take_exact_integer_floats_and_d_model_needs_two():
+    assert ModelSpec(d_model=768.0, n_heads=12.0, vocab_size=100.0).vocab_size == 100
+    with pytest.raises(ValueError, match="d_model must be an integer >= 2 .*identically 0"):
+        ModelSpec(d_model=1, n_heads=1)
+    assert ModelSpec(d_model=2, n_heads=1).d_head == 2
+
+
+def test_integer_beyond_the_float_range_is_refused_for_a_sigma():
+    with pytest.raises(ValueError, match="sigma_q must be .* 401 digits"):
+        ModelSpec(sigma_q=10**400)
+
+
+def test_errors_echo_a_bounded_amount_of_input():
+    with pytest.raises(ValueError) as err:
+        ModelSpec(activation="x" * 10_000_000)
+    assert "activation" in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(ValueError) as err:
+        ModelSpec.from_dict({f"unknown_{i}": 1 for i in range(20_000)})
+    assert "and 19995 more" in str(err.value) and len(str(err.value)) < 600
+
+
+def test_deeply_nested_json_is_one_clear_error():
+    for text in ["[" * 100_000 + "]" * 100_000, '{"d_model": ' + "[" * 100_000 + "]" * 100_000 + "}"]:
+        with pytest.raises(ValueError, match="nested too deeply"):
+            ModelSpec.from_json(text)
+    with pytest.raises(ValueError, match="d_model must be an integer"):  # nested, but within the parser's depth
+        ModelSpec.from_json('{"d_model": ' + "[" * 500 + "]" * 500 + "}")
+
+
+@pytest.mark.parametrize("name,ok", [("d", True), ("d_model", True), ("D", False), ("", False), (7, False), (["d"], False)])
+def test_symbol_names_are_used_or_refused(name, ok):
+    data = {"d_model": {"symbol": name}}
+    if ok:
+        assert ModelSpec.from_dict(data).d_model == field_symbol("d_model")
+    else:
+        with pytest.raises(ValueError, match="d_model: its symbol is 'd'.*--notation"):
+            ModelSpec.from_dict(data)
+
+
+def test_spec_files_that_are_not_small_utf8_json_are_refused(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20) + "{}")
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00{")
+    for path, words in [(big, "larger than"), (binary, "not UTF-8"), (tmp_path, "cannot read spec file")]:
+        with pytest.raises(ValueError, match=words):
+            ModelSpec.load(str(path))

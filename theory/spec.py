@@ -33,6 +33,8 @@ from typing import Any, Union
 
 import sympy as sp
 
+from ._outputs import shown
+
 Number = Union[int, float, sp.Expr]
 
 ATTN_SCALES = ("sqrt", "linear")
@@ -52,6 +54,17 @@ SIGMA_FIELDS = (
     "sigma_mlp_in",
     "sigma_mlp_out",
 )
+
+# Smallest value of a size field other than 1, and why.
+MIN_SIZES = {
+    "d_model": (2, "LayerNorm of a single coordinate is identically 0 (x - mean(x) = 0)"),
+}
+
+# Floats above 2^53 are not exact integers: an integer field written as 1e300 is refused.
+EXACT_FLOAT_INTEGER = 2**53
+
+# A spec is a small JSON object; a file larger than this is refused before it is parsed.
+MAX_SPEC_BYTES = 1 << 20
 
 # The name each field takes as a sympy symbol (short, as it reads in a paper).
 SYMBOL_NAMES = {
@@ -86,6 +99,20 @@ def field_symbol(field: str) -> sp.Symbol:
 
 def _is_symbolic(value: Any) -> bool:
     return isinstance(value, sp.Basic) and not value.is_number
+
+
+def _as_integer(value: Any, allowed: str) -> int:
+    """``value`` as an int: an int, or a float that is exactly an integer (JSON may carry
+    768.0); a float beyond 2^53 (1e300) is not an exact integer and is refused."""
+    if isinstance(value, bool):
+        raise ValueError(f"{allowed}, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        if abs(value) >= EXACT_FLOAT_INTEGER:
+            raise ValueError(f"{allowed}, got the float {value!r}, which is beyond 2^53 and not an exact integer")
+        return int(value)
+    raise ValueError(f"{allowed}, got {shown(value)}")
 
 
 def _definitely(condition: Any) -> bool | None:
@@ -175,38 +202,30 @@ class ModelSpec:
         self._check_choice("positional", POSITIONALS)
         self._check_choice("output_scaling", OUTPUT_SCALINGS)
         if not isinstance(self.attn_only, bool):
-            raise ValueError(f"attn_only must be true or false, got {self.attn_only!r}")
+            raise ValueError(f"attn_only must be true or false, got {shown(self.attn_only)}")
         if self.vocab_size is not None:
-            if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, numbers.Integral):
-                raise ValueError(
-                    f"vocab_size must be null (continuous Gaussian inputs) or a positive "
-                    f"integer, got {self.vocab_size!r}"
-                )
-            if self.vocab_size < 1:
-                raise ValueError(f"vocab_size must be a positive integer or null, got {self.vocab_size!r}")
+            allowed = "vocab_size must be null (continuous Gaussian inputs) or an integer >= 1"
+            vocab = _as_integer(self.vocab_size, allowed)
+            if vocab < 1:
+                raise ValueError(f"{allowed}, got {vocab}")
+            object.__setattr__(self, "vocab_size", vocab)
 
     def _check_size(self, name: str) -> None:
         value = getattr(self, name)
-        allowed = f"{name} must be a positive integer"
-        if isinstance(value, bool):
-            raise ValueError(f"{allowed}, got {value!r}")
+        minimum, why = MIN_SIZES.get(name, (1, ""))
+        allowed = f"{name} must be an integer >= {minimum}" + (f" ({why})" if why else "")
         if isinstance(value, sp.Basic):
             if _is_symbolic(value):
                 if value.is_positive is False or value.is_integer is False:
-                    raise ValueError(f"{allowed}, got the symbol {value} which is not")
+                    raise ValueError(f"{allowed}, got the symbol {shown(value)} which is not")
                 return
-            if not (value.is_Integer and value > 0):
-                raise ValueError(f"{allowed}, got {value!r}")
-            object.__setattr__(self, name, int(value))
-            return
-        if isinstance(value, numbers.Integral):
-            if value < 1:
-                raise ValueError(f"{allowed}, got {value!r}")
-            return
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 1:
-            object.__setattr__(self, name, int(value))  # JSON may carry 768.0
-            return
-        raise ValueError(f"{allowed}, got {value!r}")
+            if not value.is_Integer:
+                raise ValueError(f"{allowed}, got {shown(value)}")
+            value = int(value)
+        value = _as_integer(value, allowed)
+        if value < minimum:
+            raise ValueError(f"{allowed}, got {value}")
+        object.__setattr__(self, name, value)
 
     def _check_nonnegative(self, name: str, allowed: str) -> None:
         value = getattr(self, name)
@@ -215,17 +234,19 @@ class ModelSpec:
         if isinstance(value, sp.Basic):
             if _is_symbolic(value):
                 if value.is_nonnegative is False or value.is_finite is False:
-                    raise ValueError(f"{name} must be {allowed}, got the symbol {value} which is not")
+                    raise ValueError(f"{name} must be {allowed}, got the symbol {shown(value)} which is not")
                 return
             if not value.is_real:
-                raise ValueError(f"{name} must be {allowed}, got {value!r}")
-            value = float(value)
-            object.__setattr__(self, name, value)
+                raise ValueError(f"{name} must be {allowed}, got {shown(value)}")
         if not isinstance(value, numbers.Real):
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+            raise ValueError(f"{name} must be {allowed}, got {shown(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError(f"{name} must be {allowed}, got an integer of {len(str(abs(int(value))))} digits") from None
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be {allowed}, got {value!r}")
-        object.__setattr__(self, name, float(value))
+        object.__setattr__(self, name, value)
 
     def _check_divisible(self) -> None:
         d, h = self.d_model, self.n_heads
@@ -241,8 +262,8 @@ class ModelSpec:
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         value = getattr(self, name)
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {shown(value)}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -310,21 +331,17 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"a spec must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
+            listed = ", ".join(shown(k, 40) for k in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise ValueError(
-                f"unknown spec field(s) {', '.join(map(repr, unknown))}; "
-                f"allowed fields are: {', '.join(sorted(known))}"
+                f"unknown spec field(s) {listed}{more}; allowed fields are: {', '.join(sorted(known))}"
             )
         kwargs = {}
         for name, value in data.items():
             if isinstance(value, dict):
-                if set(value) != {"symbol"} or name not in SYMBOL_NAMES:
-                    raise ValueError(
-                        f"{name}: only numeric fields may be symbolic, written as "
-                        f'{{"symbol": "{SYMBOL_NAMES.get(name, name)}"}}; got {value!r}'
-                    )
-                value = field_symbol(name)
+                value = _symbol_from_json(name, value)
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -335,18 +352,52 @@ class ModelSpec:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"spec is not valid JSON: {err}") from None
+        except RecursionError:
+            raise ValueError("spec is nested too deeply to be a ModelSpec (a flat JSON object of fields)") from None
+        except ValueError as err:  # e.g. an integer literal of more than 4300 digits
+            raise ValueError(f"spec is not valid JSON: {shown(str(err))}") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str) -> "ModelSpec":
         """Read a spec from a JSON file."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_SPEC_BYTES + 1)
         except OSError as err:
-            raise ValueError(f"cannot read spec file {path!r}: {err.strerror}") from None
+            raise ValueError(f"cannot read spec file {shown(str(path))}: {err.strerror or err}") from None
+        if len(raw) > MAX_SPEC_BYTES:
+            raise ValueError(f"spec file {shown(str(path))} is larger than {MAX_SPEC_BYTES} bytes; a spec is a small JSON object")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"spec file {shown(str(path))} is not UTF-8 text (byte {err.start})") from None
         return cls.from_json(text)
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(self.to_json() + "\n")
+        """Write the spec as JSON, atomically (temporary file and rename)."""
+        from ._outputs import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
+
+
+def _symbol_from_json(name: str, value: dict) -> sp.Symbol:
+    """``{"symbol": NAME}`` -> the field's sympy symbol.
+
+    A field's symbol carries its assumptions and the name the derivations use (d, sigma_q,
+    ...): ``NAME`` must be that name (as `to_dict` writes it) or the field's own name. Other
+    names are refused rather than silently ignored; rename symbols in LaTeX with
+    ``theory latex --notation``.
+    """
+    if name not in SYMBOL_NAMES:
+        raise ValueError(f"{name} cannot be symbolic; symbolic fields are: {', '.join(SYMBOL_NAMES)}")
+    example = f'{{"symbol": "{SYMBOL_NAMES[name]}"}}'
+    if set(value) != {"symbol"}:
+        raise ValueError(f"{name}: a symbolic field is written {example}; got {shown(value)}")
+    given = value["symbol"]
+    if given not in (SYMBOL_NAMES[name], name):
+        raise ValueError(
+            f"{name}: its symbol is {SYMBOL_NAMES[name]!r} (write {example}); got {shown(given)}; "
+            "to print another name in LaTeX use theory latex --notation"
+        )
+    return field_symbol(name)
