@@ -74,12 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args) -> None:
+    """Check --out, the .npz beside it and --checkpoint before any work (a result is never
+    lost to a bad path); say on stderr which existing files will be replaced."""
+    from theory._outputs import check_output_file
+
+    out, note = check_output_file(args.out, "--out", inputs=[args.spec], suffix=".json")
+    _, npz_note = check_output_file(out.with_suffix(".npz"), "--out (its .npz)", inputs=[args.spec])
+    notes = [note, npz_note]
+    if args.checkpoint is not None:
+        # an existing checkpoint is resumed, not replaced: only the input and output clash matters
+        check_output_file(args.checkpoint, "--checkpoint", inputs=[args.spec, out, out.with_suffix(".npz")])
+    for line in filter(None, notes):
+        print(f"simulate: {line}", file=sys.stderr)
+
+
 def _run(args) -> int:
     import simulate
 
     spec = ModelSpec.load(args.spec)
     taps = [t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None
     positions = _int_list(args.positions, "--positions") if args.positions else None
+    _check_outputs(args)
     result = simulate.run(
         spec, taps=taps, samples=args.samples, seed=args.seed, positions=positions,
         measure=args.measure, device=args.device, dtype=args.dtype, chunk_size=args.chunk_size,

@@ -10,7 +10,6 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 from theory import ModelSpec
 
@@ -116,16 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from ._probe_report import write_outputs
+    from theory._outputs import check_output_dir
+
+    from ._probe_report import PROBE_OUTPUTS, write_outputs
     from ._run import resolve_device
 
     threads_before = torch.get_num_threads()
     try:
         cfg = build_config(args)
         resolve_device(cfg.device)
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {args.out!r} exists and is not a folder")
+        # checked before the work: a bad --out never costs the run, the spec is never overwritten
+        out, note = check_output_dir(args.out, "--out", inputs=[args.spec], will_write=PROBE_OUTPUTS)
+        if note:
+            print(f"simulate probe: {note}", file=sys.stderr)
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
         results, curves = probe_experiment(cfg, progress=not args.no_progress)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from theory._outputs import atomic_path, atomic_savefig, atomic_write_text
+
 from ._probe import PROBES, theory_resolution
 
 PROBE_LABELS = {"linear": "linear (ridge)", "mlp": "MLP", "variance_only": "variance-only", "theory": "theory"}
@@ -170,7 +172,7 @@ def _save(fig, out: Path, name: str) -> list[str]:
     fig.tight_layout()
     names = []
     for ext in ("png", "pdf"):
-        fig.savefig(out / f"{name}.{ext}", dpi=150)
+        atomic_savefig(fig, out / f"{name}.{ext}", dpi=150)
         names.append(f"{name}.{ext}")
     plt.close(fig)
     return names
@@ -253,20 +255,24 @@ def findings(results: dict, theory_curves: list | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The files write_outputs always writes (figures beside them).
+PROBE_OUTPUTS = ("results.json", "per_position.npz", "table.md", "table.tex", "report.md")
+
+
 def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_s: float,
                   theory_curves: list | None) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     results = _clean(results)
-    with open(out / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=1)
-        fh.write("\n")
-    np.savez_compressed(
-        out / "per_position.npz",
-        **{f"{v}/layer{l}/{p}/{kind}": c[i] for (v, l, p), c in curves.items() for i, kind in enumerate(("mae", "mad"))},
-    )
+    # every file replaced atomically (temporary file and rename): never half a result
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    with atomic_path(out / "per_position.npz") as tmp:
+        np.savez_compressed(
+            tmp,
+            **{f"{v}/layer{l}/{p}/{kind}": c[i] for (v, l, p), c in curves.items() for i, kind in enumerate(("mae", "mad"))},
+        )
     tables = markdown_tables(results)
-    (out / "table.md").write_text(tables, encoding="utf-8")
-    (out / "table.tex").write_text(latex_table(results), encoding="utf-8")
+    atomic_write_text(out / "table.md", tables)
+    atomic_write_text(out / "table.tex", latex_table(results))
     written = ["results.json", "per_position.npz", "table.md", "table.tex"] + figures(results, curves, out)
     meta = results["meta"]
     spec = meta["spec"]
@@ -305,5 +311,5 @@ def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_
     if "sigma_sweep.png" in written:
         report.append("\n![NoPE probes against the init scale](sigma_sweep.png)")
     report.append("")
-    (out / "report.md").write_text("\n".join(report), encoding="utf-8")
+    atomic_write_text(out / "report.md", "\n".join(report))
     return written + ["report.md"]

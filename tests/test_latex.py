@@ -197,7 +197,7 @@ def test_cli_latex_errors_are_one_line(tmp_path, capsys):
     afile = tmp_path / "file"
     afile.write_text("")
     assert main(["latex", "--out", str(afile)]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "exists and is not a folder" in capsys.readouterr().err
     assert main(["latex"]) == 2  # --out is required
     assert "--out" in capsys.readouterr().err
 

@@ -71,7 +71,7 @@ def test_resume_through_the_cli(spec_path, tmp_path):
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--positions", "1,x"], "not an integer"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--positions", "0"], "positions must lie"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--measure", "tempered"], "invalid choice"),
-        (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "/no/such/dir/o.json"], "cannot write"),
+        (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "/no/such/dir/o.json"], "does not exist"),
         (["bench", "--widths", "a"], "not an integer"),
         ([], "required"),
     ],

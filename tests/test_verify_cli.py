@@ -91,7 +91,7 @@ def test_out_is_a_file(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
     assert main(["--out", str(f)]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_module_entry_point_bad_input_has_no_traceback():

@@ -35,6 +35,7 @@ from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
 from ._result import StepResult
+from ._outputs import atomic_write_text, shown
 from .spec import SIGMA_FIELDS, SYMBOL_NAMES, ModelSpec
 
 # ============================================================================ notation
@@ -127,6 +128,20 @@ _MEANING_ORDER = (
     "delta", "S_2", "Xi", "kurt",
 )
 
+NOTATION_MAX_CHARS = 200  # one symbol's LaTeX; longer is a mistake, not a notation
+NOTATION_MAX_BYTES = 1 << 16
+
+
+def _balanced(text: str) -> bool:
+    """Braces nest properly (not only equal in number: "}{" is refused)."""
+    depth = 0
+    for ch in text:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 # The name each sympy symbol carries -> our notation key.
 _SYMBOL_KEYS: dict[str, str] = {name: field for field, name in SYMBOL_NAMES.items()}
 _SYMBOL_KEYS.update({"m": "m", "nu_1": "nu_1", "nu_2": "nu_2", "tau2": "tau", "D": "D"})
@@ -134,6 +149,49 @@ _SYMBOL_KEYS.update({"m": "m", "nu_1": "nu_1", "nu_2": "nu_2", "tau2": "tau", "D
 # Short names a user may also write in a notation file.
 _ALIASES: dict[str, str] = {name: field for field, name in SYMBOL_NAMES.items() if name != field}
 _ALIASES.update({"\\mathbb{E}": "E", "expectation": "E", "d_h": "d_head", "eps": "ln_eps"})
+
+
+# What a notation value may contain: a math-mode fragment. Control sequences come from this
+# list only (symbols, fonts, accents, spacing), so that no value can read a file (\input),
+# run a command (\write18), redefine a macro or leave math mode; TeX's ^^ character codes,
+# which can spell any control sequence, are refused too.
+_NOTATION_COMMANDS = frozenset("""
+    alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi
+    pi varpi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega
+    Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega ell hbar imath jmath
+    mathrm mathbf mathit mathsf mathtt mathcal mathbb mathfrak mathscr boldsymbol bm operatorname
+    text textrm textit textbf textsf mathnormal
+    bar hat tilde vec dot ddot check breve acute grave overline underline widehat widetilde
+    prime infty partial nabla star ast cdot circ bullet dagger ddagger times
+    lVert rVert lvert rvert Vert vert langle rangle left right big Big
+    quad qquad
+""".split())
+_NOTATION_CHARS = re.compile(r"[A-Za-z0-9 {}_^'.,;:!?+\-*/=<>()\[\]|]")
+_NOTATION_SPACING = frozenset(",;:! ")
+
+
+def _check_notation_value(key: str, value: str) -> None:
+    """Refuse anything in a notation value beyond a math-mode fragment (see above)."""
+    if "^^" in value:
+        raise ValueError(f"notation: {shown(key)} -> {shown(value)} uses TeX's ^^ character codes; write the symbol itself")
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\":
+            name = re.match(r"[A-Za-z]+", value[i + 1:])
+            word = name.group(0) if name else value[i + 1:i + 2]
+            if not (word in _NOTATION_COMMANDS or (not name and word in _NOTATION_SPACING)):
+                raise ValueError(
+                    f"notation: {shown(key)} -> {shown(value)}: \\{word[:20]} is not allowed; a notation "
+                    "value is a math-mode fragment using letters, digits, braces, _ ^ ' and symbol, font "
+                    "and accent commands (e.g. \\sigma, \\mathrm, \\bar)"
+                )
+            i += 1 + len(word)
+            continue
+        if not _NOTATION_CHARS.fullmatch(ch):
+            raise ValueError(f"notation: {shown(key)} -> {shown(value)}: the character {ch!r} is not allowed in a "
+                             "math-mode fragment ($ % # & ~ and line breaks are refused)")
+        i += 1
 
 
 @dataclass(frozen=True)
@@ -151,26 +209,37 @@ class Notation:
     def from_mapping(cls, mapping: Mapping[str, str] | None) -> "Notation":
         table = dict(DEFAULT_NOTATION)
         for key, value in (mapping or {}).items():
-            canonical = _ALIASES.get(key, key)
+            canonical = _ALIASES.get(key, key) if isinstance(key, str) else None
             if canonical not in table:
                 raise ValueError(
-                    f"notation: unknown symbol {key!r}; allowed keys are {', '.join(DEFAULT_NOTATION)}"
+                    f"notation: unknown symbol {shown(key, 40)}; allowed keys are {', '.join(DEFAULT_NOTATION)}"
                 )
             if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"notation: {key!r} must map to a non-empty LaTeX string, got {value!r}")
-            if value.count("{") != value.count("}"):
-                raise ValueError(f"notation: {key!r} -> {value!r} has unbalanced braces")
+                raise ValueError(f"notation: {key!r} must map to a non-empty LaTeX string, got {shown(value)}")
+            if len(value) > NOTATION_MAX_CHARS:
+                raise ValueError(f"notation: {key!r} -> a value of {len(value)} characters; a symbol takes at most {NOTATION_MAX_CHARS}")
+            _check_notation_value(key, value)
+            if not _balanced(value):
+                raise ValueError(f"notation: {key!r} -> {shown(value)} has unbalanced braces")
             table[canonical] = value.strip()
         return cls(tuple(table.items()))
 
     @classmethod
     def load(cls, path: str | Path) -> "Notation":
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            with open(path, "rb") as fh:
+                raw = fh.read(NOTATION_MAX_BYTES + 1)
+            if len(raw) > NOTATION_MAX_BYTES:
+                raise ValueError(f"notation: {shown(str(path))} is larger than {NOTATION_MAX_BYTES} bytes")
+            data = json.loads(raw.decode("utf-8"))
         except OSError as err:
-            raise ValueError(f"notation: cannot read {path}: {err.strerror}") from None
+            raise ValueError(f"notation: cannot read {shown(str(path))}: {err.strerror or err}") from None
         except json.JSONDecodeError as err:
-            raise ValueError(f"notation: {path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+            raise ValueError(f"notation: {shown(str(path))} is not valid JSON ({err.msg}, line {err.lineno})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"notation: {shown(str(path))} is not UTF-8 text") from None
+        except RecursionError:
+            raise ValueError(f"notation: {shown(str(path))} is nested too deeply; give a flat JSON object") from None
         if not isinstance(data, dict):
             raise ValueError(f"notation: {path} must hold a JSON object mapping our symbols to LaTeX")
         return cls.from_mapping(data)
@@ -1003,6 +1072,10 @@ def step_filename(tap: str) -> str:
     return f"{tap}.tex"
 
 
+# The files `write` puts into its folder (steps/ holds one snippet per step).
+LATEX_OUTPUTS = ("derivation.tex", "derivation-body.tex", "depth.tex", "notation.json", "steps")
+
+
 def write(derivation, out: str | Path, notation: Notation | Mapping | None = None, depth: bool | str = False) -> dict[str, str]:
     """Write ``derivation.tex``, ``derivation-body.tex``, ``steps/<tap>.tex`` and ``notation.json``
     (with ``depth``: the depth section in both and as ``depth.tex``)."""
@@ -1014,22 +1087,23 @@ def write(derivation, out: str | Path, notation: Notation | Mapping | None = Non
         from ._latex_depth import depth_section
 
         depth = depth_section(derivation.spec, notation)
+    # each file is replaced atomically: a killed run leaves old or new files, never half of one
     doc = out / "derivation.tex"
-    doc.write_text(document(derivation, notation, depth), encoding="utf-8")
+    atomic_write_text(doc, document(derivation, notation, depth))
     written["document"] = str(doc)
     b = out / "derivation-body.tex"
-    b.write_text(body(derivation, notation, depth), encoding="utf-8")
+    atomic_write_text(b, body(derivation, notation, depth))
     written["body"] = str(b)
     if depth:
         section = out / "depth.tex"
-        section.write_text(depth, encoding="utf-8")
+        atomic_write_text(section, depth)
         written["depth"] = str(section)
     for step in derivation.steps:
         path = out / "steps" / step_filename(step.tap)
-        path.write_text(step_snippet(step, notation, derivation.spec), encoding="utf-8")
+        atomic_write_text(path, step_snippet(step, notation, derivation.spec))
         written[step.tap] = str(path)
     n = out / "notation.json"
-    n.write_text(json.dumps(notation.as_dict(), indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(n, json.dumps(notation.as_dict(), indent=1) + "\n")
     written["notation"] = str(n)
     return written
 

@@ -5,8 +5,9 @@ follows the same four rules, so that no result is lost to a bad path and no inpu
 clobbered:
 
 1. **Check before working.** `check_output_file` / `check_output_dir` run before any
-   computation: the folder is created if missing, and writability is *tried* (a probe file
-   is created and removed; ``os.access`` alone says yes for root on ``/sys``).
+   computation: an output folder is created if missing (a file's folder must exist), and
+   writability is *tried* (a probe file is created and removed; ``os.access`` alone says
+   yes for root on ``/sys``).
 2. **Never overwrite an input.** An output that is (or resolves to) one of the inputs the
    command read (the spec, the notation file) is refused.
 3. **No writing through links.** An output path that is a symbolic link is refused: the
@@ -87,7 +88,10 @@ def _make_folder(folder: Path, option: str) -> None:
 
 def check_output_file(path: str | os.PathLike, option: str = "--out", inputs: Iterable = (),
                       suffix: str | None = None) -> tuple[Path, str | None]:
-    """Check that ``path`` can take a new file; create its folder if missing.
+    """Check that ``path`` can take a new file in an existing folder.
+
+    The folder is not created: a typo in a file path should not leave new folders behind
+    (`check_output_dir`, for commands that write a folder, does create it).
 
     Returns ``(path, note)``: ``note`` says what an existing file will become (None when
     there is none). ``suffix``: the ending the path must have (e.g. ".json").
@@ -103,7 +107,8 @@ def check_output_file(path: str | os.PathLike, option: str = "--out", inputs: It
         raise ValueError(f"{option} {shown(str(path))} is a folder; give a file path")
     _refuse_inputs(path, option, inputs)
     folder = path.parent
-    _make_folder(folder, option)
+    if not folder.is_dir():
+        raise ValueError(f"{option}: the folder {shown(str(folder))} does not exist; create it first")
     _probe_writable(folder, option)
     note = f"{path} exists and will be replaced" if path.exists() else None
     return path, note
@@ -170,3 +175,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file, fsync, rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> None:
+    """``fig.savefig(path, **kwargs)`` atomically; the format comes from ``path``'s suffix.
+
+    Takes any object with matplotlib's ``savefig`` (theory itself never imports matplotlib).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None, **kwargs)

@@ -74,17 +74,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _latex(args) -> str:
-    from pathlib import Path
-
-    from ._latex import Notation, write
+    from ._latex import LATEX_OUTPUTS, Notation, write
+    from ._outputs import check_output_dir
 
     notation = Notation.load(args.notation) if args.notation else Notation()
     spec = _load_spec(args.spec)
     if args.symbolic:
         spec = spec.symbolic(*_parse_list(args.symbolic, "--symbolic"))
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {args.out} exists and is not a directory; give a directory")
+    # checked before the derivation: a bad --out never costs the work, an input is never overwritten
+    out, note = check_output_dir(args.out, "--out", inputs=[args.spec, args.notation], will_write=LATEX_OUTPUTS)
+    if note:
+        print(f"theory: {note}", file=sys.stderr)
     try:
         written = write(derive(spec), out, notation, depth=args.depth)
     except OSError as err:

@@ -11,7 +11,6 @@ beyond its declared error); 2 bad input (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 
@@ -89,15 +88,20 @@ def _load_spec(path: str | None):
     return ModelSpec.load(path)
 
 
-def _prepare_out(path: str) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--out {path!r} exists and is not a directory")
+# The files the report writes at the top of --out (figures and derivation/ beside them).
+REPORT_FILES = ("report.md", "results.json", "summary.tex", "report.tex")
+
+
+def _prepare_out(path: str, spec_path: str | None) -> None:
+    """Check --out before the work: a writable folder (created if missing) that holds no input."""
+    from theory._outputs import check_output_dir
+
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create output directory {path!r}: {err.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise UsageError(f"output directory {path!r} is not writable")
+        _, note = check_output_dir(path, "--out", inputs=[spec_path], will_write=REPORT_FILES)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if note:
+        print(f"verify: {note}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = _load_spec(args.spec)
         except ValueError as err:
             raise UsageError(f"--spec: {err}") from None
-        _prepare_out(args.out)
+        _prepare_out(args.out, args.spec)
         from ._job import run
         from ._report import console_summary, write_report
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from theory._outputs import atomic_savefig
+
 from ._theory import needs_depth
 
 VARIANCE_TAPS = ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid")
@@ -301,7 +303,7 @@ def save_figures(report, out: Path, names=None) -> dict[str, list[str]]:
         paths = []
         for ext in ("png", "pdf"):
             path = Path(out) / f"{name}.{ext}"
-            fig.savefig(path, dpi=150 if ext == "png" else None)
+            atomic_savefig(fig, path, dpi=150 if ext == "png" else None)  # never half a figure
             paths.append(path.name)
         written[name] = paths
     return written

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from theory._outputs import atomic_write_text
+
 from ._depth import MAIN_TAPS
 from ._figures import depth_variance_tap, save_figures
 from ._job import DEFAULT_SPEC, PRESETS, Report
@@ -418,10 +420,10 @@ def write_report(report: Report, out: str | Path = "report") -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = save_figures(report, out)
-    (out / "results.json").write_text(json.dumps(results_dict(report, figures), indent=1, allow_nan=False) + "\n",
-                                      encoding="utf-8")
-    (out / "report.md").write_text(markdown(report, figures), encoding="utf-8")
-    (out / "summary.tex").write_text(latex_summary(report), encoding="utf-8")
+    # each file replaced atomically: a killed run leaves the old report or the new one
+    atomic_write_text(out / "results.json", json.dumps(results_dict(report, figures), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "report.md", markdown(report, figures))
+    atomic_write_text(out / "summary.tex", latex_summary(report))
     # The whole report as LaTeX: check table, PDF figures and the derivation as an appendix
     # (`pdflatex report.tex` in `out`). Written last, so that a LaTeX problem never costs
     # the Markdown and JSON results above.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from theory._latex import PACKAGES, Notation, escape, tt, write
+from theory._outputs import atomic_write_text
 
 _LEVEL = {"approximate": "approx.", "asymptotic": "asympt."}
 _QUANTITY = {"excess_kurtosis": "ex. kurtosis", "cov_coordinates": "covariance", "sum_sq": "sum sq."}
@@ -233,7 +234,7 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
     figs = [(caption, _relative(path, out)) for caption, path in _figure_paths(figures, out)]
     derivation_input = _derivation_input(derivation_tex, spec, out, notation)
     tex = out / "report.tex"
-    tex.write_text(report_tex(spec, checks, figs, derivation_input, title, sections), encoding="utf-8")
+    atomic_write_text(tex, report_tex(spec, checks, figs, derivation_input, title, sections))
     return compile_pdf(tex) if compile else tex
 
 
