@@ -39,7 +39,7 @@ import torch
 from ._corpus import Corpus
 from ._record import record
 from ._result import SimulationResult
-from ._train import POSITIONALS, load_model
+from ._train import POSITIONALS, load_model, read_run_json
 
 MEASURED_TAPS = ("hook_attn_out", "attn.hook_z", "hook_resid_post")
 TAIL_FROM = 16
@@ -137,8 +137,16 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
     t0 = time.perf_counter()
     for positional in models:
         entry = {}
-        for which, path in (("init", out_dir / positional / "init.pt"), ("trained", out_dir / positional / "checkpoint.pt")):
-            model = load_model(path)
+        # both files are read (safely, see `read_checkpoint`) before either is measured: a pair
+        # that is not the same model is refused at once, not after minutes of measuring
+        pair = {"init": load_model(out_dir / positional / "init.pt"),
+                "trained": load_model(out_dir / positional / "checkpoint.pt")}
+        if pair["init"].spec != pair["trained"].spec or pair["init"].spec.positional != positional:
+            raise ValueError(
+                f"{str(out_dir / positional)!r}: init.pt and checkpoint.pt are not the same {positional!r} model; "
+                "rerun the train command with another --out"
+            )
+        for which, model in pair.items():
             ids = heldout_windows(corpus, model.spec.seq_len, sequences)
             if progress:
                 print(f"[measure] {positional} {which}: {ids.shape[0]} held-out windows of {ids.shape[1]} bytes", file=sys.stderr)
@@ -271,7 +279,7 @@ def report(results: dict, out_dir: Path) -> str:
     lines = ["# Variance against position: trained against initialisation", ""]
     run_path = out_dir / "run.json"
     if run_path.exists():
-        run = json.loads(run_path.read_text())
+        run = read_run_json(run_path)
         lines += ["Commands that made this directory (from `run.json`):", "", "```"]
         lines += [c["command"] for c in run.get("commands", [])] + ["```", ""]
         base = run.get("baselines", {})
@@ -279,7 +287,7 @@ def report(results: dict, out_dir: Path) -> str:
             lines += ["| model | steps | bytes seen | held-out bits/byte (trained) | at init | unigram | bigram |",
                       "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
             for name, mod in run["models"].items():
-                lines.append(f"| {name} | {mod['steps']} | {mod['tokens_seen']} | {mod.get('trained_bits_per_byte', float('nan')):.3f} | "
+                lines.append(f"| {name} | {mod.get('steps', '?')} | {mod.get('tokens_seen', '?')} | {mod.get('trained_bits_per_byte', float('nan')):.3f} | "
                              f"{mod.get('init_bits_per_byte', float('nan')):.3f} | {base.get('unigram_bits_per_byte', float('nan')):.3f} | "
                              f"{base.get('bigram_bits_per_byte', float('nan')):.3f} |")
             lines.append("")

@@ -30,7 +30,7 @@ import torch
 
 from ._argparse import OneLineParser
 from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
-from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, train_model
+from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, read_run_json, train_model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,17 +69,44 @@ def _config(args) -> TrainConfig:
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
+def _read_corpus_cache(cache: Path) -> tuple[dict, Corpus]:
+    """``corpus.npz``: two uint8 byte arrays and a JSON string saying where they came from.
+    ``np.load`` keeps its default ``allow_pickle=False``, so an object array (a pickle) in a
+    crafted file is refused, not unpickled; anything else wrong is one ValueError."""
+    def unusable(why: str) -> ValueError:
+        return ValueError(f"corpus cache {str(cache)!r} is unusable ({why}); delete it and rerun "
+                          "(with the run's --corpus, if it had one) to rebuild it")
+
+    try:
+        with np.load(cache) as npz:
+            arrays = {key: npz[key] for key in ("train", "heldout", "info")}
+    except KeyError as err:
+        raise unusable(f"no array {err.args[0]!r}") from None
+    except Exception as err:  # noqa: BLE001 - not a zip, truncated, a pickle: the same remedy
+        raise unusable(str(err) or type(err).__name__) from None
+    try:
+        info = json.loads(str(arrays["info"]))
+    except json.JSONDecodeError:
+        raise unusable("its info is not JSON") from None
+    fields = {"requested": (str, type(None)), "holdout": (int, float), "source": str, "files": int, "heldout_files": int}
+    if not (isinstance(info, dict) and all(isinstance(info.get(k), t) for k, t in fields.items())):
+        raise unusable(f"its info is not an object with {', '.join(fields)}")
+    for key in ("train", "heldout"):
+        if arrays[key].dtype != np.uint8 or arrays[key].ndim != 1:
+            raise unusable(f"{key!r} is not a 1-D array of bytes")
+    return info, Corpus(arrays["train"], arrays["heldout"], info["source"], info["files"], info["heldout_files"])
+
+
 def _corpus(args, out: Path) -> Corpus:
     """The split corpus, cached in ``out/corpus.npz`` (keyed by source and holdout); with
     ``--measure-only`` and no ``--corpus``, the run's own cached corpus."""
     cache = out / "corpus.npz"
     source = str(Path(args.corpus).resolve()) if args.corpus else None
     if cache.exists():
-        with np.load(cache) as npz:
-            info = json.loads(str(npz["info"]))
-            same = info.get("requested") == source and info.get("holdout") == args.holdout
-            if same or (args.measure_only and args.corpus is None):
-                return Corpus(npz["train"], npz["heldout"], info["source"], info["files"], info["heldout_files"])
+        info, cached = _read_corpus_cache(cache)
+        same = info["requested"] == source and info["holdout"] == args.holdout
+        if same or (args.measure_only and args.corpus is None):
+            return cached
     t0 = time.perf_counter()
     print(f"[train] reading corpus {source or 'python3.11-doc HTML'} ...", file=sys.stderr)
     corpus = load_corpus(source, holdout=args.holdout)
@@ -93,7 +120,7 @@ def _corpus(args, out: Path) -> Corpus:
 
 def _record_command(out: Path, argv: list[str], threads: int) -> tuple[dict, dict]:
     path = out / "run.json"
-    run = json.loads(path.read_text()) if path.exists() else {"commands": []}
+    run = read_run_json(path) if path.exists() else {"commands": []}
     from ._run import versions
 
     entry = {

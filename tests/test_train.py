@@ -12,7 +12,9 @@ import torch
 
 from simulate._corpus import CorpusError, html_to_text, load_corpus, unigram_bits_per_byte
 from simulate._train import PRESETS, evaluate, load_model, train_model, windows
+from simulate._model import NoPETransformer
 from simulate._train_cli import main
+from tests.planted_pickle import Exploit, is_live, plant
 
 FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"
 
@@ -94,8 +96,8 @@ def test_resume_continues_the_same_curve(tmp_path, corpus):
     assert resumed["steps"] == TINY.steps
     assert resumed["train_loss"] == full["train_loss"]  # bit-identical, float by float
     assert resumed["eval"] == full["eval"]
-    a = torch.load(tmp_path / "a" / "learned" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "learned" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "learned" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "learned" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = dataclasses.replace(TINY, lr=1e-3)
     with pytest.raises(ValueError, match="different run"):
@@ -124,3 +126,101 @@ def test_cli_trains_measures_and_records(tmp_path):
     assert (out / "measure" / "report.md").read_text().count("## positional =") == 1
     assert main(argv[:4] + ["--measure-only", "--sequences", "8", "--groups", "2", "--no-progress", "--no-figures"]) == 0
     assert len(json.loads((out / "run.json").read_text())["commands"]) == 2
+
+
+# ------------------------------------------------------------------ files of a run folder run no code
+CLI = ["--preset", "tiny", "--steps", "8", "--positional", "none", "--corpus", str(FIXTURE), "--holdout", "0.1",
+       "--sequences", "8", "--groups", "2", "--no-progress", "--no-figures"]
+
+
+def _one_error_line(capsys) -> str:
+    """The CLI's stderr holds one line of error (besides its "[train] ..." progress notes) and no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("[train]")]
+    assert len(lines) == 1 and lines[0].startswith("simulate train: error: "), err
+    return lines[0]
+
+
+def _valid_init(path: Path) -> None:
+    spec = PRESETS["tiny"].spec("none")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"spec": spec.to_dict(), "model": NoPETransformer(spec, seed=0).state_dict(), "seed": 0}, path)
+
+
+@pytest.mark.parametrize("fmt", ["torch", "pickle"])
+@pytest.mark.parametrize("planted", ["checkpoint.pt", "init.pt"])
+@pytest.mark.parametrize("mode", ["resume", "measure-only"])
+def test_a_planted_pickle_is_refused_not_run(tmp_path, capsys, planted, mode, fmt):
+    out, marker = tmp_path / "run", tmp_path / "PWNED"
+    path = plant(out / "none" / planted, marker, fmt)
+    assert is_live(path, marker)  # torch.load(weights_only=False) would have run it
+    if planted == "checkpoint.pt":
+        _valid_init(out / "none" / "init.pt")  # so the planted file is the one read
+    if mode == "measure-only":
+        (out / "none" / {"init.pt": "checkpoint.pt", "checkpoint.pt": "init.pt"}[planted]).touch()
+        (out / "run.json").write_text('{"commands": []}')
+    assert main(["--out", str(out), *CLI] + (["--measure-only"] if mode == "measure-only" else [])) == 2
+    line = _one_error_line(capsys)
+    assert planted in line and ("refused without running" in line or "not a torch zip archive" in line)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_checkpoint_is_one_line(tmp_path, corpus, capsys, damage):
+    out = tmp_path / "run"
+    train_model(dataclasses.replace(PRESETS["tiny"], steps=8), corpus, out, "none", progress=False, stop_after=4)
+    ckpt = out / "none" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": good[: len(good) // 2], "garbage": b"\x80\x04not a checkpoint", "empty": b""}[damage])
+    assert main(["--out", str(out), *CLI]) == 2
+    line = _one_error_line(capsys)
+    assert "checkpoint.pt" in line and "delete it" in line
+
+
+def test_the_fingerprint_is_checked_before_the_rest_is_used(tmp_path, corpus):
+    out = tmp_path / "run"
+    cfg = dataclasses.replace(TINY, steps=8)
+    _valid_init(out / "none" / "init.pt")
+    ckpt = out / "none" / "checkpoint.pt"
+    # another run's fingerprint over unusable contents: refused for the fingerprint, nothing else read
+    torch.save({"fingerprint": {"version": 1, "config": {"seed": 7}}, "model": "not weights", "state": None}, ckpt)
+    (out / "none" / "init.pt").unlink()
+    with pytest.raises(ValueError, match=r"different run \(differs in: config\.") as err:
+        train_model(cfg, corpus, out, "none", progress=False)
+    assert "\n" not in str(err.value)
+    # the right fingerprint over damaged contents: one ValueError saying what is wrong
+    train_model(cfg, corpus, out / "ok", "none", progress=False, stop_after=4)
+    saved = torch.load(out / "ok" / "none" / "checkpoint.pt", weights_only=True)
+    for key, broken, why in (("optimizer", None, "no valid optimizer"), ("state", {"step": 4}, "progress record"),
+                             ("torch_rng", torch.zeros(3, dtype=torch.uint8), "RNG state size"),
+                             ("model", {"embed.weight": torch.zeros(2)}, "")):
+        torch.save({**saved, key: broken}, ckpt)
+        with pytest.raises(ValueError, match="is damaged") as err:
+            train_model(cfg, corpus, out, "none", progress=False)
+        assert why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_init_of_another_model_is_refused(tmp_path, corpus):
+    _valid_init(tmp_path / "none" / "init.pt")  # the tiny preset's model, not TINY's
+    with pytest.raises(ValueError, match="initialisation of a different model or seed"):
+        train_model(TINY, corpus, tmp_path, "none", progress=False)
+
+
+def test_bad_run_json_and_corpus_cache_are_one_line(tmp_path, capsys):
+    out, marker = tmp_path / "run", tmp_path / "PWNED"
+    out.mkdir()
+    (out / "run.json").write_text("{not json")
+    assert main(["--out", str(out), *CLI]) == 2
+    assert "run.json" in _one_error_line(capsys)
+    (out / "run.json").write_text('["a list"]')
+    assert main(["--out", str(out), *CLI]) == 2
+    assert "not the record of a simulate train run" in _one_error_line(capsys)
+    (out / "run.json").unlink()
+    # a corpus cache holding a pickled object array: numpy refuses it (allow_pickle=False), unread
+    np.savez(out / "corpus.npz", train=np.zeros(4, np.uint8), heldout=np.zeros(4, np.uint8),
+             info=np.array([Exploit(marker)], dtype=object))
+    assert main(["--out", str(out), *CLI]) == 2
+    assert "corpus.npz" in _one_error_line(capsys) and not marker.exists()
+    (out / "corpus.npz").write_bytes(b"garbage")
+    assert main(["--out", str(out), *CLI]) == 2
+    assert "corpus.npz" in _one_error_line(capsys)
