@@ -168,19 +168,42 @@ class SimulationResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "SimulationResult":
-        """Read a result written by `save` (the .npz beside it restores every array)."""
+        """Read a result written by `save` (the .npz beside it restores every array).
+
+        JSON and ``np.load`` (with its default ``allow_pickle=False``) run no code from a file;
+        a file that is not such a result (foreign, truncated, edited) is one ValueError naming it.
+        """
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"cannot read simulation result {str(path)!r}: {err}") from None
+        npz_path = path.with_suffix(".npz")
+        arrays = None
+        if npz_path.exists():
+            try:
+                with np.load(npz_path) as npz:
+                    arrays = dict(npz)
+            except Exception as err:  # noqa: BLE001 - not a zip, truncated, a pickle: the same remedy
+                raise ValueError(
+                    f"cannot read the arrays of simulation result {str(npz_path)!r} ({err}); save the result "
+                    "again, or move the .npz aside to load the JSON summaries alone"
+                ) from None
+        try:
+            return cls._from_saved(data, arrays)
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{str(path)!r} is not a simulation result written by SimulationResult.save "
+                f"({type(err).__name__}: {err})"
+            ) from None
+
+    @classmethod
+    def _from_saved(cls, data: dict, arrays: dict[str, np.ndarray] | None) -> "SimulationResult":
+        """`load`'s parsing: ``data`` the JSON, ``arrays`` the .npz (None: JSON only)."""
         meta = data.get("meta", {})
         spec = ModelSpec.from_dict(meta["spec"]) if meta.get("spec") else None  # None: a recorded model
-        npz_path = path.with_suffix(".npz")
         stats = {}
-        if npz_path.exists():
-            with np.load(npz_path) as npz:
-                arrays = dict(npz)
+        if arrays is not None:
             positions = arrays["positions"]
             for tap in data["stats"]:
                 kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs")}

@@ -417,22 +417,44 @@ def _save_checkpoint(path: Path, fingerprint, acc: Accumulator, done: int, nonfi
 
 
 def _load_checkpoint(path: Path, fingerprint, acc: Accumulator, samples: int) -> tuple[int, list, float]:
+    # np.load keeps its default allow_pickle=False: a file that holds a pickle (or an object
+    # array) fails here unread, like a truncated or foreign file
     try:
         with np.load(path) as npz:
             data = dict(npz)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same error to a user
         raise ValueError(f"checkpoint {str(path)!r} is not readable ({err}); delete it to start afresh") from None
-    theirs = json.loads(str(data["fingerprint"]))
+
+    def damaged(why: str) -> ValueError:
+        return ValueError(f"checkpoint {str(path)!r} is damaged ({why}); delete it to start afresh")
+
+    # the fingerprint first: nothing else in a checkpoint of another run is used
+    try:
+        theirs = json.loads(str(data["fingerprint"]))
+    except KeyError:
+        raise damaged("no fingerprint") from None
+    except json.JSONDecodeError:
+        raise damaged("its fingerprint is not JSON") from None
+    if not isinstance(theirs, dict):
+        raise damaged("its fingerprint is not a JSON object")
     if theirs != json.loads(json.dumps(fingerprint, sort_keys=True)):
         diff = sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k))
         raise ValueError(
             f"checkpoint {str(path)!r} belongs to a different run (differs in: {', '.join(diff)}); "
             "use another checkpoint path or delete it"
         )
-    done = int(data["done"])
+    try:
+        done, nonfinite, elapsed = int(data["done"]), [int(i) for i in data["nonfinite"]], float(data["elapsed"])
+    except KeyError as err:
+        raise damaged(f"no {err.args[0]!r}") from None
+    except (TypeError, ValueError):
+        raise damaged("done, nonfinite or elapsed is not a number") from None
     if done > samples:
         raise ValueError(
             f"checkpoint {str(path)!r} already holds {done} samples, more than the {samples} asked for"
         )
-    acc.load_state_dict({k[4:]: v for k, v in data.items() if k.startswith("acc_")})
-    return done, [int(i) for i in data["nonfinite"]], float(data["elapsed"])
+    try:
+        acc.load_state_dict({k[4:]: v for k, v in data.items() if k.startswith("acc_")})
+    except ValueError as err:
+        raise damaged(str(err)) from None
+    return done, nonfinite, elapsed

@@ -301,6 +301,25 @@ class Accumulator:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `state_dict` gave. A state of other keys or shapes (a damaged or
+        crafted checkpoint) is refused with a ValueError before anything changes: merged
+        in, it would fail far from its cause, or broadcast silently."""
+        ours = self.state_dict()
+        missing = sorted(set(ours) - set(state))
+        if missing:
+            raise ValueError(f"the accumulator state lacks {', '.join(missing)}")
+        for key, mine in ours.items():
+            theirs = np.asarray(state[key])
+            expected = list(np.shape(mine))
+            # the pending block's length (axis 1 of pending, axis 0 of its index) varies
+            if key in ("pending", "pending_index") and theirs.ndim == len(expected):
+                axis = 1 if key == "pending" else 0
+                expected[axis] = theirs.shape[axis]
+            if list(theirs.shape) != expected or theirs.dtype.kind not in "biuf":
+                raise ValueError(f"the accumulator's {key!r} is {theirs.dtype} of shape {theirs.shape}, "
+                                 f"expected numbers of shape {tuple(expected)}")
+        if np.shape(state["pending"])[1] != np.shape(state["pending_index"])[0]:
+            raise ValueError("the accumulator's pending block and its index differ in length")
         self.pooled = {k: np.array(state[f"pooled_{k}"]) for k in self.pooled}
         self.unit = {k: np.array(state[f"unit_{k}"]) for k in self.unit}
         self.unit["units"] = int(self.unit["units"])

@@ -205,3 +205,68 @@ def test_progress_bar_and_threads_option(capsys):
     assert torch.get_num_threads() == before  # restored
     simulate.run(SPEC, taps=TAPS[:1], samples=12, seed=0, device="cpu", progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ files from disk run no code
+def _npz_with_pickle(path, marker):
+    """An .npz whose 'fingerprint' is an object array: loading it with allow_pickle=True would run the code."""
+    from tests.planted_pickle import Exploit
+
+    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to a name without it
+        np.savez(fh, fingerprint=np.array([Exploit(marker)], dtype=object), done=np.asarray(0))
+    with np.load(path, allow_pickle=True) as npz:
+        npz["fingerprint"]  # the planted code runs here, so the refusal below is not vacuous
+    assert marker.exists()
+    marker.unlink()
+
+
+def test_a_damaged_or_planted_checkpoint_is_refused_not_run(tmp_path):
+    from tests.planted_pickle import plant
+
+    kw = dict(taps=TAPS[:1], samples=10, seed=1, device="cpu")
+    ckpt, marker = tmp_path / "c.ckpt", tmp_path / "PWNED"
+    simulate.run(SPEC, checkpoint=ckpt, **kw)
+    good = ckpt.read_bytes()
+    for damaged in (good[: len(good) // 2], b"garbage", b""):
+        ckpt.write_bytes(damaged)
+        with pytest.raises(ValueError, match=r"checkpoint '.*c\.ckpt' is not readable .*delete it"):
+            simulate.run(SPEC, checkpoint=ckpt, **kw)
+    for planted in ("pickle", "npz"):
+        if planted == "pickle":
+            plant(ckpt, marker, fmt="pickle")
+        else:
+            _npz_with_pickle(ckpt, marker)
+        with pytest.raises(ValueError, match="is not readable"):
+            simulate.run(SPEC, checkpoint=ckpt, **kw)
+        assert not marker.exists()
+
+
+def test_a_checkpoint_with_the_right_fingerprint_but_wrong_arrays_is_refused(tmp_path):
+    kw = dict(taps=TAPS[:1], samples=10, seed=1, device="cpu")
+    ckpt = tmp_path / "c.ckpt"
+    simulate.run(SPEC, checkpoint=ckpt, **kw)
+    with np.load(ckpt) as npz:
+        data = dict(npz)
+    for key, broken in (("acc_counts", np.zeros(3)), ("done", np.zeros(2)), ("acc_pending", None)):
+        changed = {k: v for k, v in data.items() if k != key} if broken is None else {**data, key: broken}
+        with open(ckpt, "wb") as fh:
+            np.savez(fh, **changed)
+        with pytest.raises(ValueError, match=r"c\.ckpt' is damaged"):
+            simulate.run(SPEC, checkpoint=ckpt, **{**kw, "samples": 20})
+
+
+def test_load_of_a_damaged_or_planted_result_is_a_clear_error(tmp_path):
+    result = simulate.run(SPEC, taps=TAPS[:1], samples=10, seed=4, device="cpu")
+    path, marker = tmp_path / "res.json", tmp_path / "PWNED"
+    result.save(path)
+    _npz_with_pickle(path.with_suffix(".npz"), marker)
+    with pytest.raises(ValueError, match=r"cannot read the arrays of simulation result '.*res\.npz'"):
+        SimulationResult.load(path)
+    assert not marker.exists()
+    path.with_suffix(".npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="res.npz"):
+        SimulationResult.load(path)
+    path.with_suffix(".npz").unlink()
+    path.write_text('{"meta": {}}')  # JSON, but not a result
+    with pytest.raises(ValueError, match=r"res\.json' is not a simulation result"):
+        SimulationResult.load(path)
