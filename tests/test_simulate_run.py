@@ -26,16 +26,39 @@ def _same(a: SimulationResult, b: SimulationResult) -> bool:
     )
 
 
+def _close_to_rounding(a: SimulationResult, b: SimulationResult) -> bool:
+    """Every array of ``a`` and ``b`` equal up to float32 rounding.
+
+    A batched product may take another kernel for another shape (issue 13: under the
+    quenched measure a chunk of c sequences is one GEMM over c * T rows, and AMX/AVX-512
+    kernels differ by shape), which changes the summation order of each dot product of
+    length K: a relative change of at most about K * 2^-24 per product (K <= 4 * d_model
+    = 128 here, 7.6e-6), carried through a few layers. 1e-5 of each array's scale
+    (plus that much relative) bounds it; a seed or sample mix-up moves numbers by O(1).
+    """
+    arrays_b = b.arrays()
+    for key, x in a.arrays().items():
+        y = arrays_b[key]
+        scale = float(np.nanmax(np.abs(x))) if np.size(x) else 0.0
+        if x.shape != y.shape or not np.allclose(x, y, rtol=1e-5, atol=1e-5 * scale, equal_nan=True):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("measure", ["annealed", "quenched"])
 def test_same_seed_same_numbers_for_any_chunk_size(measure):
+    """What holds on every machine (docs/simulate.md, "Runs you can trust"): the same call
+    gives the same bits, whatever the draw threads; another chunk size gives the same
+    numbers up to float32 rounding."""
     kw = dict(taps=TAPS, samples=70, seed=11, measure=measure, device="cpu", reservoir=5)
-    results = [simulate.run(SPEC, chunk_size=c, **kw) for c in (70, 1, 9, 64)]
-    for other in results[1:]:
-        assert _same(results[0], other)
+    results = {c: simulate.run(SPEC, chunk_size=c, **kw) for c in (70, 1, 9, 64)}
+    assert _same(results[9], simulate.run(SPEC, chunk_size=9, **kw))
     threaded = simulate.run(SPEC, chunk_size=9, workers=3, **kw)  # the draw threads do not matter
-    assert _same(results[0], threaded)
+    assert _same(results[9], threaded)
+    for chunk in (1, 9, 64):
+        assert _close_to_rounding(results[70], results[chunk])
     different = simulate.run(SPEC, chunk_size=9, **{**kw, "seed": 12})
-    assert not np.array_equal(different["hook_z", 0].mean, results[0]["hook_z", 0].mean)
+    assert not _close_to_rounding(different, results[9])
 
 
 def test_resume_after_interruption_gives_identical_results(tmp_path, monkeypatch):
@@ -60,9 +83,10 @@ def test_resume_after_interruption_gives_identical_results(tmp_path, monkeypatch
     assert resumed.meta["resumed_from"] == 80
     assert _same(straight, resumed)
     # a finished checkpoint extends to more samples, again without a sample lost or doubled
+    # (its last chunks are cut differently from a straight run's: equal up to rounding)
     longer = simulate.run(SPEC, checkpoint=ckpt, **{**kw, "samples": 170})
     assert longer.meta["resumed_from"] == 150
-    assert _same(longer, simulate.run(SPEC, **{**kw, "samples": 170}))
+    assert _close_to_rounding(longer, simulate.run(SPEC, **{**kw, "samples": 170}))
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
