@@ -151,9 +151,15 @@ class SimulationResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``path`` (JSON summaries) and ``path`` with suffix ``.npz`` (all arrays)."""
+        from theory._outputs import atomic_path, atomic_write_text
+
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        np.savez(path.with_suffix(".npz"), **self.arrays())
+        if path.suffix == ".npz":  # the arrays' file would overwrite the JSON
+            raise ValueError(f"a result is saved to a .json path (its arrays go beside it as .npz), got {str(path)!r}")
+        # arrays first, then the JSON that names them: each file is replaced atomically
+        with atomic_path(path.with_suffix(".npz")) as tmp:
+            np.savez(tmp, **self.arrays())
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array, keyed ``"positions"`` and ``"{tap}/{stat}"``."""
