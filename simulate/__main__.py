@@ -14,6 +14,7 @@ import json
 import sys
 
 from theory import ModelSpec
+from theory._guard import guarded
 
 from simulate._argparse import OneLineParser
 
@@ -128,6 +129,7 @@ def _bench(args) -> int:
 _DELEGATED = {"probe": "simulate._probe_cli", "train": "simulate._train_cli"}
 
 
+@guarded("simulate")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _DELEGATED:

@@ -12,6 +12,7 @@ import sys
 import time
 
 from theory import ModelSpec
+from theory._guard import guarded
 
 from ._argparse import OneLineParser
 
@@ -110,6 +111,7 @@ def build_config(args) -> ProbeConfig:
     )
 
 
+@guarded("simulate probe")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)

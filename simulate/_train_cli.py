@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from theory._guard import guarded
+
 from ._argparse import OneLineParser
 from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
 from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, read_run_json, train_model
@@ -199,6 +201,7 @@ def _write(out: Path, run: dict) -> None:
     tmp.replace(out / "run.json")
 
 
+@guarded("simulate train")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)

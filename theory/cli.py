@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from ._guard import guarded
 from .derive import derive, predict
 from .spec import SYMBOL_NAMES, ModelSpec
 from .steps import LEVELS
@@ -130,6 +131,7 @@ def _predict(args) -> str:
     return "\n".join(lines)
 
 
+@guarded("theory")
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)

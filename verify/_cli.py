@@ -14,6 +14,8 @@ import argparse
 import shlex
 import sys
 
+from theory._guard import guarded
+
 from ._job import PRESETS
 
 
@@ -104,6 +106,7 @@ def _prepare_out(path: str, spec_path: str | None) -> None:
         print(f"verify: {note}", file=sys.stderr)
 
 
+@guarded("verify")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
