@@ -99,12 +99,12 @@ def check_output_file(path: str | os.PathLike, option: str = "--out", inputs: It
     path = Path(path)
     if str(path) in ("", "."):
         raise ValueError(f"{option} must be a file path")
-    if suffix is not None and path.suffix.lower() != suffix:
-        raise ValueError(f"{option} must end in {suffix}, got {shown(str(path))}")
     if path.is_symlink():
         raise ValueError(f"{option} {shown(str(path))} is a symbolic link; give the real path")
     if path.exists() and path.is_dir():
         raise ValueError(f"{option} {shown(str(path))} is a folder; give a file path")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ValueError(f"{option} must end in {suffix}, got {shown(str(path))}")
     _refuse_inputs(path, option, inputs)
     folder = path.parent
     if not folder.is_dir():
