@@ -252,6 +252,12 @@ def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 12
 
 
 # ====================================================================== hidden states
+def block_output(spec: ModelSpec) -> str:
+    """The tap a probe reads: the block's output, ``hook_resid_post``, or ``hook_resid_mid``
+    in an attention-only block (it has no MLP, so no ``hook_resid_post``)."""
+    return "hook_resid_mid" if spec.attn_only else "hook_resid_post"
+
+
 def hidden_states(spec: ModelSpec, sequences: int, seed: int, *, device: torch.device,
                   chunk: int = 16, keep_full: bool = True) -> tuple[list[np.ndarray] | None, np.ndarray]:
     """``blocks.{l}.hook_resid_post`` of one frozen network (quenched) for ``sequences`` sequences.
@@ -265,7 +271,7 @@ def hidden_states(spec: ModelSpec, sequences: int, seed: int, *, device: torch.d
     check_positional(spec)
     T, d, L = spec.seq_len, spec.d_model, spec.n_layers
     dtype = torch.float32
-    taps = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    taps = [f"blocks.{l}.{block_output(spec)}" for l in range(L)]
     network, table = draw_network(spec, seed, device, dtype)
     plan = sample_plan(spec, T, with_weights=False, method="explicit")
     drawer = Drawer(plan, seed, device, dtype, workers=1)
@@ -309,7 +315,7 @@ def theory_curves(spec: ModelSpec) -> tuple[list[np.ndarray] | None, str]:
         except (ValueError, NotImplementedError):
             pred = depth.predict(spec.replace(vocab_size=None))
             note = "theory.depth.predict(spec with vocab_size=None: Gaussian inputs)"
-        curves = [np.asarray(pred.var("hook_resid_post", l), dtype=np.float64) for l in range(spec.n_layers)]
+        curves = [np.asarray(pred.var(block_output(spec), l), dtype=np.float64) for l in range(spec.n_layers)]
     except Exception as err:  # noqa: BLE001 -- a theory failure must not sink the simulated probes
         return None, f"theory.depth failed ({type(err).__name__}: {err}); the theory probe was skipped"
     if any(c.shape != (spec.seq_len,) or not np.all(np.isfinite(c)) or np.any(c <= 0) for c in curves):
@@ -432,7 +438,7 @@ def _summarise(per_network: list[dict], spec: ModelSpec, probes) -> tuple[list[d
     layers, curves = [], {}
     K = len(per_network)
     for l in range(spec.n_layers):
-        row = {"layer": l, "tap": f"blocks.{l}.hook_resid_post"}
+        row = {"layer": l, "tap": f"blocks.{l}.{block_output(spec)}"}
         for probe in probes:
             if probe not in per_network[0][l]:
                 continue
@@ -473,7 +479,7 @@ def probe_experiment(cfg: ProbeConfig, progress: bool = True) -> tuple[dict, dic
     results = {"variants": {}, "sigma_sweep": [], "meta": {
         "spec": spec.to_dict(), "sequences": cfg.sequences, "networks": cfg.networks, "seed": cfg.seed,
         "split": dict(zip(("train", "val", "test"), cfg.split_sizes())), "measure": "quenched",
-        "tap": "hook_resid_post", "theory_dof": dof, "probes": list(cfg.probes),
+        "tap": block_output(spec), "theory_dof": dof, "probes": list(cfg.probes),
     }}
     all_curves: dict = {}
 

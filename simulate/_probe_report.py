@@ -124,7 +124,7 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
             ax.errorbar(x, y, yerr=se, marker="o", ms=3, capsize=2, label=variant)
         ax.axhline(chance_mae(T), color="grey", lw=0.8, ls=":", label="constant guess")
         ax.set_title(PROBE_LABELS[p])
-        ax.set_xlabel("layer (hook_resid_post)")
+        ax.set_xlabel(f"layer ({results['meta'].get('tap', 'hook_resid_post')})")
         ax.set_xticks(range(results["meta"]["spec"]["n_layers"]))
     axes[0][0].set_ylabel("probe MAE (positions)")
     axes[0][-1].legend(fontsize=7)
@@ -290,7 +290,7 @@ def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_
         f"{'attention only' if spec['attn_only'] else 'MLP ' + spec['activation']}, LayerNorm eps {spec['ln_eps']}. "
         f"Quenched: {meta['networks']} frozen networks per variant (the same weights across variants), "
         f"{meta['sequences']} sequences each, split {meta['split']['train']}/{meta['split']['val']}/{meta['split']['test']} "
-        f"(train/validation/test); seed {meta['seed']}. Probes read `hook_resid_post` of each layer. "
+        f"(train/validation/test); seed {meta['seed']}. Probes read `{meta.get('tap', 'hook_resid_post')}` of each layer. "
         f"Theory probe: {theory_note}.",
         "",
         "MAE = mean |estimate - m| (posterior mean or regression); MAD = mean |class - m| (argmax class, "

@@ -203,3 +203,15 @@ def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_attention_only_spec_is_probed_at_its_block_output():
+    """An attention-only block has no hook_resid_post: the probe reads hook_resid_mid (it raised
+    KeyError before), the theory probe included, and says so in the results."""
+    spec = TINY.replace(attn_only=True, n_layers=1)
+    cfg = ProbeConfig(spec=spec, positionals=("none",), probes=("variance_only", "theory"), sequences=16,
+                      networks=1, seed=0, sigmas=(), mlp_epochs=1, mlp_hidden=8)
+    results, _ = probe_experiment(cfg, progress=False)
+    assert results["meta"]["tap"] == "hook_resid_mid"
+    row = results["variants"]["none"]["layers"][0]
+    assert row["tap"] == "blocks.0.hook_resid_mid" and np.isfinite(row["theory"]["mae"])
