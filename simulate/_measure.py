@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from theory._outputs import atomic_savefig, atomic_write_text
+
 from ._corpus import Corpus
 from ._record import record
 from ._result import SimulationResult
@@ -157,10 +159,10 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
         results["models"][positional] = entry
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     results["verdict"] = verdicts(results)
-    (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(dest / "results.json", json.dumps(results, indent=1) + "\n")
     if with_figures:
         figures(results, dest)
-    (dest / "report.md").write_text(report(results, out_dir), encoding="utf-8")
+    atomic_write_text(dest / "report.md", report(results, out_dir))
     return summary(results)
 
 
@@ -230,7 +232,7 @@ def figures(results: dict, dest: Path) -> None:
             ax.grid(alpha=0.3, which="both", lw=0.3)
         fig.tight_layout()
         name = "variance_" + suffix.replace("attn.", "").replace("hook_", "")
-        fig.savefig(dest / f"{name}.png", dpi=110)
+        atomic_savefig(fig, dest / f"{name}.png", dpi=110)
         plt.close(fig)
 
     fig, axes = plt.subplots(2, len(MEASURED_TAPS), figsize=(3.2 * len(MEASURED_TAPS), 5.6), squeeze=False)
@@ -249,7 +251,7 @@ def figures(results: dict, dest: Path) -> None:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(dest / "slopes.png", dpi=110)
+    atomic_savefig(fig, dest / "slopes.png", dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.0), squeeze=False)
@@ -266,7 +268,7 @@ def figures(results: dict, dest: Path) -> None:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3, lw=0.3)
     fig.tight_layout()
-    fig.savefig(dest / "entropy.png", dpi=110)
+    atomic_savefig(fig, dest / "entropy.png", dpi=110)
     plt.close(fig)
 
 

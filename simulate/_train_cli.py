@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from theory._guard import guarded
+from theory._outputs import atomic_path, atomic_savefig, check_output_dir
 
 from ._argparse import OneLineParser
 from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
@@ -110,11 +111,13 @@ def _corpus(args, out: Path) -> Corpus:
         if same or (args.measure_only and args.corpus is None):
             return cached
     t0 = time.perf_counter()
-    print(f"[train] reading corpus {source or 'python3.11-doc HTML'} ...", file=sys.stderr)
+    if not args.no_progress:  # progress only: a corpus that fails is then one error line alone
+        print(f"[train] reading corpus {source or 'python3.11-doc HTML'} ...", file=sys.stderr)
     corpus = load_corpus(source, holdout=args.holdout)
     info = {"requested": source, "holdout": args.holdout, "source": corpus.source, "files": corpus.files,
             "heldout_files": corpus.heldout_files}
-    np.savez(cache, train=corpus.train, heldout=corpus.heldout, info=np.array(json.dumps(info)))
+    with atomic_path(cache) as tmp:
+        np.savez(tmp, train=corpus.train, heldout=corpus.heldout, info=np.array(json.dumps(info)))
     print(f"[train] corpus: {corpus.train.size} training bytes, {corpus.heldout.size} held out "
           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return corpus
@@ -167,7 +170,7 @@ def loss_figure(run: dict, out: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=120)
+    atomic_savefig(fig, out / "loss.png", dpi=120)
     plt.close(fig)
 
 
@@ -214,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         if args.measure_only and not (out / "run.json").exists():
             raise ValueError(f"--measure-only needs a finished run in {str(out)!r} (no run.json there)")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"cannot create --out {str(out)!r}: {err.strerror}") from None
+        # a writable run folder (created if missing) that is not the corpus, checked before any work;
+        # an existing run in it is resumed, so nothing there is announced as replaced
+        out, _ = check_output_dir(out, "--out", inputs=[args.corpus])
         threads_before = torch.get_num_threads()
         torch.set_num_threads(args.threads)
         try:
