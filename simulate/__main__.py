@@ -4,7 +4,8 @@
 their parsers in ``simulate/_probe_cli.py`` and ``simulate/_train_cli.py``, each with a
 ``main(argv) -> int``.
 
-Bad input exits with status 2 and a one-line message on stderr, never a traceback.
+Bad input exits with status 2 and a one-line message on stderr, never a traceback; a run
+whose every sample gave NaN/inf writes its (null) result and exits with status 1.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from theory import ModelSpec
 from theory._guard import guarded
 
 from simulate._argparse import OneLineParser
+from simulate._run import NothingUsableWarning
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -62,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=float, default=10.0, help="seconds between checkpoints")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--force", action="store_true",
+                   help="run even when the estimated memory or time exceeds the limits (see docs/simulate.md)")
     r.add_argument("--out", required=True, help="result JSON path (arrays go beside it as .npz)")
 
     b = sub.add_parser("bench", help="time the engine against a per-network loop and the matmul ceiling")
@@ -97,19 +102,35 @@ def _run(args) -> int:
     taps = [t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None
     positions = _int_list(args.positions, "--positions") if args.positions else None
     _check_outputs(args)
-    result = simulate.run(
-        spec, taps=taps, samples=args.samples, seed=args.seed, positions=positions,
-        measure=args.measure, device=args.device, dtype=args.dtype, chunk_size=args.chunk_size,
-        method=args.method, batch=args.batch, reservoir=args.reservoir, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, threads=args.threads, progress=False if args.no_progress else "auto",
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NothingUsableWarning)  # said below, in one line
+        result = simulate.run(
+            spec, taps=taps, samples=args.samples, seed=args.seed, positions=positions,
+            measure=args.measure, device=args.device, dtype=args.dtype, chunk_size=args.chunk_size,
+            method=args.method, batch=args.batch, reservoir=args.reservoir, checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every, threads=args.threads, progress=False if args.no_progress else "auto",
+            force=args.force,
+        )
     try:
         result.save(args.out)
     except OSError as err:
         raise ValueError(f"cannot write {args.out!r}: {err.strerror}") from None
     n = result.meta["samples"] - result.meta["nonfinite_samples"]
-    print(f"simulate: {n} {result.meta['unit']}s, {len(result.taps)} taps -> {args.out}", file=sys.stderr)
+    unit = result.meta["unit"]
+    if n <= 0:  # the result is written (its statistics null), but the run produced nothing usable
+        print(
+            f"simulate: error: nothing usable: all {result.meta['samples']} {unit}s gave NaN/inf (overflow, or a "
+            f"LayerNorm of zero variance with ln_eps = 0: check the sigmas and ln_eps, or try --dtype float64); "
+            f"every statistic in {_short(args.out)} is null",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"simulate: {n} {unit}s, {len(result.taps)} taps -> {args.out}", file=sys.stderr)
     return 0
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
 def _bench(args) -> int:

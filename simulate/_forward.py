@@ -93,20 +93,42 @@ def psd_root(gram: torch.Tensor) -> torch.Tensor:
     for it (a finite vocabulary repeating a token; strongly correlated positions in deep
     layers), a symmetric eigen-decomposition in float64 made triangular by a QR step.
     The root is always lower triangular (`tril_matmul` relies on it).
+
+    A Gram matrix with a NaN or an inf in its lower triangle (its network's values
+    overflowed or a LayerNorm divided by zero), or one whose eigen-decomposition fails,
+    gets a root of NaNs: that network's outputs are NaN, so the run counts it as a
+    non-finite sample and leaves it out, and the other networks of the chunk are unaffected.
     """
     root, info = torch.linalg.cholesky_ex(gram)
     bad = info != 0
     if bool(bad.any()):
-        eigval, eigvec = torch.linalg.eigh(gram[bad].double())
-        full = eigvec * eigval.clamp(min=0.0).sqrt().unsqueeze(-2)  # M with M M^T = gram, not triangular
-        # The callers multiply with `tril_matmul`, which reads the lower triangle only: make
-        # the root triangular. With M^T = Q R, M M^T = R^T R, so R^T is a lower-triangular root.
-        # (Without this, every row but the last lost part of its variance: deep layers, where
-        # positions are strongly correlated and the float32 Cholesky fails, came out far too small.)
-        upper = torch.linalg.qr(full.transpose(-1, -2), mode="r").R
+        sub = gram[bad].double()  # (K, R, R)
+        finite = torch.isfinite(sub.tril()).all(dim=-1).all(dim=-1)  # (K,): eigh reads the lower triangle
+        lower = torch.full_like(sub, float("nan"))
+        if bool(finite.any()):
+            lower[finite] = _eigh_root(sub[finite])
         root = root.clone()
-        root[bad] = upper.transpose(-1, -2).to(gram.dtype)
+        root[bad] = lower.to(gram.dtype)
     return root
+
+
+def _eigh_root(gram: torch.Tensor) -> torch.Tensor:
+    """Lower-triangular roots of finite symmetric matrices (K, R, R) float64 via eigh + QR;
+    a matrix whose decomposition fails (LAPACK did not converge) gets NaNs."""
+    try:
+        eigval, eigvec = torch.linalg.eigh(gram)
+    except torch.linalg.LinAlgError:
+        if gram.shape[0] == 1:
+            return torch.full_like(gram, float("nan"))
+        # one matrix failed the batch: decompose each alone, so only the failing ones are lost
+        return torch.cat([_eigh_root(gram[i:i + 1]) for i in range(gram.shape[0])])
+    full = eigvec * eigval.clamp(min=0.0).sqrt().unsqueeze(-2)  # M with M M^T = gram, not triangular
+    # The callers multiply with `tril_matmul`, which reads the lower triangle only: make
+    # the root triangular. With M^T = Q R, M M^T = R^T R, so R^T is a lower-triangular root.
+    # (Without this, every row but the last lost part of its variance: deep layers, where
+    # positions are strongly correlated and the float32 Cholesky fails, came out far too small.)
+    upper = torch.linalg.qr(full.transpose(-1, -2), mode="r").R
+    return upper.transpose(-1, -2)
 
 
 def _row_blocks(rows: int) -> list[tuple[int, int]]:

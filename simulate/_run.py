@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from theory import ModelSpec
 from theory.taps import TapFilter, select_taps
 
+from ._budget import check_run_size
 from ._draw import Drawer, default_workers, draw_network, sample_plan, unpack
 from ._forward import Projections, forward
 from ._positional import check_positional
@@ -29,6 +31,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of working memory a chunk may use (small chunks stay in cache)
 MAX_CHUNK = 256
 CHECKPOINT_VERSION = 1
+
+
+class NothingUsableWarning(RuntimeWarning):
+    """Every sample of a run gave NaN/inf: each statistic is NaN (null in the JSON)."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -90,6 +96,15 @@ def check_run_arguments(spec: ModelSpec, samples: Any, seed: Any, batch: Any, me
     if measure == "quenched" and batch != 1:
         raise ValueError("batch applies to the annealed measure; quenched samples are sequences (batch=1)")
     return samples, seed, batch
+
+
+def check_limits(memory_limit: Any, time_limit: Any) -> None:
+    """``memory_limit`` (bytes) and ``time_limit`` (seconds): None or a positive number."""
+    for name, value in (("memory_limit", memory_limit), ("time_limit", time_limit)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +185,9 @@ def run(
     progress: bool | str = "auto",
     workers: int | None = None,
     threads: int | None = None,
+    force: bool = False,
+    memory_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> SimulationResult:
     """Monte Carlo statistics of the taps of random NoPE networks described by ``spec``.
 
@@ -195,6 +213,16 @@ def run(
     workers : threads that draw random numbers (default: one per torch thread).
     threads : torch's intra-op threads during the run (default: leave as set). On a CPU
         that other processes share, ``threads=1`` avoids OpenMP stalls on small models.
+    force, memory_limit, time_limit : the size guard. Before anything is allocated the run's
+        memory and time are estimated (`simulate._budget`); a run over the limits is refused
+        with a ValueError naming the field, the estimate and the limit. The limits are 80% of
+        the memory available now (or ``memory_limit`` bytes) and one day of estimated work
+        (or ``time_limit`` seconds); ``force=True`` skips them (a request beyond 2^63 bytes
+        is refused all the same).
+
+    A sample whose values hold a NaN or an inf is counted in ``meta["nonfinite_samples"]``
+    and left out; when every sample is, each statistic is NaN and a
+    `NothingUsableWarning` is issued.
 
     Returns
     -------
@@ -209,6 +237,14 @@ def run(
         chunk_size = _check_int("chunk_size", chunk_size, 1)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
+    check_limits(memory_limit, time_limit)
+    # before anything is allocated or listed (select_taps, positions and the draw plan are
+    # O(n_layers) or O(seq_len)): refuse what cannot fit, with the estimate and the limit
+    check_run_size(
+        spec, taps=taps, samples=samples, batch=batch, chunk_size=chunk_size, positions=positions,
+        reservoir=reservoir, measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8,
+        memory_budget=memory_budget, device=dev, force=bool(force), memory_limit=memory_limit, time_limit=time_limit,
+    )
     tap_list = list(dict.fromkeys(select_taps(taps, spec.n_layers, spec.attn_only)))  # unique, in order
     if not tap_list:
         raise ValueError("the tap filter selected no taps")
@@ -316,7 +352,12 @@ def _execute(job: _Job, acc: Accumulator, done: int, nonfinite: list[int], elaps
     wall = time.perf_counter() - t0
     if ckpt_path is not None and done > resumed_from:
         _save_checkpoint(ckpt_path, fingerprint, acc, done, nonfinite, elapsed_before + wall)
-    if nonfinite:
+    if nonfinite and len(nonfinite) >= samples:
+        warnings.warn(
+            f"all {samples} sample(s) gave NaN/inf: nothing usable; every statistic is NaN (null in JSON)",
+            NothingUsableWarning, stacklevel=3,
+        )
+    elif nonfinite:
         print(
             f"[simulate] warning: {len(nonfinite)} sample(s) gave NaN/inf and were left out "
             f"(first: {nonfinite[:5]})",

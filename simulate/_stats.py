@@ -271,18 +271,21 @@ class Accumulator:
             var = biased + (np.nan_to_num(mean_se) ** 2)
             kurtosis = np.where(pooled["m2"] > 0, n * pooled["m4"] / pooled["m2"] ** 2, np.nan)
             skewness = np.where(pooled["m2"] > 0, np.sqrt(n) * pooled["m3"] / pooled["m2"] ** 1.5, np.nan)
+        # a statistic of no values is undefined, not 0: NaN here, null in JSON
+        empty = n == 0
+        undefined = lambda a: np.where(empty, np.nan, a)  # noqa: E731
         return {
             "units": np.full(self.shape, N),
             "n_values": n,
-            "mean": mean,
+            "mean": undefined(mean),
             "mean_se": mean_se,
-            "var": var,
+            "var": undefined(var),
             "var_se": var_se,
             "skewness": skewness,
             "kurtosis": kurtosis,
-            "m2": pooled["m2"],
-            "m3": pooled["m3"],
-            "m4": pooled["m4"],
+            "m2": undefined(pooled["m2"]),
+            "m3": undefined(pooled["m3"]),
+            "m4": undefined(pooled["m4"]),
         }
 
     def reservoir_values(self) -> np.ndarray:

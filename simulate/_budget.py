@@ -1,0 +1,517 @@
+"""Size guards: the memory and time a request needs, estimated before anything is allocated.
+
+`simulate.run` and `python -m simulate probe` call `check_run_size` / `check_probe_size`
+first: a spec whose estimate does not fit is refused with one `ValueError` that names the
+field most responsible, the estimate and the limit, instead of asking torch for 224 GB,
+overflowing an index, or looping over 10^9 layers. The estimates are formulas of the
+sizes (floats: a value of 10^300 gives inf, never an exception), close to a factor of two,
+and cost nothing.
+
+Limits (both overridable with ``force=True`` / ``--force``, or explicit ``memory_limit`` /
+``time_limit`` arguments):
+
+* **memory**: `MEMORY_FRACTION` of the memory available now: on the CPU, psutil's
+  ``virtual_memory().available`` when psutil is installed, else ``MemAvailable`` of
+  ``/proc/meminfo``, else ``sysconf(SC_AVPHYS_PAGES * SC_PAGE_SIZE)``, capped by a cgroup
+  ``memory.max`` when one is set; on a GPU, the free device memory
+  (``torch.cuda.mem_get_info``) for the device-side part;
+* **time**: `TIME_LIMIT_S` (one day) of estimated work, at assumed throughputs
+  (`RATES`): floating-point operations per second, normals drawn per second, and a fixed
+  cost per kernel launch (which is what a 10^9-layer network of width 8 spends).
+
+A request that no machine could hold (more than 2^63 bytes, or a tensor with more than
+2^63 - 1 elements, beyond torch's indices) is refused even with ``force``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+MEMORY_FRACTION = 0.8
+TIME_LIMIT_S = 86400.0  # one day of estimated work
+BLOCK = 64  # the accumulator's merge block (simulate._stats.BLOCK)
+HARD_BYTES = 2.0**63
+# assumed throughputs: (flop/s, normals/s, seconds per kernel launch)
+RATES = {"cpu": (2e10, 1.5e8, 1e-5), "cuda": (2e13, 2e10, 2e-5)}
+JSON_BYTES_PER_STAT = 2000.0  # one (tap, position) entry of a result as Python objects and JSON text
+
+_ATTN = ("hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
+         "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid")
+_MLP = ("ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
+
+
+def _num(value: Any) -> float:
+    """A size as a float; beyond float range it is inf (never OverflowError)."""
+    if value is None:
+        return 0.0
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _clean(x: float) -> float:
+    return math.inf if math.isnan(x) else x
+
+
+# ====================================================================== available memory
+def _cgroup_limit() -> float | None:
+    """Bytes a cgroup (v2 or v1) still lets this process take, or None when unlimited/unknown."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as fh:
+                text = fh.read().strip()
+            if text == "max":
+                return None
+            limit = float(text)
+            if limit >= 2.0**60:  # v1's "unlimited"
+                return None
+            try:
+                with open(usage_file) as fh:
+                    limit -= float(fh.read().strip())
+            except (OSError, ValueError):
+                pass
+            return max(limit, 0.0)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def available_memory() -> tuple[float | None, str]:
+    """Host memory available now (bytes) and where the figure comes from; (None, why) if unknown."""
+    value, source = None, ""
+    try:
+        import psutil  # optional
+
+        value, source = float(psutil.virtual_memory().available), "psutil"
+    except Exception:  # noqa: BLE001 - not installed, or no answer: try the next source
+        pass
+    if value is None:
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        value, source = float(line.split()[1]) * 1024, "/proc/meminfo"
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    if value is None:
+        try:
+            value = float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+            source = "sysconf"
+        except (ValueError, OSError, AttributeError):
+            return None, "unknown (no psutil, /proc/meminfo or sysconf)"
+    cgroup = _cgroup_limit()
+    if cgroup is not None and cgroup < value:
+        value, source = cgroup, "the cgroup limit"
+    return value, source
+
+
+def device_memory(device: Any) -> tuple[float | None, str]:
+    """Free memory of a CUDA device (bytes) and the source; (None, why) when unknown."""
+    try:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free), "torch.cuda.mem_get_info"
+    except Exception:  # noqa: BLE001
+        return None, "unknown"
+
+
+def format_bytes(n: float) -> str:
+    if not math.isfinite(n):
+        return "an unbounded amount of memory"
+    if n >= 1e18:
+        return f"{n:.1e} bytes"
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} bytes"
+
+
+def format_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "forever"
+    for unit, size in (("years", 3.15e7), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if s >= size:
+            return f"{s / size:.3g} {unit[:-1] if unit.endswith('s') and round(s / size, 2) == 1 else unit}"
+    return f"{s:.2g} s"
+
+
+def _format_value(value: Any) -> str:
+    text = repr(value)
+    if len(text) <= 24:
+        return text
+    if isinstance(value, int):
+        return f"~10^{len(str(abs(value))) - 1}"
+    return f"{_num(value):.3g}"
+
+
+# ====================================================================== the run estimate
+@dataclass(frozen=True)
+class RunSizes:
+    """The numbers an estimate of `simulate.run` needs (floats; see `run_sizes`)."""
+
+    d_model: float
+    n_heads: float
+    n_layers: float
+    seq_len: float
+    mlp_ratio: float
+    vocab_size: float  # 0: Gaussian inputs
+    attn_only: bool
+    learned: bool
+    samples: float
+    batch: float
+    chunk_size: float  # 0: the default, from memory_budget
+    positions: float
+    reservoir: float
+    quenched: bool
+    method: str
+    item: float  # bytes per element (4 or 8)
+    taps: tuple  # ((suffix or None, count, layer or -1), ...) None: the widest tap
+    memory_budget: float
+
+
+def tap_groups(taps: Any, n_layers: float, attn_only: bool) -> tuple:
+    """``taps`` (as `simulate.run` takes it) as ``((suffix, count, last layer), ...)`` without
+    listing a network's taps (that is O(n_layers)); a callable counts as every tap."""
+    suffixes = _ATTN if attn_only else _ATTN + _MLP
+    if taps is None or callable(taps):
+        return tuple((s, n_layers, n_layers - 1) for s in suffixes)
+    from theory.taps import parse_tap, tap_name
+
+    items = [taps] if isinstance(taps, (str, tuple)) else taps
+    try:
+        items = list(items)
+    except TypeError:
+        return ((None, 1.0, n_layers - 1),)
+    groups = []
+    for t in items:
+        try:
+            suffix, layer = parse_tap(tap_name(t) if isinstance(t, tuple) else t)
+        except (ValueError, TypeError, KeyError):
+            suffix, layer = None, n_layers - 1  # select_taps names the problem later
+        groups.append((suffix, 1.0, float(layer)))
+    return tuple(groups) or ((None, 1.0, n_layers - 1),)
+
+
+def run_sizes(spec, *, taps, samples, batch, chunk_size, positions, reservoir, measure, method, dtype_bytes,
+              memory_budget) -> RunSizes:
+    if positions is None:
+        n_pos = _num(spec.seq_len)
+    else:
+        try:
+            n_pos = float(len(positions))
+        except TypeError:
+            n_pos = _num(spec.seq_len)
+        n_pos = min(n_pos, _num(spec.seq_len))
+    return RunSizes(
+        d_model=_num(spec.d_model), n_heads=_num(spec.n_heads), n_layers=_num(spec.n_layers),
+        seq_len=_num(spec.seq_len), mlp_ratio=_num(spec.mlp_ratio), vocab_size=_num(spec.vocab_size),
+        attn_only=bool(spec.attn_only), learned=spec.positional == "learned", samples=_num(samples),
+        batch=_num(batch), chunk_size=_num(chunk_size), positions=n_pos, reservoir=_num(reservoir),
+        quenched=measure == "quenched", method=method, item=float(dtype_bytes),
+        taps=tap_groups(taps, _num(spec.n_layers), bool(spec.attn_only)), memory_budget=_num(memory_budget),
+    )
+
+
+def _kinds(z: RunSizes) -> list[tuple[float, float]]:
+    """(d_out, d_in) of each projection of a layer."""
+    d, dmlp = z.d_model, z.mlp_ratio * z.d_model
+    kinds = [(3 * z.d_model, d), (d, d)]  # qkv (n_heads * d_head <= d_model), o
+    if not z.attn_only:
+        kinds += [(dmlp, d), (d, dmlp)]
+    return kinds
+
+
+def _gram(z: RunSizes, d_in: float, rows: float) -> bool:
+    if z.quenched or z.method == "explicit":
+        return False
+    return z.method == "gram" or rows < d_in
+
+
+def _tap_elements(z: RunSizes, suffix: str | None) -> float:
+    """Elements of one tap of one unit."""
+    R = z.batch * z.seq_len
+    if suffix in ("attn.hook_attn_scores", "attn.hook_pattern"):
+        return z.batch * z.n_heads * z.seq_len * z.seq_len
+    if suffix in ("mlp.hook_pre", "mlp.hook_post"):
+        return R * z.mlp_ratio * z.d_model
+    if suffix is None:  # unknown: the widest
+        return max(R * max(z.mlp_ratio, 1.0) * z.d_model, z.batch * z.n_heads * z.seq_len * z.seq_len)
+    return R * z.d_model
+
+
+def plan_elements(z: RunSizes) -> float:
+    """Normals one unit draws (`simulate._draw.sample_plan`'s total, without building it)."""
+    R = z.batch * z.seq_len
+    if z.quenched:
+        return 0.0 if z.vocab_size else R * z.d_model
+    per_layer = sum(R * d_out if _gram(z, d_in, R) else d_out * d_in for d_out, d_in in _kinds(z))
+    total = R * z.d_model + z.n_layers * per_layer
+    if z.learned:
+        total += z.seq_len * z.d_model
+    return _clean(total)
+
+
+def unit_bytes(z: RunSizes) -> float:
+    """The working memory one unit adds to a chunk (the engine's own default-chunk rule,
+    `simulate._run.chunk_bytes_per_unit`, from the same figures)."""
+    R, item = z.batch * z.seq_len, z.item
+    wide = max(3 * z.d_model, 0.0 if z.attn_only else z.mlp_ratio * z.d_model)
+    act = (4 * R * wide + 6 * R * z.d_model + 2 * R * R) * item
+    if any(s in ("attn.hook_attn_scores", "attn.hook_pattern") for s, _, _ in z.taps):
+        act += 6 * z.n_heads * R * z.seq_len * item
+    rows = sum(c * (2 if s == "attn.hook_pattern" else 1) for s, c, _ in z.taps)
+    stats = 3 * R * max(wide, z.d_model) * item * max(1.0, rows)
+    return _clean(plan_elements(z) * item + act + stats)
+
+
+def default_chunk(z: RunSizes) -> float:
+    """`simulate.run`'s chunk: as given, else as many units as ``memory_budget`` allows (<= 256)."""
+    if z.chunk_size:
+        return z.chunk_size
+    per = unit_bytes(z)
+    if not math.isfinite(per):
+        return 1.0
+    return float(max(1, min(256, int(z.memory_budget // max(per, 1)), z.samples)))
+
+
+def run_estimate(z: RunSizes) -> dict[str, float]:
+    """Bytes (device and host), seconds and FLOPs of a run; inf where a size overflows."""
+    c = min(default_chunk(z), max(z.samples, 1.0))
+    R, T, B, d, H, item = z.batch * z.seq_len, z.seq_len, z.batch, z.d_model, z.n_heads, z.item
+    dmlp = z.mlp_ratio * d
+    rows = sum(cnt * (2 if s == "attn.hook_pattern" else 1) for s, cnt, _ in z.taps)  # statistic rows
+    ntaps = sum(cnt for _, cnt, _ in z.taps)
+    last = max((layer for _, _, layer in z.taps), default=z.n_layers - 1)
+    layers_run = min(z.n_layers, last + 1)  # the forward stops after the last tap
+    P = z.positions
+    need_pattern = any(s in ("attn.hook_attn_scores", "attn.hook_pattern") for s, _, _ in z.taps)
+    gram_any = any(_gram(z, d_in, R) for _, d_in in _kinds(z))
+    # ---- device: the chunk's buffer, the frozen network, one layer's live tensors, the
+    # recorded taps (kept until the forward returns) and the statistics' temporaries
+    plan = plan_elements(z)
+    device = c * plan * item
+    if z.vocab_size:
+        device += c * R * 8 + c * R * R * 2  # ids and their first-occurrence comparison
+    if z.quenched:
+        device += z.n_layers * sum(o * i for o, i in _kinds(z)) * item
+        if z.vocab_size:
+            device += 2 * z.vocab_size * d * item
+        if z.learned:
+            device += T * d * item
+    wide = max(3 * d, 0.0 if z.attn_only else dmlp)
+    live = (4 * R * wide + 6 * R * d + 2 * R * R) * item
+    if gram_any:
+        live += 4 * R * R * 8  # the float64 eigen-decomposition fallback
+    if need_pattern:
+        live += 6 * H * R * T * item
+    recorded = sum(cnt * _tap_elements(z, s) for s, cnt, _ in z.taps) * item
+    widest = max((_tap_elements(z, s) for s, _, _ in z.taps), default=0.0)
+    device += c * (live + recorded + 3 * widest * item)
+    device += T * T * (1 + (H * item if need_pattern else 0))  # causal mask, ALiBi bias
+    # ---- host: per-unit moments of a chunk, the accumulator (pending block, reservoirs),
+    # the finished statistics and the JSON of a saved result
+    host = 4 * c * rows * P * 8 * 2
+    host += rows * P * 8 * (13 + 4 * (BLOCK + c) + 2 * z.reservoir)
+    host += rows * P * 8 * 30 + ntaps * P * JSON_BYTES_PER_STAT
+    # ---- time
+    flops = 0.0
+    for d_out, d_in in _kinds(z):
+        if _gram(z, d_in, R):
+            flops += 1.5 * R * R * d_in + R**3 / 3 + 1.5 * R * R * d_out
+        else:
+            flops += 2 * R * d_in * d_out
+    flops += 4 * B * T * T * d + 5 * B * H * T * T + 20 * R * d + 10 * (0 if z.attn_only else R * dmlp)
+    flops *= layers_run
+    flops += 10 * recorded / item  # moments of the recorded taps
+    flops *= z.samples
+    normals = z.samples * plan
+    if z.quenched:
+        normals += z.n_layers * sum(o * i for o, i in _kinds(z)) + (z.vocab_size * d if z.vocab_size else 0.0)
+    chunks = math.ceil(z.samples / c) if math.isfinite(z.samples / c) else math.inf
+    launches = chunks * (30 * layers_run + 20 * ntaps) + 3 * z.samples
+    host_ops = chunks * 4 * c * rows * P * 20 + (z.samples / BLOCK) * rows * P * 200
+    largest = max(plan, R * wide, B * H * T * T if need_pattern else 0.0, rows * P * (BLOCK + c))
+    return {"device": _clean(device), "host": _clean(host), "flops": _clean(flops), "normals": _clean(normals),
+            "launches": _clean(launches), "host_ops": _clean(host_ops), "largest_tensor": _clean(largest * c)}
+
+
+def _seconds(est: dict, device_type: str) -> float:
+    flop_rate, normal_rate, launch = RATES.get(device_type, RATES["cpu"])
+    return _clean(est["flops"] / flop_rate + est["normals"] / normal_rate + est["launches"] * launch
+                  + est["host_ops"] / 1e9)
+
+
+# the fields an over-large estimate is blamed on, with the small value each is compared at
+_RUN_CULPRITS = (("d_model", 8.0), ("n_layers", 1.0), ("seq_len", 8.0), ("vocab_size", 0.0), ("n_heads", 1.0),
+                 ("mlp_ratio", 1.0), ("samples", 1.0), ("batch", 1.0), ("chunk_size", 1.0), ("reservoir", 0.0),
+                 ("positions", 1.0))
+
+
+def _culprit(z: RunSizes, measure, candidates, values: dict) -> str:
+    """The field whose reduction to a small value shrinks ``measure(z)`` the most, as ``field = value``."""
+    full = measure(z)
+    best, best_ratio = None, 1.0
+    for name, small in candidates:
+        current = getattr(z, name)
+        if not current or current <= small:
+            continue
+        changes = {name: small}
+        if name == "d_model":
+            changes["n_heads"] = 1.0
+        if name == "n_layers":  # the taps of the removed layers go too
+            changes["taps"] = tuple((s, min(cnt, 1.0), min(layer, 0.0)) for s, cnt, layer in z.taps)
+        if name == "seq_len":
+            changes["positions"] = min(z.positions, small)
+        reduced = measure(replace(z, **changes))
+        ratio = full / reduced if reduced > 0 else math.inf
+        if math.isnan(ratio):
+            ratio = 1.0
+        if ratio > best_ratio:
+            best, best_ratio = name, ratio
+    if best is None:
+        return "this run"
+    return f"{best} = {_format_value(values.get(best, getattr(z, best)))}"
+
+
+def _memory_limits(device_type: str, device: Any, memory_limit: float | None) -> list[tuple[str, float, str]]:
+    """[(which part, limit bytes, how the limit was found)]: one for a CPU, two for a GPU."""
+    if memory_limit is not None:
+        return [("all", float(memory_limit), "memory_limit")]
+    host, source = available_memory()
+    out = []
+    if device_type == "cuda":
+        free, dsource = device_memory(device)
+        if free is not None:
+            out.append(("device", MEMORY_FRACTION * free,
+                        f"{MEMORY_FRACTION:.0%} of the GPU's {format_bytes(free)} free, {dsource}"))
+        if host is not None:
+            out.append(("host", MEMORY_FRACTION * host,
+                        f"{MEMORY_FRACTION:.0%} of the {format_bytes(host)} of RAM available, {source}"))
+    elif host is not None:
+        out.append(("all", MEMORY_FRACTION * host,
+                    f"{MEMORY_FRACTION:.0%} of the {format_bytes(host)} of RAM available, {source}"))
+    return out
+
+
+def _refuse_sizes(z: RunSizes, est_of, culprits, values: dict, *, device_type: str, device: Any, force: bool,
+                  memory_limit: float | None, time_limit: float | None, what: str) -> dict:
+    """Compare the estimate ``est_of(z)`` with the limits; raise the one-line ValueError
+    naming the field most responsible (among ``culprits``), or return the figures."""
+    est = est_of(z)
+    total = est["device"] + est["host"]
+    both = lambda w: w["device"] + w["host"]  # noqa: E731
+    if total >= HARD_BYTES or est["largest_tensor"] >= HARD_BYTES / 8:
+        blame = _culprit(z, lambda w: both(est_of(w)), culprits, values)
+        raise ValueError(f"{blame}: a {what} would need {format_bytes(total)} (beyond 2^63 bytes or tensor "
+                         "elements, more than any machine or torch index holds); use a smaller size")
+    seconds = _seconds(est, device_type)
+    if force:
+        return {"bytes": total, "seconds": seconds}
+    for part, limit, source in _memory_limits(device_type, device, memory_limit):
+        need = total if part == "all" else est[part]
+        if need > limit:
+            blame = _culprit(z, lambda w: both(est_of(w)) if part == "all" else est_of(w)[part], culprits, values)
+            where = "" if part == "all" else f" of {part} memory"
+            raise ValueError(f"{blame}: a {what} needs about {format_bytes(need)}{where}, limit {format_bytes(limit)} "
+                             f"({source}); pass --force (force=True) to try anyway")
+    limit_s = TIME_LIMIT_S if time_limit is None else float(time_limit)
+    if seconds > limit_s:
+        flop_rate, normal_rate, launch = RATES.get(device_type, RATES["cpu"])
+        blame = _culprit(z, lambda w: _seconds(est_of(w), device_type), culprits, values)
+        raise ValueError(
+            f"{blame}: a {what} needs about {est['flops']:.2g} flop, {est['normals']:.2g} normals and "
+            f"{est['launches']:.2g} kernel launches, ~{format_seconds(seconds)} at an assumed {flop_rate:.0e} flop/s, "
+            f"{normal_rate:.1e} normals/s and {launch * 1e6:.0f} us a launch ({device_type}); limit "
+            f"{format_seconds(limit_s)}; pass --force (force=True) to try anyway"
+        )
+    return {"bytes": total, "seconds": seconds}
+
+
+def check_run_size(spec, *, taps, samples, batch, chunk_size, positions, reservoir, measure, method, dtype_bytes,
+                   memory_budget, device, force=False, memory_limit=None, time_limit=None) -> dict:
+    """Refuse (ValueError) a `simulate.run` whose estimated memory or time exceeds the limits.
+
+    Returns ``{"bytes", "seconds"}``, the estimate. ``force`` skips the limits (not the
+    hard ceiling of 2^63 bytes); ``memory_limit`` (bytes) and ``time_limit`` (seconds)
+    replace the defaults.
+    """
+    z = run_sizes(spec, taps=taps, samples=samples, batch=batch, chunk_size=chunk_size, positions=positions,
+                  reservoir=reservoir, measure=measure, method=method, dtype_bytes=dtype_bytes,
+                  memory_budget=memory_budget)
+    values = {"d_model": spec.d_model, "n_layers": spec.n_layers, "seq_len": spec.seq_len, "n_heads": spec.n_heads,
+              "vocab_size": spec.vocab_size, "mlp_ratio": spec.mlp_ratio, "samples": samples, "batch": batch,
+              "chunk_size": chunk_size, "reservoir": reservoir, "positions": f"{z.positions:.0f} positions"}
+    return _refuse_sizes(z, run_estimate, _RUN_CULPRITS, values, device_type=getattr(device, "type", str(device)), device=device,
+                         force=force, memory_limit=memory_limit, time_limit=time_limit, what="run")
+
+
+# ====================================================================== the probe estimate
+def probe_estimate(z: RunSizes) -> dict[str, float]:
+    """Memory and time of `simulate._probe.probe_experiment` (one frozen network at a time).
+
+    ``z`` is a quenched `RunSizes` with ``samples`` = sequences per network, ``batch`` = 1,
+    ``reservoir`` = networks x (variants + sigmas), ``chunk_size`` = the probe's chunk of 16,
+    and ``positions`` = the MLP probe's hidden width.
+    """
+    T, d, L, item = z.seq_len, z.d_model, z.n_layers, 4.0
+    n = z.samples  # sequences per network
+    kinds = _kinds(z)
+    weights = L * sum(o * i for o, i in kinds) * item
+    table = 2 * z.vocab_size * d * item if z.vocab_size else 0.0
+    c = min(16.0, n)
+    R = c * T
+    wide = max(3 * d, 0.0 if z.attn_only else z.mlp_ratio * d)
+    forward = (4 * R * wide + 6 * R * d) * item + c * L * T * d * item + (T * d * item if z.learned else 0.0)
+    states = L * n * T * d * item + L * n * T * 8
+    probes = 3 * n * T * d * 8 + 4 * d * d * 8  # float64 copies of one layer, Z^T Z and its eigenvectors
+    posterior = 3 * n * T * T * 8  # log-likelihoods and posteriors of the test tokens (n/4 of them), x 4 copies
+    hidden = z.positions
+    mlp = n * T * (hidden + T) * 4 * 3
+    device = weights + table + forward + states + probes + posterior + mlp
+    runs = z.reservoir  # networks x (variants + sigmas)
+    flops = runs * (n * L * (sum(2 * T * o * i for o, i in kinds) + 4 * T * T * d + 5 * z.n_heads * T * T)
+                    + L * (2 * n * T * d * d + 25 * n * T * T * 4 + 10 * 6 * n * T * (d * hidden + hidden * T)))
+    normals = runs * (L * sum(o * i for o, i in kinds) + (z.vocab_size * d if z.vocab_size else 0.0) + n * T)
+    launches = runs * (math.ceil(n / c) * 30 * L + L * 200)
+    largest = max(L * n * T * d, n * T * T, z.vocab_size * d if z.vocab_size else 0.0, R * wide)
+    return {"device": _clean(device), "host": 0.0, "flops": _clean(flops), "normals": _clean(normals),
+            "launches": _clean(launches), "host_ops": 0.0, "largest_tensor": _clean(largest)}
+
+
+_PROBE_CULPRITS = (("d_model", 8.0), ("n_layers", 1.0), ("seq_len", 8.0), ("vocab_size", 0.0), ("n_heads", 1.0),
+                   ("mlp_ratio", 1.0), ("samples", 16.0))
+
+
+def check_probe_size(cfg, *, force=False, memory_limit=None, time_limit=None, device=None) -> dict:
+    """Refuse (ValueError) a probe experiment whose estimated memory or time exceeds the limits."""
+    spec = cfg.spec
+    vocab = spec.vocab_size
+    runs = cfg.networks * (len(cfg.positionals) + len(cfg.sigmas))
+    z = RunSizes(
+        d_model=_num(spec.d_model), n_heads=_num(spec.n_heads), n_layers=_num(spec.n_layers),
+        seq_len=_num(spec.seq_len), mlp_ratio=_num(spec.mlp_ratio), vocab_size=_num(vocab),
+        attn_only=bool(spec.attn_only), learned="learned" in cfg.positionals, samples=_num(cfg.sequences),
+        batch=1.0, chunk_size=16.0, positions=_num(cfg.mlp_hidden), reservoir=_num(runs), quenched=True,
+        method="explicit", item=4.0, taps=(), memory_budget=0.0,
+    )
+    values = {"d_model": spec.d_model, "n_layers": spec.n_layers, "seq_len": spec.seq_len, "n_heads": spec.n_heads,
+              "vocab_size": vocab, "mlp_ratio": spec.mlp_ratio, "samples": cfg.sequences}
+    names = {"samples": "sequences"}
+    dev_type = getattr(device, "type", None) or ("cuda" if str(cfg.device).startswith("cuda") else "cpu")
+    try:
+        return _refuse_sizes(z, probe_estimate, _PROBE_CULPRITS, values, device_type=dev_type, device=device, force=force,
+                             memory_limit=memory_limit, time_limit=time_limit, what="probe")
+    except ValueError as err:
+        text = str(err)
+        for internal, public in names.items():
+            if text.startswith(internal + " = "):
+                text = public + text[len(internal):]
+        raise ValueError(text) from None
