@@ -505,7 +505,11 @@ def check_probe_size(cfg, *, force=False, memory_limit=None, time_limit=None, de
     values = {"d_model": spec.d_model, "n_layers": spec.n_layers, "seq_len": spec.seq_len, "n_heads": spec.n_heads,
               "vocab_size": vocab, "mlp_ratio": spec.mlp_ratio, "samples": cfg.sequences}
     names = {"samples": "sequences"}
-    dev_type = getattr(device, "type", None) or ("cuda" if str(cfg.device).startswith("cuda") else "cpu")
+    if device is None:
+        from ._run import resolve_device
+
+        device = resolve_device(cfg.device)
+    dev_type = getattr(device, "type", "cpu")
     try:
         return _refuse_sizes(z, probe_estimate, _PROBE_CULPRITS, values, device_type=dev_type, device=device, force=force,
                              memory_limit=memory_limit, time_limit=time_limit, what="probe")

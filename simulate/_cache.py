@@ -10,6 +10,7 @@ import torch
 from theory import ModelSpec
 from theory.taps import TapFilter, select_taps, tap_name
 
+from ._budget import check_run_size
 from ._draw import Drawer, draw_network, sample_plan, unpack
 from ._forward import Projections, forward
 from ._run import check_run_arguments, resolve_device, resolve_dtype
@@ -51,6 +52,7 @@ def activations(
     dtype: str | torch.dtype = "float32",
     method: str = "auto",
     batch: int = 1,
+    force: bool = False,
 ) -> ActivationCache:
     """The taps of samples ``0 .. samples-1``: the very numbers `simulate.run` summarises
     for the same seed, measure, method and dtype (each sample has its own generator).
@@ -63,6 +65,12 @@ def activations(
     """
     samples, seed, batch = check_run_arguments(spec, samples, seed, batch, measure, method)
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    # the size guard of `run` (one chunk of every sample; ``force=True`` skips its limits)
+    check_run_size(
+        spec, taps=taps, samples=samples, batch=batch, chunk_size=samples, positions=None, reservoir=0,
+        measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8, memory_budget=0, device=dev,
+        force=bool(force),
+    )
     tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
     quenched = measure == "quenched"
     plan = sample_plan(spec, batch * spec.seq_len, with_weights=not quenched, method=method)

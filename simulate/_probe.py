@@ -464,7 +464,8 @@ def _summarise(per_network: list[dict], spec: ModelSpec, probes) -> tuple[list[d
     return layers, curves
 
 
-def probe_experiment(cfg: ProbeConfig, progress: bool = True) -> tuple[dict, dict]:
+def probe_experiment(cfg: ProbeConfig, progress: bool = True, *, force: bool = False,
+                     memory_limit: float | None = None, time_limit: float | None = None) -> tuple[dict, dict]:
     """Run the experiment; returns (results dict for results.json, per-position error curves).
 
     ``results["variants"][VARIANT]["layers"][l][PROBE]`` holds ``mae, mad, r2, r2_log`` and
@@ -473,7 +474,15 @@ def probe_experiment(cfg: ProbeConfig, progress: bool = True) -> tuple[dict, dic
     neighbouring positions apart; None if never), ``mae_at``/``mad_at`` (errors at selected positions) and
     probe details (``ridge``, ``epochs``, ``dof_effective``). The theory probe runs for
     ``none`` only. ``results["sigma_sweep"]`` repeats NoPE at each sigma of ``cfg.sigmas``.
+
+    Before anything is allocated the experiment's memory and time are estimated
+    (`simulate._budget.check_probe_size`): over 80% of the available memory (or
+    ``memory_limit`` bytes) or one day of estimated work (or ``time_limit`` seconds) it is
+    refused with a ValueError naming the field; ``force=True`` skips the limits.
     """
+    from ._budget import check_probe_size
+
+    check_probe_size(cfg, force=force, memory_limit=memory_limit, time_limit=time_limit)
     spec = cfg.spec
     dof = float(cfg.theory_dof or spec.d_model)
     results = {"variants": {}, "sigma_sweep": [], "meta": {

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--device", default="cpu", help="where the forward passes run: cpu | cuda | auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the estimated memory or time exceeds the limits (see docs/simulate.md)")
     p.add_argument("--out", required=True, help="output folder (results.json, report.md, tables, figures)")
     return p
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"simulate probe: {note}", file=sys.stderr)
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        results, curves = probe_experiment(cfg, progress=not args.no_progress)
+        results, curves = probe_experiment(cfg, progress=not args.no_progress, force=args.force)
         wall = time.perf_counter() - t0
         tc = None
         if "theory" in cfg.probes and "none" in cfg.positionals:
