@@ -17,11 +17,12 @@ from ._forward import Projections, attention_scale, forward, layer_norm, psd_roo
 from ._model import NoPETransformer
 from ._record import Site, record
 from ._result import SimulationResult, TapStats
-from ._run import resolve_device, run
+from ._run import NothingUsableWarning, resolve_device, run
 
 __all__ = [
     "run",
     "SimulationResult",
+    "NothingUsableWarning",
     "TapStats",
     "activations",
     "ActivationCache",
