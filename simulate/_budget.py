@@ -26,12 +26,11 @@ A request that no machine could hold (more than 2^63 bytes, or a tensor with mor
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-MEMORY_FRACTION = 0.8
-TIME_LIMIT_S = 86400.0  # one day of estimated work
+from theory._budget import MEMORY_FRACTION, TIME_LIMIT_S, available_memory, format_bytes, format_seconds  # noqa: F401 (re-exported)
+
 BLOCK = 64  # the accumulator's merge block (simulate._stats.BLOCK)
 HARD_BYTES = 2.0**63
 # assumed throughputs: (flop/s, normals/s, seconds per kernel launch)
@@ -57,61 +56,6 @@ def _clean(x: float) -> float:
     return math.inf if math.isnan(x) else x
 
 
-# ====================================================================== available memory
-def _cgroup_limit() -> float | None:
-    """Bytes a cgroup (v2 or v1) still lets this process take, or None when unlimited/unknown."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit_file) as fh:
-                text = fh.read().strip()
-            if text == "max":
-                return None
-            limit = float(text)
-            if limit >= 2.0**60:  # v1's "unlimited"
-                return None
-            try:
-                with open(usage_file) as fh:
-                    limit -= float(fh.read().strip())
-            except (OSError, ValueError):
-                pass
-            return max(limit, 0.0)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def available_memory() -> tuple[float | None, str]:
-    """Host memory available now (bytes) and where the figure comes from; (None, why) if unknown."""
-    value, source = None, ""
-    try:
-        import psutil  # optional
-
-        value, source = float(psutil.virtual_memory().available), "psutil"
-    except Exception:  # noqa: BLE001 - not installed, or no answer: try the next source
-        pass
-    if value is None:
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        value, source = float(line.split()[1]) * 1024, "/proc/meminfo"
-                        break
-        except (OSError, ValueError, IndexError):
-            pass
-    if value is None:
-        try:
-            value = float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-            source = "sysconf"
-        except (ValueError, OSError, AttributeError):
-            return None, "unknown (no psutil, /proc/meminfo or sysconf)"
-    cgroup = _cgroup_limit()
-    if cgroup is not None and cgroup < value:
-        value, source = cgroup, "the cgroup limit"
-    return value, source
-
-
 def device_memory(device: Any) -> tuple[float | None, str]:
     """Free memory of a CUDA device (bytes) and the source; (None, why) when unknown."""
     try:
@@ -121,26 +65,6 @@ def device_memory(device: Any) -> tuple[float | None, str]:
         return float(free), "torch.cuda.mem_get_info"
     except Exception:  # noqa: BLE001
         return None, "unknown"
-
-
-def format_bytes(n: float) -> str:
-    if not math.isfinite(n):
-        return "an unbounded amount of memory"
-    if n >= 1e18:
-        return f"{n:.1e} bytes"
-    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} bytes"
-
-
-def format_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "forever"
-    for unit, size in (("years", 3.15e7), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if s >= size:
-            return f"{s / size:.3g} {unit[:-1] if unit.endswith('s') and round(s / size, 2) == 1 else unit}"
-    return f"{s:.2g} s"
 
 
 def _format_value(value: Any) -> str:

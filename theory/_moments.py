@@ -116,9 +116,15 @@ def chi2_moment(dof: sp.Expr, power: sp.Expr) -> sp.Expr:
 
     Valid for ``power > -dof/2``; integer powers simplify to rising factorials.
     """
+    _, k, _ = _chi2_moment_formula()
+    return sp.factor(_chi2_moment_at(sp.sympify(power)).subs(k, sp.sympify(dof)))
+
+
+@lru_cache(maxsize=None)
+def _chi2_moment_at(power: sp.Expr) -> sp.Expr:
+    """``E[X^power]`` simplified with the degrees of freedom still a symbol (see `_beta_moment_at`)."""
     formula, k, r = _chi2_moment_formula()
-    value = formula.subs({k: sp.sympify(dof), r: sp.sympify(power)})
-    return sp.factor(sp.expand_func(sp.gammasimp(value)))
+    return sp.factor(sp.expand_func(sp.gammasimp(formula.subs(r, power))))
 
 
 # --------------------------------------------------------------------------- sequences
@@ -262,8 +268,20 @@ def _beta_moment_formula() -> tuple[sp.Expr, sp.Symbol, sp.Symbol, sp.Symbol]:
     return formula, a, b, r
 
 
+@lru_cache(maxsize=None)
+def _beta_moment_at(power: sp.Expr) -> sp.Expr:
+    """``E[B^power]`` simplified with ``a`` and ``b`` still symbols.
+
+    Simplifying first and substituting after keeps the cost independent of the values:
+    ``gamma(a + b + 2) / gamma(a + b)`` expanded at a numeric ``b = (d - 2)/2`` would
+    otherwise multiply out ~b factors (d_model = 1e9 hung here).
+    """
+    formula, a, b, r = _beta_moment_formula()
+    return sp.factor(sp.expand_func(sp.gammasimp(formula.subs(r, power))))
+
+
 def beta_moment(a: sp.Expr, b: sp.Expr, power: sp.Expr) -> sp.Expr:
     """``E[B^power]`` for ``B ~ Beta(a, b)``: ``B(a + power, b) / B(a, b)``."""
-    formula, sa, sb, sr = _beta_moment_formula()
-    value = formula.subs({sa: sp.sympify(a), sb: sp.sympify(b), sr: sp.sympify(power)})
-    return sp.factor(sp.expand_func(sp.gammasimp(value)))
+    _, sa, sb, _ = _beta_moment_formula()
+    value = _beta_moment_at(sp.sympify(power)).subs({sa: sp.sympify(a), sb: sp.sympify(b)})
+    return sp.factor(value)
