@@ -7,6 +7,7 @@
 """
 
 from . import depth, taps
+from ._domain import check_domain
 from ._latex import latex
 from ._result import Level, StepResult
 from .derive import Derivation, Step, derive, predict
@@ -16,5 +17,5 @@ from .spec import ModelSpec
 
 __all__ = [
     "ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex",
-    "depth", "position_information",
+    "depth", "position_information", "check_domain",
 ]

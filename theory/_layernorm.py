@@ -72,26 +72,36 @@ def norm_moments_series(d_model: sp.Expr, ln_eps: sp.Expr, sigma_embed: sp.Expr,
 
 
 def norm_moments_numeric(d_model: int, ln_eps: float, sigma_embed: float) -> tuple[float, float]:
-    """``(nu_1, nu_2)`` by adaptive quadrature of the same Laplace integrals.
+    """``(nu_1, nu_2)`` by adaptive quadrature of Laplace integrals with positive integrands.
 
-    The closed form's incomplete gamma of large negative order cancels catastrophically in
-    double precision; the integrals ``int e^{-ct}(1+2t)^{-k/2} t^p dt`` do not.
+    ``X/(X+c) = X int_0^inf e^{-t(X+c)} dt`` and ``E[X e^{-tX}] = k (1+2t)^{-k/2-1}`` give
+
+        nu_1 = int_0^inf e^{-ct} k (1+2t)^{-k/2-1} dt,
+        nu_2 = int_0^inf t e^{-ct} k (k+2) (1+2t)^{-k/2-2} dt,
+
+    the module's formulas integrated by parts. Every term is positive, so there is no
+    cancellation at any ``c`` (the closed form's incomplete gamma, and ``1 - c E[1/(X+c)]``,
+    lose every digit once ``c`` is large: ``sigma_embed = 1e-30`` with ``eps = 1e-5``).
+    ``c`` is formed as ``(d eps / sigma_e) / sigma_e`` so that it stays finite where
+    ``sigma_e^2`` alone would underflow; `theory.check_domain` refuses the rest.
     """
     if ln_eps == 0:
         return 1.0, 1.0
     if sigma_embed == 0:
         return 0.0, 0.0  # x = 0: LayerNorm returns 0
     k = d_model - 1.0
-    c = d_model * ln_eps / sigma_embed**2
+    c = d_model * ln_eps / sigma_embed / sigma_embed
+    if not math.isfinite(c):
+        raise ValueError(f"d_model * ln_eps / sigma_embed^2 = {c} is outside float64: sigma_embed is too small for ln_eps")
 
-    def laplace(power: int) -> float:
-        f = lambda t: t**power * math.exp(-c * t - 0.5 * k * math.log1p(2 * t))
+    def laplace(power: int, log_factor: float, exponent: float) -> float:
+        def f(t: float) -> float:
+            return math.exp(log_factor - c * t - exponent * math.log1p(2 * t)) * t**power
         knee = 50.0 / (c + k)  # the integrand has decayed by ~e^-50 past this point
         head = integrate.quad(f, 0, knee, epsabs=0, epsrel=1e-12, limit=200)[0]
         tail = integrate.quad(f, knee, np.inf, epsabs=0, epsrel=1e-12, limit=200)[0]
         return head + tail
 
-    inverse, inverse_sq = laplace(0), laplace(1)
-    nu1 = 1.0 - c * inverse
-    nu2 = 1.0 - 2.0 * c * inverse + c * c * inverse_sq
+    nu1 = laplace(0, math.log(k), k / 2 + 1)
+    nu2 = laplace(1, math.log(k) + math.log(k + 2), k / 2 + 2)
     return nu1, nu2

@@ -1,7 +1,7 @@
 """Command line: ``python -m theory derive|predict``.
 
     python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
-    python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--layers all|0,3] [--json]
+    python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--layers all|0,3] [--json] [--force]
     python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] [--depth] --out DIR
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
@@ -14,6 +14,7 @@ import json
 import sys
 
 from ._guard import guarded
+from ._outputs import shown
 from .derive import derive, predict
 from .spec import SYMBOL_NAMES, ModelSpec
 from .steps import LEVELS
@@ -41,11 +42,21 @@ def _parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def _parse_positions(text: str) -> list[int]:
+DEFAULT_POSITIONS = (1, 2, 8, 256)
+
+
+def _parse_positions(text: str | None, seq_len: int) -> list[int]:
+    """``--positions``; by default those of `DEFAULT_POSITIONS` that exist, and the last one (seq_len)."""
+    if text is None:
+        return sorted({m for m in DEFAULT_POSITIONS if m <= seq_len} | {seq_len})
     try:
         positions = [int(t) for t in _parse_list(text, "--positions")]
     except ValueError:
-        raise CliError(f"--positions must be integers >= 1 separated by commas, got {text!r}") from None
+        raise CliError(f"--positions must be integers >= 1 separated by commas, got {shown(text)}") from None
+    bad = [m for m in positions if not 1 <= m <= seq_len]
+    if bad:
+        raise CliError(f"--positions must lie in 1..seq_len ({seq_len}); got {', '.join(map(str, bad[:5]))}"
+                       f"{' ...' if len(bad) > 5 else ''}")
     return positions
 
 
@@ -60,10 +71,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="numbers for every tap of every layer at query positions m")
     p.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
-    p.add_argument("--positions", default="1,2,8,256", help="1-based query positions, e.g. 1,2,8,256")
+    p.add_argument("--positions", help="1-based query positions, e.g. 1,2,8,256 (default: those of 1,2,8,256 "
+                   "within seq_len, and seq_len)")
     p.add_argument("--level", choices=LEVELS, default="best")
     p.add_argument("--layers", default="all", help="0-based layers to print, e.g. 0,5 (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output is a table)")
+    p.add_argument("--force", action="store_true", help="skip the memory and time guards (T x T kernels; "
+                   "default limits: 80%% of available RAM, one day)")
 
     t = sub.add_parser("latex", help="write derivation.tex, one snippet per step and notation.json into --out")
     t.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
@@ -113,14 +127,18 @@ def _derive(args) -> str:
 
 def _predict(args) -> str:
     spec = _load_spec(args.spec)
+    if spec.is_symbolic:
+        raise CliError(f"predict needs numbers for every spec field; symbolic: "
+                       f"{', '.join(f for f in SYMBOL_NAMES if not isinstance(getattr(spec, f), (int, float)))}"
+                       " (theory derive takes symbolic specs)")
     layers = None
     if args.layers != "all":
         try:
             layers = [int(t) for t in _parse_list(args.layers, "--layers")]
         except ValueError:
             raise CliError(f"--layers must be 'all' or 0-based integers separated by commas, got {args.layers!r}") from None
-    result = predict(spec, _parse_positions(args.positions), args.level, layers=layers,
-                     progress=lambda line: print(f"theory: {line}", file=sys.stderr))
+    result = predict(spec, _parse_positions(args.positions, int(spec.seq_len)), args.level, layers=layers,
+                     progress=lambda line: print(f"theory: {line}", file=sys.stderr), force=args.force)
     if args.json:
         return json.dumps(result, indent=2)
     lines = [f"{'tap':34s} {'m':>6s}  quantities ({result['measure']} measure, level {result['level']})  [result level]"]

@@ -44,6 +44,7 @@ error per layer (docs/theory.md, "Through depth").
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -51,11 +52,13 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from . import _activations
-from ._kernel_maps import key_spread, layernorm_kernel, layernorm_radius_moments, uniform_average
+from ._budget import TIME_LIMIT_S, format_bytes, format_seconds, memory_limit_default
+from ._domain import check_domain, check_logit_variance
+from ._kernel_maps import correlation, key_spread, layernorm_kernel, layernorm_radius_moments, uniform_average
 from ._quadrature import row_expectations
 from ._result import Level
 from .spec import ModelSpec
-from .taps import tap_name
+from .taps import ATTENTION_TAPS, MLP_TAPS, tap_name
 
 LEVELS = ("best", "leading")
 
@@ -128,6 +131,8 @@ class DepthPrediction:
     def kernel(self, tap: str, layer: int | None = None) -> np.ndarray:
         """``E[x_m . x_n]/d`` between positions (T x T) of a residual tap."""
         name = self._full(tap, layer)
+        if not self.kernels:
+            raise KeyError("this prediction kept no kernels (predict(..., keep_kernels=False))")
         if name not in self.kernels:
             raise KeyError(f"{name!r} has no position kernel; residual taps do: {', '.join(self.kernels)}")
         return self.kernels[name]
@@ -156,20 +161,66 @@ class DepthPrediction:
         }
 
 
-def _check_spec(spec: ModelSpec) -> None:
+def _check_spec(spec: ModelSpec, level: str) -> None:
     if spec.is_symbolic:
         raise ValueError(
             "the depth recursion is numeric (a T x T kernel per layer); give numbers for every "
             "spec field. Symbolic layer-1 formulas come from theory.derive."
         )
-    if spec.positional != "none":
-        raise ValueError(f"theory covers positional = 'none' only; got positional = {spec.positional!r}")
-    if spec.vocab_size is not None:
+    check_domain(spec, evaluate=True, level=level)
+
+
+# Peak memory of one layer's recursion beyond the kernels it keeps, in T x T float64
+# arrays: measured with tracemalloc at T = 256 and 512 (10.4-11.7), with margin.
+WORKING_KERNELS = 16
+
+
+def memory_estimate(spec: ModelSpec, layers: int, keep_kernels: bool) -> float:
+    """Bytes the recursion needs: the working set, the kernels kept (3 per block, 2
+    attention-only) and the per-position values of every tap (up to 3 arrays of T, and
+    about 1 kB of Python objects each)."""
+    T, L = float(spec.seq_len), float(layers)
+    kept = (2 if spec.attn_only else 3) * L if keep_kernels else 0.0
+    per_layer = len(ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS)
+    return (kept + WORKING_KERNELS) * T * T * 8.0 + L * per_layer * (3 * T * 8.0 + 1000.0)
+
+
+def _check_memory(spec: ModelSpec, layers: int, keep_kernels: bool, force: bool, memory_limit: float | None) -> None:
+    need = memory_estimate(spec, layers, keep_kernels)
+    if memory_limit is None:
+        memory_limit, source = memory_limit_default()
+    else:
+        source = "the memory_limit given"
+    if force or memory_limit is None or need <= memory_limit:
+        return
+    one_layer = memory_estimate(spec, 1, keep_kernels)
+    culprit = f"seq_len = {spec.seq_len}" if one_layer > memory_limit else f"n_layers = {layers}"
+    raise ValueError(
+        f"{culprit}: the depth recursion needs about {format_bytes(need)} (T x T kernels, T = seq_len = "
+        f"{spec.seq_len}; {layers} layers), limit {format_bytes(memory_limit)} ({source}); "
+        f"pass --force (force=True) to try anyway")
+
+
+def _check_time(first_layer_s: float, layers: int, force: bool, time_limit: float | None,
+                progress: Callable[[str], None] | None) -> None:
+    """After layer 1: say how long the rest takes, and refuse past the time limit (measured, not guessed)."""
+    total = first_layer_s * layers
+    limit = TIME_LIMIT_S if time_limit is None else float(time_limit)
+    if progress and layers > 1:
+        progress(f"layer 0 took {format_seconds(first_layer_s)}; {layers} layers: about {format_seconds(total)}")
+    if not force and total > limit:
         raise ValueError(
-            f"the theory assumes continuous Gaussian inputs (vocab_size = null); got vocab_size = {spec.vocab_size}"
-        )
-    if spec.d_model < 3:
-        raise ValueError(f"d_model must be >= 3 for the LayerNorm law, got {spec.d_model}")
+            f"n_layers = {layers}: the depth recursion would take about {format_seconds(total)} "
+            f"(layer 0 took {format_seconds(first_layer_s)}), limit {format_seconds(limit)}; "
+            f"ask for fewer layers (--layers) or pass --force (force=True)")
+
+
+def _check_finite(K: np.ndarray, layer: int, sublayer: str) -> None:
+    if not np.all(np.isfinite(K)):
+        fields = "sigma_o, sigma_v" if sublayer == "attention" else "sigma_mlp_in, sigma_mlp_out"
+        raise ValueError(
+            f"n_layers, {fields}: the residual variance overflows float64 after the {sublayer} sub-block of "
+            f"layer {layer} (each block multiplies it by its gain); use fewer layers or smaller {fields}")
 
 
 def softmax_rows(tau2: np.ndarray, d_head: int, sphere_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +272,11 @@ def predict(
     level: str = "best",
     progress: Callable[[str], None] | None = None,
     layers: int | None = None,
+    *,
+    keep_kernels: bool = True,
+    force: bool = False,
+    memory_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> DepthPrediction:
     """Predict mean and variance of every tap of every layer at positions 1..T.
 
@@ -229,16 +285,24 @@ def predict(
     through depth). ``progress`` (optional) is called with one line per layer.
     ``layers`` (optional) stops after that many blocks (the recursion never needs
     deeper ones to predict shallower taps).
+
+    Size guards: the memory (`memory_estimate`: T x T kernels) is checked against
+    ``memory_limit`` (bytes; default 80% of the RAM available, `theory._budget`) before
+    the first layer, and the time, measured on the first layer and multiplied by the
+    number of layers, against ``time_limit`` (seconds; default one day); ``force``
+    skips both. ``keep_kernels = False`` keeps no kernels (``kernels`` is empty), for
+    callers that only read ``values``.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-    _check_spec(spec)
+    _check_spec(spec, level)
     best = level == "best"
     d, T, L = int(spec.d_model), int(spec.seq_len), int(spec.n_layers)
     if layers is not None:
         if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= L:
             raise ValueError(f"layers must be an integer in 1..n_layers ({L}), got {layers!r}")
         L = layers
+    _check_memory(spec, L, keep_kernels, force, memory_limit)
     d_head, d_mlp = int(spec.d_head), int(spec.d_mlp)
     D = d - 1
     eps = float(spec.ln_eps) if best else 0.0
@@ -270,11 +334,14 @@ def predict(
     def ln_map(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if best:
             return layernorm_kernel(K, d, eps)
-        s = np.sqrt(np.diag(K))
-        return K / np.outer(s, s), np.ones(T)
+        return correlation(K), np.ones(T)  # a zero-variance position gives 0, not 0/0
 
     K = float(spec.sigma_embed) ** 2 * np.eye(T)
+    keep = kernels if keep_kernels else {}
+    started = time.perf_counter()
     for layer in range(L):
+        if layer == 1:
+            _check_time(time.perf_counter() - started, L, force, time_limit, progress)
         first = layer == 0
         # Layer 1 of `theory.derive` is exact at eps = 0; the closure below only from layer 2.
         exact_here = first and best and eps == 0
@@ -285,7 +352,7 @@ def predict(
 
         put("hook_resid_pre", layer, Level.EXACT if first else lvl, "exact" if first else "as the kernel", closure,
             mean=zero, var=np.diag(K).copy())
-        kernels[tap_name("hook_resid_pre", layer)] = K.copy()
+        keep[tap_name("hook_resid_pre", layer)] = K.copy()
 
         # ---- attention sub-block
         E, nu2 = ln_map(K)
@@ -304,6 +371,7 @@ def predict(
         if best:
             spread = key_spread(E, U)
             tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread
+            check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, layer)
             s2, xi = softmax_rows(tau2, d_head, D)
             if progress:
                 progress(f"layer {layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}")
@@ -329,7 +397,8 @@ def predict(
         K = K + K_attn  # E[x_m . W_o z_n] = 0: W_o has mean zero and is independent of x
         put("hook_resid_mid", layer, a_lvl, err_att, att_assume,
             mean=zero, var=np.diag(K).copy())
-        kernels[tap_name("hook_resid_mid", layer)] = K.copy()
+        _check_finite(K, layer, "attention")
+        keep[tap_name("hook_resid_mid", layer)] = K.copy()
         if spec.attn_only:
             if progress:
                 progress(f"layer {layer}: resid_mid var at m=1: {K[0, 0]:.4g}, m={T}: {K[-1, -1]:.4g}")
@@ -356,7 +425,8 @@ def predict(
         K = K + K_mlp  # W_out has mean zero and is independent of x
         put("hook_resid_post", layer, m_lvl, err_mlp, tuple(dict.fromkeys(att_assume + mlp_assume)), mean=zero,
             var=np.diag(K).copy())
-        kernels[tap_name("hook_resid_post", layer)] = K.copy()
+        _check_finite(K, layer, "MLP")
+        keep[tap_name("hook_resid_post", layer)] = K.copy()
         if progress:
             progress(f"layer {layer}: resid_post var at m=1: {K[0, 0]:.4g}, m={T}: {K[-1, -1]:.4g}")
     return DepthPrediction(spec, level, values, kernels, levels, errors, assumptions, regimes, tolerances)

@@ -18,8 +18,10 @@ import numpy as np
 
 from . import steps as _steps
 from ._result import StepResult
+from ._domain import check_domain
 from .spec import ModelSpec
-from .taps import ATTENTION_TAPS, all_taps, parse_tap, tap_name
+from ._budget import format_bytes, memory_limit_default
+from .taps import ATTENTION_TAPS, MLP_TAPS, parse_tap, tap_name
 
 MEASURE = "annealed"
 
@@ -116,6 +118,10 @@ def predict(
     taps: Iterable[str] | None = None,
     layers: Iterable[int] | None = None,
     progress=None,
+    *,
+    force: bool = False,
+    memory_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> dict:
     """Numbers for every tap of every layer at each query position m (1-based).
 
@@ -128,13 +134,18 @@ def predict(
     (`derive`); every other tap from the position-kernel recursion `theory.depth`, run
     up to the deepest layer asked for. ``taps`` (full names; a bare suffix means layer
     0) or ``layers`` (0-based) narrow the output; the default is every tap of every layer.
+    ``force``, ``memory_limit``, ``time_limit``: the size guards of `theory.depth.predict`.
+    A spec outside the theory (`theory.check_domain`) is one ValueError before any work.
     """
     spec = spec or ModelSpec()
     if spec.is_symbolic:
         raise ValueError("predict needs numbers for every spec field; use derive for symbolic specs")
     if level not in _steps.LEVELS:
         raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
+    check_domain(spec, evaluate=True, level=level)
     pos = _parse_positions(positions, spec.seq_len)
+    if taps is None:
+        _check_output_size(spec, layers, pos.size, force, memory_limit)
     chosen = _chosen_taps(spec, taps, layers)
     layer_one = [t for t in chosen if parse_tap(t)[1] == 0 and parse_tap(t)[0] in ATTENTION_TAPS]
     rest = [t for t in chosen if t not in layer_one]
@@ -150,7 +161,8 @@ def predict(
         from . import depth
 
         deepest = max(parse_tap(t)[1] for t in rest)
-        pred = depth.predict(spec, level, progress=progress, layers=deepest + 1)
+        pred = depth.predict(spec, level, progress=progress, layers=deepest + 1, keep_kernels=False,
+                            force=force, memory_limit=memory_limit, time_limit=time_limit)
         for tap in rest:
             values = pred.values[tap]
             predictions[tap] = {str(int(m)): {q: float(v[m - 1]) for q, v in values.items()} for m in pos}
@@ -166,23 +178,45 @@ def predict(
 
 
 def _chosen_taps(spec: ModelSpec, taps: Iterable[str] | None, layers: Iterable[int] | None) -> list[str]:
-    universe = all_taps(int(spec.n_layers), spec.attn_only)
+    n_layers = int(spec.n_layers)
+    suffixes = ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS
     if layers is not None:
         layers = sorted({int(l) for l in layers})
-        bad = [l for l in layers if not 0 <= l < int(spec.n_layers)]
+        bad = [l for l in layers if not 0 <= l < n_layers]
         if bad or not layers:
-            raise ValueError(f"layers must lie in 0..{int(spec.n_layers) - 1} (0-based), got {bad or 'none'}")
+            raise ValueError(f"layers must lie in 0..{n_layers - 1} (0-based), got {bad[:5] or 'none'}")
     if taps is None:
-        chosen = universe
-    else:
-        chosen = []
-        for t in taps:
-            full = t if t.startswith("blocks.") else f"blocks.0.{t}"
-            parse_tap(full)  # a clear error for an unknown suffix
-            if full not in universe:
-                raise ValueError(f"tap {full!r} is not in this network (layers 0..{int(spec.n_layers) - 1}"
-                                 f"{', attention only' if spec.attn_only else ''})")
-            chosen.append(full)
+        # built per layer asked for: never a list of every tap of a 10^9-layer network
+        return [tap_name(s, l) for l in (layers if layers is not None else range(n_layers)) for s in suffixes]
+    chosen = []
+    for t in taps:
+        full = t if t.startswith("blocks.") else f"blocks.0.{t}"
+        suffix, layer = parse_tap(full)  # a clear error for an unknown suffix
+        if suffix not in suffixes or not 0 <= layer < n_layers:
+            raise ValueError(f"tap {full!r} is not in this network (layers 0..{n_layers - 1}"
+                             f"{', attention only' if spec.attn_only else ''})")
+        chosen.append(full)
     if layers is not None:
         chosen = [t for t in chosen if parse_tap(t)[1] in layers]
     return chosen
+
+
+# Bytes one predicted (tap, position) entry costs: a dict of 2-3 floats, its key, and its
+# JSON text (measured: about 330 with json.dumps(indent=2) and the Python objects).
+BYTES_PER_ENTRY = 500
+
+
+def _check_output_size(spec: ModelSpec, layers, n_positions: int, force: bool, memory_limit: float | None) -> None:
+    """Refuse an answer too large to hold (n_layers = 10^9 asks for 10^10 entries) before building it."""
+    per_layer = len(ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS)
+    n_layers = len(set(layers)) if layers is not None else int(spec.n_layers)
+    need = float(n_layers) * per_layer * n_positions * BYTES_PER_ENTRY
+    if memory_limit is None:
+        memory_limit, source = memory_limit_default()
+    else:
+        source = "the memory_limit given"
+    if not force and memory_limit is not None and need > memory_limit:
+        raise ValueError(
+            f"n_layers = {spec.n_layers}: the answer has {float(n_layers) * per_layer * n_positions:.3g} entries, "
+            f"about {format_bytes(need)}, limit {format_bytes(memory_limit)} ({source}); ask for fewer layers "
+            f"(--layers) or pass --force (force=True)")

@@ -47,6 +47,7 @@ import sympy as sp
 from . import _layernorm
 from ._moments import MomentSequence, beta_moment, chi2_mgf, chi2_moment
 from ._quadrature import row_expectations
+from ._domain import check_structure
 from ._result import Level, StepResult, finite_or_raise
 from ._softmax import D_sym, m_sym, row_large_m, row_series, v_sym
 from .spec import ModelSpec
@@ -87,18 +88,7 @@ class LayerOne:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, with_forms: bool = True) -> "LayerOne":
-        if spec.vocab_size is not None:
-            # A finite table repeats tokens: equal inputs at two positions break the
-            # i.i.d.-over-positions assumption every step below uses.
-            raise ValueError(
-                f"the layer-1 theory assumes continuous Gaussian inputs (vocab_size = null); "
-                f"got vocab_size = {spec.vocab_size}. Use vocab_size = null for theory."
-            )
-        if spec.positional != "none":
-            raise ValueError(
-                f"theory covers transformers without positional embeddings (positional = 'none'); "
-                f"got positional = {spec.positional!r}, which exists in simulate for comparison only"
-            )
+        check_structure(spec, zero_input_ok=not with_forms)  # positional, vocab_size, d_model >= 3, sigma_embed
         d = sp.sympify(spec.d_model)
         d_head = d / spec.n_heads if spec.is_symbolic else sp.Integer(spec.d_head)
         scale = 1 / sp.sqrt(d_head) if spec.attn_scale == "sqrt" else 1 / d_head
@@ -449,8 +439,9 @@ def _best_level(ctx: LayerOne) -> tuple[Level, str]:
         return Level.EXACT, "quadrature, relative error < 1e-6"
     # Neglected: fluctuation of |e_n|^2 about its mean, relative spread
     # (c/(d-1+c)) sqrt(2/(d-1)) with c = d eps/sigma_e^2, entering at second order.
-    c = ctx.d * ctx.eps / ctx.sigma_e**2
-    spread = c / (ctx.d - 1 + c) * sp.sqrt(2 / (ctx.d - 1))
+    # c/(d-1+c) written without dividing by sigma_e^2 (sigma_embed = 0, eps > 0 is legal: 1)
+    share = ctx.d * ctx.eps / ((ctx.d - 1) * ctx.sigma_e**2 + ctx.d * ctx.eps)
+    spread = share * sp.sqrt(2 / (ctx.d - 1))
     return Level.APPROXIMATE, f"relative O(tau_bar^2 delta^2), delta = {sp.sstr(sp.N(spread, 3) if ctx.numeric else spread)}"
 
 

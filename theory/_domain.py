@@ -1,0 +1,157 @@
+"""The theory's domain: which specs it covers, and which numbers float64 can carry.
+
+`check_domain` is the one place that says so; `derive`, `predict`, `theory.depth.predict`
+and verify (before it simulates) call it first, so a spec outside the domain is one
+`ValueError` naming the field and the reason, before any work.
+
+Structural conditions (every spec):
+
+* ``positional = 'none'`` and ``vocab_size = null``: the laws are derived for a NoPE
+  model with i.i.d. Gaussian inputs (a token table repeats inputs across positions);
+* ``d_model >= 3``: the LayerNorm output lies on a sphere of dimension ``d_model - 1``
+  in the subspace orthogonal to the all-ones vector; its coordinate law
+  ``e_i^2/(d-1) ~ Beta(1/2, (d-2)/2)`` needs ``d_model >= 3`` (at ``d_model = 2`` each
+  coordinate is exactly +-1, another law);
+* ``sigma_embed > 0`` with a square that is a normal float64 (``[2.2e-308, 1.8e308]``):
+  the input variance ``sigma_embed^2`` is the first entry of the position kernel. At
+  ``sigma_embed = 0`` every input is the zero vector: every tap is exactly 0 (eps > 0) or
+  0/0 (eps = 0), and none of the laws applies.
+
+Numeric conditions (where numbers are evaluated: `predict`, the depth recursion):
+
+* the per-layer gains of the residual stream, ``sigma_q^2 d``, ``sigma_v^2 d``,
+  ``sigma_o^2 sigma_v^2 d^2``, ``sigma_mlp_in^2 d`` and ``sigma_mlp_out^2 d_mlp``, are
+  finite in float64 (the recursion multiplies them into the kernel);
+* at ``level = 'best'``, the layer-1 mean logit variance ``tau_bar^2`` is at most
+  `TAU2_MAX`, where the softmax quadrature is accurate (`theory._quadrature`); deeper
+  layers are checked as the recursion reaches them (`check_logit_variance`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from .spec import ModelSpec
+
+# The largest mean logit variance the softmax quadrature is used for. Measured, not
+# tuned: the default rule against one with 4x the logit nodes and 4x finer t steps
+# differs by 2.4e-6 (relative) at tau_bar^2 = 32 and 4.5e-5 at 64, 4.2e-4 at 128
+# (d_head = 8, D = 15; tests/test_theory_hardening.py re-measures it). Past it attention
+# is close to one-hot (S_2(2) > 0.92) and the rule's t grid grows as exp(tau).
+TAU2_MAX = 64.0
+QUADRATURE_ERROR_AT_TAU2_MAX = 1e-4  # the declared bound the test holds the rule to
+
+_TINY, _HUGE = sys.float_info.min, sys.float_info.max
+
+
+def _number(value) -> float | None:
+    """A numeric field as float (inf beyond float range); None for a symbol."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+    except TypeError:
+        return None
+
+
+def check_domain(spec: ModelSpec, *, evaluate: bool = False, level: str = "best") -> None:
+    """Raise one ValueError, naming the field and the reason, if ``spec`` is outside the theory.
+
+    ``evaluate``: also check that the numbers float64 must carry stay finite (for
+    `predict` and `theory.depth.predict`; the symbolic derivation carries exact numbers).
+    ``level``: ``'best'`` adds the softmax quadrature's range (`TAU2_MAX`).
+    """
+    check_structure(spec, zero_input_ok=evaluate)
+    if not evaluate or spec.is_symbolic:
+        return
+    d, sigma_e = _number(spec.d_model), _number(spec.sigma_embed)
+    if sigma_e == 0:
+        return
+    _check_gains(spec)
+    eps = float(spec.ln_eps)
+    c = d * eps / sigma_e / sigma_e
+    if not math.isfinite(c):
+        raise ValueError(
+            f"sigma_embed = {sigma_e:.3g} with ln_eps = {eps:.3g}: d_model * ln_eps / sigma_embed^2 overflows float64 "
+            f"(LayerNorm's output would be 0 to every digit); raise sigma_embed or lower ln_eps")
+    if level == "best":
+        check_logit_variance(layer_one_logit_variance(spec), layer=0)
+
+
+def check_structure(spec: ModelSpec, zero_input_ok: bool = False) -> None:
+    """The structural half of `check_domain` (no numbers evaluated). ``zero_input_ok``:
+    accept ``sigma_embed = 0`` with ``ln_eps > 0`` (predictions: every tap exactly 0);
+    a derivation refuses it, since the laws' shapes (excess kurtosis) are then 0/0."""
+    if spec.positional != "none":
+        raise ValueError(
+            f"theory covers transformers without positional embeddings (positional = 'none'); "
+            f"got positional = {spec.positional!r}, which exists in simulate for comparison only")
+    if spec.vocab_size is not None:
+        raise ValueError(
+            f"the theory assumes continuous Gaussian inputs (vocab_size = null); got vocab_size = "
+            f"{spec.vocab_size}: a finite table repeats inputs across positions. Use vocab_size = null for theory.")
+    d = _number(spec.d_model)
+    if d is not None and d < 3:
+        raise ValueError(
+            f"d_model = {int(d)}: the theory needs d_model >= 3 (the LayerNorm output lies on a sphere of "
+            f"dimension d_model - 1; its coordinate law Beta(1/2, (d_model - 2)/2) needs d_model >= 3)")
+    sigma_e = _number(spec.sigma_embed)
+    if sigma_e is not None:
+        if sigma_e == 0:
+            if _number(spec.ln_eps) == 0:
+                raise ValueError(
+                    "sigma_embed = 0 with ln_eps = 0: every input is the zero vector and LayerNorm divides 0 by 0; "
+                    "use sigma_embed > 0 (or ln_eps > 0, where every tap is exactly 0)")
+            if not zero_input_ok:
+                raise ValueError(
+                    "sigma_embed = 0: every input is the zero vector, so every tap is exactly 0 (LN(0) = 0) and the "
+                    "laws' shapes (excess kurtosis) are 0/0; derive needs sigma_embed > 0 (predict gives the zeros)")
+            return
+        square = sigma_e * sigma_e
+        if not _TINY <= square <= _HUGE:
+            raise ValueError(
+                f"sigma_embed = {sigma_e:.3g}: its square (the input variance) {'underflows' if square < _TINY else 'overflows'} "
+                f"float64; the theory needs {math.sqrt(_TINY):.2g} <= sigma_embed <= {math.sqrt(_HUGE):.2g}")
+
+
+def _check_gains(spec: ModelSpec) -> None:
+    d, d_mlp = _number(spec.d_model), _number(spec.d_mlp)
+    sq, sk, sv = float(spec.sigma_q), float(spec.sigma_k), float(spec.sigma_v)
+    so, sin, sout = float(spec.sigma_o_effective), float(spec.sigma_mlp_in), float(spec.sigma_mlp_out_effective)
+    gains = [
+        ("sigma_q", "sigma_q^2 d_model", sq * sq * d),
+        ("sigma_k", "sigma_k^2 d_model", sk * sk * d),
+        ("sigma_v", "sigma_v^2 d_model", sv * sv * d),
+        ("sigma_o and sigma_v", "sigma_o^2 sigma_v^2 d_model^2", (so * sv * d) * (so * sv * d)),
+    ]
+    if not spec.attn_only:
+        gains += [("sigma_mlp_in", "sigma_mlp_in^2 d_model", sin * sin * d),
+                  ("sigma_mlp_out", "sigma_mlp_out^2 d_mlp", sout * sout * d_mlp)]
+    for fields, formula, value in gains:
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{fields}: the variance gain {formula} overflows float64 (d_model = {spec.d_model}); "
+                f"predictions would be inf. Use smaller {fields}")
+
+
+def layer_one_logit_variance(spec: ModelSpec) -> float:
+    """``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_head (d nu_1)^2`` of layer 1 (`steps.LayerOne.tau2_bar`)."""
+    from ._layernorm import norm_moments_numeric
+
+    d, d_head = _number(spec.d_model), _number(spec.d_head)
+    nu1, _ = norm_moments_numeric(d, float(spec.ln_eps), float(spec.sigma_embed))
+    scale2 = 1.0 / d_head if spec.attn_scale == "sqrt" else 1.0 / (d_head * d_head)
+    sq, sk = float(spec.sigma_q), float(spec.sigma_k)
+    rho2 = d * nu1
+    return scale2 * (sq * sk) * (sq * sk) * d_head * rho2 * rho2  # products: inf, never OverflowError
+
+
+def check_logit_variance(tau2: float, layer: int) -> None:
+    """Refuse a mean logit variance outside the softmax quadrature's range (`TAU2_MAX`)."""
+    if not tau2 <= TAU2_MAX:  # also catches NaN
+        raise ValueError(
+            f"sigma_q, sigma_k, d_model: the mean logit variance at layer {layer} (s^2 sigma_q^2 sigma_k^2 d_head "
+            f"|e|^4 at layer 0) is {tau2:.3g} > {TAU2_MAX:g}, where the "
+            f"softmax quadrature's error reaches {QUADRATURE_ERROR_AT_TAU2_MAX:g} and attention is nearly one-hot; "
+            f"use smaller sigma_q, sigma_k (attn_scale = 'sqrt' divides by sqrt(d_head)) or --level leading")
