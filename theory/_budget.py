@@ -99,3 +99,11 @@ def format_seconds(s: float) -> str:
         if s >= size:
             return f"{s / size:.3g} {unit[:-1] if unit.endswith('s') and round(s / size, 2) == 1 else unit}"
     return f"{s:.2g} s"
+
+
+def format_count(n) -> str:
+    """An integer as written, or in e-notation past 10^15 (a 300-digit n_layers stays one short line)."""
+    if abs(n) < 10**15:
+        return str(n)
+    digits = len(str(abs(int(n)))) - 1
+    return f"{str(abs(int(n)))[0]}e+{digits}" if n > 0 else f"-{str(abs(int(n)))[0]}e+{digits}"

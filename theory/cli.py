@@ -14,6 +14,7 @@ import json
 import sys
 
 from ._guard import guarded
+from ._budget import format_count
 from ._outputs import shown
 from .derive import derive, predict
 from .spec import SYMBOL_NAMES, ModelSpec
@@ -55,7 +56,7 @@ def _parse_positions(text: str | None, seq_len: int) -> list[int]:
         raise CliError(f"--positions must be integers >= 1 separated by commas, got {shown(text)}") from None
     bad = [m for m in positions if not 1 <= m <= seq_len]
     if bad:
-        raise CliError(f"--positions must lie in 1..seq_len ({seq_len}); got {', '.join(map(str, bad[:5]))}"
+        raise CliError(f"--positions must lie in 1..seq_len ({format_count(seq_len)}); got {', '.join(map(str, bad[:5]))}"
                        f"{' ...' if len(bad) > 5 else ''}")
     return positions
 

@@ -52,7 +52,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from . import _activations
-from ._budget import TIME_LIMIT_S, format_bytes, format_seconds, memory_limit_default
+from ._budget import TIME_LIMIT_S, format_bytes, format_count, format_seconds, memory_limit_default
 from ._domain import check_domain, check_logit_variance
 from ._kernel_maps import correlation, key_spread, layernorm_kernel, layernorm_radius_moments, uniform_average
 from ._quadrature import row_expectations
@@ -194,10 +194,11 @@ def _check_memory(spec: ModelSpec, layers: int, keep_kernels: bool, force: bool,
     if force or memory_limit is None or need <= memory_limit:
         return
     one_layer = memory_estimate(spec, 1, keep_kernels)
-    culprit = f"seq_len = {spec.seq_len}" if one_layer > memory_limit else f"n_layers = {layers}"
+    culprit = (f"seq_len = {format_count(spec.seq_len)}" if one_layer > memory_limit
+               else f"n_layers = {format_count(layers)}")
     raise ValueError(
         f"{culprit}: the depth recursion needs about {format_bytes(need)} (T x T kernels, T = seq_len = "
-        f"{spec.seq_len}; {layers} layers), limit {format_bytes(memory_limit)} ({source}); "
+        f"{format_count(spec.seq_len)}; {format_count(layers)} layers), limit {format_bytes(memory_limit)} ({source}); "
         f"pass --force (force=True) to try anyway")
 
 
@@ -207,10 +208,10 @@ def _check_time(first_layer_s: float, layers: int, force: bool, time_limit: floa
     total = first_layer_s * layers
     limit = TIME_LIMIT_S if time_limit is None else float(time_limit)
     if progress and layers > 1:
-        progress(f"layer 0 took {format_seconds(first_layer_s)}; {layers} layers: about {format_seconds(total)}")
+        progress(f"layer 0 took {format_seconds(first_layer_s)}; {format_count(layers)} layers: about {format_seconds(total)}")
     if not force and total > limit:
         raise ValueError(
-            f"n_layers = {layers}: the depth recursion would take about {format_seconds(total)} "
+            f"n_layers = {format_count(layers)}: the depth recursion would take about {format_seconds(total)} "
             f"(layer 0 took {format_seconds(first_layer_s)}), limit {format_seconds(limit)}; "
             f"ask for fewer layers (--layers) or pass --force (force=True)")
 
@@ -371,7 +372,7 @@ def predict(
         if best:
             spread = key_spread(E, U)
             tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread
-            check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, layer)
+            check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, layer, d_head, D)
             s2, xi = softmax_rows(tau2, d_head, D)
             if progress:
                 progress(f"layer {layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}")

@@ -20,7 +20,7 @@ from . import steps as _steps
 from ._result import StepResult
 from ._domain import check_domain
 from .spec import ModelSpec
-from ._budget import format_bytes, memory_limit_default
+from ._budget import format_bytes, format_count, memory_limit_default
 from .taps import ATTENTION_TAPS, MLP_TAPS, parse_tap, tap_name
 
 MEASURE = "annealed"
@@ -155,6 +155,8 @@ def predict(
         for tap in layer_one:
             result = _steps.STEPS[parse_tap(tap)[0]](ctx, level)
             values = result.evaluate(pos)
+            if "excess_kurtosis" in values and "var" in values and not np.any(values["var"]):
+                del values["excess_kurtosis"]  # the shape of a variable that is exactly 0 is 0/0: not a number
             predictions[tap] = {str(int(m)): {name: float(v[i]) for name, v in values.items()} for i, m in enumerate(pos)}
             meta[tap] = {"level": result.level.value, "error": result.error}
     if rest:
@@ -217,6 +219,6 @@ def _check_output_size(spec: ModelSpec, layers, n_positions: int, force: bool, m
         source = "the memory_limit given"
     if not force and memory_limit is not None and need > memory_limit:
         raise ValueError(
-            f"n_layers = {spec.n_layers}: the answer has {float(n_layers) * per_layer * n_positions:.3g} entries, "
+            f"n_layers = {format_count(spec.n_layers)}: the answer has {float(n_layers) * per_layer * n_positions:.3g} entries, "
             f"about {format_bytes(need)}, limit {format_bytes(memory_limit)} ({source}); ask for fewer layers "
             f"(--layers) or pass --force (force=True)")

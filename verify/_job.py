@@ -213,6 +213,7 @@ def run(
     calibration off, more threads are ~1.5x faster.
     """
     import simulate
+    from theory._domain import check_domain, check_structure
 
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
@@ -220,10 +221,9 @@ def run(
     spec = spec or p.spec or DEFAULT_SPEC
     if spec.is_symbolic:
         raise ValueError("verify needs a numeric spec (every field a number)")
-    if spec.positional != "none" or spec.vocab_size is not None:
-        raise ValueError("the theory covers continuous Gaussian inputs without positional embeddings "
-                         f"(vocab_size null, positional 'none'); this spec has vocab_size = {spec.vocab_size}, "
-                         f"positional = {spec.positional!r}")
+    # theory's one domain check, at both levels, before any simulation (d_model = 2 once cost 41 s first)
+    check_domain(spec, evaluate=True, level="best")
+    check_structure(spec)  # derive runs too: it refuses sigma_embed = 0
     samples = p.samples if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
