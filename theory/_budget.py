@@ -17,6 +17,13 @@ MEMORY_FRACTION = 0.8
 TIME_LIMIT_S = 86400.0  # one day of estimated work
 
 
+def resolve_memory_limit(memory_limit: float | None) -> tuple[float | None, str]:
+    """A caller's ``memory_limit`` (bytes), else `memory_limit_default`; with a phrase naming its source."""
+    if memory_limit is not None:
+        return float(memory_limit), "the memory_limit given"
+    return memory_limit_default()
+
+
 def memory_limit_default() -> tuple[float | None, str]:
     """`MEMORY_FRACTION` of the available memory, and a phrase saying where it comes from."""
     available, source = available_memory()

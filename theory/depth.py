@@ -52,7 +52,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from . import _activations
-from ._budget import TIME_LIMIT_S, format_bytes, format_count, format_seconds, memory_limit_default
+from ._budget import TIME_LIMIT_S, format_bytes, format_count, format_seconds, resolve_memory_limit
 from ._domain import check_domain, check_logit_variance
 from ._kernel_maps import correlation, key_spread, layernorm_kernel, layernorm_radius_moments, uniform_average
 from ._quadrature import row_expectations
@@ -187,10 +187,7 @@ def memory_estimate(spec: ModelSpec, layers: int, keep_kernels: bool) -> float:
 
 def _check_memory(spec: ModelSpec, layers: int, keep_kernels: bool, force: bool, memory_limit: float | None) -> None:
     need = memory_estimate(spec, layers, keep_kernels)
-    if memory_limit is None:
-        memory_limit, source = memory_limit_default()
-    else:
-        source = "the memory_limit given"
+    memory_limit, source = resolve_memory_limit(memory_limit)
     if force or memory_limit is None or need <= memory_limit:
         return
     one_layer = memory_estimate(spec, 1, keep_kernels)

@@ -20,7 +20,7 @@ from . import steps as _steps
 from ._result import StepResult
 from ._domain import check_domain
 from .spec import ModelSpec
-from ._budget import format_bytes, format_count, memory_limit_default
+from ._budget import format_bytes, format_count, resolve_memory_limit
 from .taps import ATTENTION_TAPS, MLP_TAPS, parse_tap, tap_name
 
 MEASURE = "annealed"
@@ -213,10 +213,7 @@ def _check_output_size(spec: ModelSpec, layers, n_positions: int, force: bool, m
     per_layer = len(ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS)
     n_layers = len(set(layers)) if layers is not None else int(spec.n_layers)
     need = float(n_layers) * per_layer * n_positions * BYTES_PER_ENTRY
-    if memory_limit is None:
-        memory_limit, source = memory_limit_default()
-    else:
-        source = "the memory_limit given"
+    memory_limit, source = resolve_memory_limit(memory_limit)
     if not force and memory_limit is not None and need > memory_limit:
         raise ValueError(
             f"n_layers = {format_count(spec.n_layers)}: the answer has {float(n_layers) * per_layer * n_positions:.3g} entries, "
