@@ -13,7 +13,7 @@ import pytest
 
 from theory import ModelSpec, check_domain, derive, predict
 from theory import depth
-from theory._domain import QUADRATURE_ERROR_AT_TAU2_MAX, TAU2_MAX, layer_one_logit_variance
+from theory._domain import QUADRATURE_TOLERANCE, TAU2_SAFE, check_logit_variance, layer_one_logit_variance
 from theory._layernorm import norm_moments_numeric
 from theory._moments import beta_moment, chi2_moment
 from theory._quadrature import row_expectations
@@ -86,16 +86,24 @@ def test_moments_of_huge_parameters_are_closed_forms_not_products():
     assert int(chi2_moment(10**9, 2)) == 10**9 * (10**9 + 2)
 
 
-def test_the_quadrature_limit_is_what_it_declares():
-    import math
+def test_below_tau2_safe_the_quadrature_needs_no_estimate():
+    # TAU2_SAFE skips the estimate: there the default rule agrees with a 4x finer one
+    # to a tenth of the tolerance (relative), for the narrowest and the widest mixtures theory meets.
+    pos = np.array([2, 64, 4096])
+    for d_head, dim in ((1, 1e7), (2, 767), (8, 15)):
+        coarse = row_expectations(pos, TAU2_SAFE, d_head, dim, n_mixture=8, n_mixture_sphere=8)
+        fine = row_expectations(pos, TAU2_SAFE, d_head, dim, n_logit=256, y_step=0.01, n_mixture=8, n_mixture_sphere=8)
+        assert np.max(np.abs(coarse.sum_sq / fine.sum_sq - 1)) < QUADRATURE_TOLERANCE / 10  # measured 1.2e-6 at d_head = 1
 
-    # One node at TAU2_MAX: the default rule agrees with a 4x finer one to the declared
-    # bound (relative), for Gaussian logits (the widest law) and two spheres.
-    pos = np.array([2, 8, 64, 1024])
-    for dim in (math.inf, 767, 15):
-        coarse = row_expectations(pos, TAU2_MAX, math.inf, dim)
-        fine = row_expectations(pos, TAU2_MAX, math.inf, dim, n_logit=256, y_step=0.01)
-        assert np.max(np.abs(coarse.sum_sq / fine.sum_sq - 1)) < QUADRATURE_ERROR_AT_TAU2_MAX
+
+def test_the_logit_variance_check_follows_the_error_estimate():
+    check_logit_variance(2.0, 0, 8.0, 15.0)  # estimate ~1e-12: accepted
+    check_logit_variance(64.0, 0, 8.0, 15.0)  # bounded sphere: the rule still holds (~5e-5)
+    with pytest.raises(ValueError, match=r"layer 3 .*error estimate there is"):
+        check_logit_variance(64.0, 3, 64.0, 767.0)  # near-Gaussian logits: ~1e-2 > the tolerance
+    with pytest.raises(ValueError, match="cannot resolve"):
+        check_logit_variance(1e6, 0, 8.0, 15.0)
+    assert QUADRATURE_TOLERANCE == 1e-4
 
 
 def test_layer_one_logit_variance_is_the_derivations():
