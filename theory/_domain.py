@@ -90,11 +90,11 @@ def check_structure(spec: ModelSpec, zero_input_ok: bool = False) -> None:
     a derivation refuses it, since the laws' shapes (excess kurtosis) are then 0/0."""
     if spec.positional != "none":
         raise ValueError(
-            f"theory covers transformers without positional embeddings (positional = 'none'); "
+            f"theory covers transformers without positional embeddings (positional 'none'); "
             f"got positional = {spec.positional!r}, which exists in simulate for comparison only")
     if spec.vocab_size is not None:
         raise ValueError(
-            f"the theory assumes continuous Gaussian inputs (vocab_size = null); got vocab_size = "
+            f"the theory assumes continuous Gaussian inputs (vocab_size null); got vocab_size = "
             f"{spec.vocab_size}: a finite table repeats inputs across positions. Use vocab_size = null for theory.")
     d = _number(spec.d_model)
     if d is not None and d < 3:
