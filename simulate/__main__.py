@@ -18,7 +18,7 @@ import warnings
 from theory import ModelSpec
 from theory._guard import guarded
 
-from simulate._argparse import OneLineParser
+from theory._argparse import OneLineParser
 from simulate._run import NothingUsableWarning
 
 
@@ -45,7 +45,7 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
+    parser = OneLineParser(error_prefix="simulate", prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     r = sub.add_parser("run", help="simulate taps of a spec and write statistics as JSON (+ .npz)")

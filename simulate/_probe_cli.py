@@ -14,7 +14,7 @@ import time
 from theory import ModelSpec
 from theory._guard import guarded
 
-from ._argparse import OneLineParser
+from theory._argparse import OneLineParser
 
 from ._probe import DEFAULT_VOCAB, POSITIONALS, PROBES, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
 

@@ -31,7 +31,7 @@ import torch
 from theory._guard import guarded
 from theory._outputs import atomic_path, atomic_savefig, check_output_dir
 
-from ._argparse import OneLineParser
+from theory._argparse import OneLineParser
 from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
 from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, read_run_json, train_model
 

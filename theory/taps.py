@@ -18,51 +18,36 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Union
 
+from .block import FULL_BLOCK, BlockShape, block as _block
+
 # Per-layer taps in forward order: suffix after ``blocks.{l}.``, with a one-line meaning
 # and the shape of the tensor in a simulation (S networks, B sequences, T positions).
-LAYER_TAPS: dict[str, str] = {
-    "hook_resid_pre": "residual stream entering the block, x  (S, B, T, d_model)",
-    "ln1.hook_normalized": "LayerNorm-1 output e = LN(x)  (S, B, T, d_model)",
-    "attn.hook_q": "queries q = W_q e  (S, B, T, H, d_head)",
-    "attn.hook_k": "keys k = W_k e  (S, B, T, H, d_head)",
-    "attn.hook_v": "values v = W_v e  (S, B, T, H, d_head)",
-    "attn.hook_attn_scores": "scaled logits l_mn = q_m.k_n / scale, keys n <= m  (S, B, H, T, T)",
-    "attn.hook_pattern": "attention weights a_mn = softmax_n(l_mn), causal  (S, B, H, T, T)",
-    "attn.hook_z": "per-head attention output z_m = sum_n a_mn v_n  (S, B, T, H, d_head)",
-    "hook_attn_out": "attention output W_o z  (S, B, T, d_model)",
-    "hook_resid_mid": "residual after attention, x + W_o z  (S, B, T, d_model)",
-    "ln2.hook_normalized": "LayerNorm-2 output  (S, B, T, d_model)",
-    "mlp.hook_pre": "MLP pre-activation  (S, B, T, d_mlp)",
-    "mlp.hook_post": "MLP post-activation  (S, B, T, d_mlp)",
-    "hook_mlp_out": "MLP output  (S, B, T, d_model)",
-    "hook_resid_post": "residual leaving the block  (S, B, T, d_model)",
-}
+# Read from the one block declaration (`theory.block`).
+LAYER_TAPS: dict[str, str] = {t.suffix: t.meaning for t in FULL_BLOCK.taps}
 
-# Taps whose theory issue 2 derives (layer 1 = blocks.0, up to the attention residual).
-ATTENTION_TAPS: tuple[str, ...] = (
-    "hook_resid_pre",
-    "ln1.hook_normalized",
-    "attn.hook_q",
-    "attn.hook_k",
-    "attn.hook_v",
-    "attn.hook_attn_scores",
-    "attn.hook_pattern",
-    "attn.hook_z",
-    "hook_attn_out",
-    "hook_resid_mid",
-)
+# The taps of the attention branch of a block with an MLP (entry, ln1, attention, its
+# residual write): those the layer-1 derivation covers (`attention_taps` for a spec).
+ATTENTION_TAPS: tuple[str, ...] = FULL_BLOCK.tap_suffixes[: FULL_BLOCK.tap_suffixes.index("hook_resid_mid") + 1]
 
 # Layer-1 taps upstream of the softmax: their moments are exact for any spec and their
 # one-coordinate laws are known in closed form (verify's calibration and KS checks use them).
 PRE_SOFTMAX_TAPS: tuple[str, ...] = tuple(f"blocks.0.{s}" for s in ATTENTION_TAPS[: ATTENTION_TAPS.index("attn.hook_pattern")])
 
-MLP_TAPS: tuple[str, ...] = (
-    "ln2.hook_normalized",
-    "mlp.hook_pre",
-    "mlp.hook_post",
-    "hook_mlp_out",
-    "hook_resid_post",
-)
+# The taps of the MLP branch.
+MLP_TAPS: tuple[str, ...] = FULL_BLOCK.tap_suffixes[len(ATTENTION_TAPS):]
+
+
+def block_taps(attn_only: bool = False) -> tuple[str, ...]:
+    """The tap suffixes of one block in forward order (an attention-only block ends at
+    ``hook_resid_post``, as in TransformerLens)."""
+    return _block(BlockShape(attn_only)).tap_suffixes
+
+
+def attention_taps(attn_only: bool = False) -> tuple[str, ...]:
+    """The attention branch's taps (entry to its residual write): layer 1's derived taps."""
+    taps = block_taps(attn_only)
+    return taps[: len(ATTENTION_TAPS)]
+
 
 _TAP_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
@@ -111,7 +96,7 @@ def parse_tap(full_name: str) -> tuple[str, int]:
 
 def all_taps(n_layers: int, attn_only: bool = False) -> list[str]:
     """Every tap of a network with ``n_layers`` blocks, in forward order."""
-    suffixes = ATTENTION_TAPS if attn_only else ATTENTION_TAPS + MLP_TAPS
+    suffixes = block_taps(attn_only)
     return [f"blocks.{l}.{s}" for l in range(n_layers) for s in suffixes]
 
 

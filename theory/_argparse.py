@@ -1,4 +1,4 @@
-"""The argument parser every ``python -m simulate`` command uses: usage errors in one line."""
+"""The one argument parser of every command line (theory, simulate, verify): usage errors in one line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class OneLineParser(argparse.ArgumentParser):
     No usage dump and no traceback: one line a user can read (the project's CLI rule).
     """
 
-    def __init__(self, *args, error_prefix: str = "simulate", **kwargs) -> None:
+    def __init__(self, *args, error_prefix: str = "nope-theory", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.error_prefix = error_prefix
 
