@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -42,10 +42,20 @@ class Step:
 
 @dataclass(frozen=True)
 class Derivation(Mapping[str, Step]):
-    """The layer-1 derivation of a spec: an ordered mapping tap name -> `Step`."""
+    """The layer-1 derivation of a spec: an ordered mapping tap name -> `Step`.
+
+    ``constants`` are the derived constants the steps use, as sympy expressions (the
+    renderers print them and never derive them): ``d_head``, ``s`` (the logit scale),
+    ``D = d - 1``, ``c = d eps/sigma_e^2``, ``nu_1``, ``nu_2`` (symbols when they have no
+    short closed form: ``nu_symbolic``), ``rho^2 = d nu_1``, ``tau_bar^2``, ``delta``
+    (eps > 0 only), and ``sigma_q(tau_bar^2)``: the positive roots sigma_q of
+    ``tau_bar^2(spec) = tau_bar2`` when sigma_q is a symbol (`theory.steps.TAU_BAR2`).
+    """
 
     spec: ModelSpec
     steps: tuple[Step, ...]
+    constants: Mapping[str, object] = field(default_factory=dict)
+    nu_symbolic: bool = False
 
     def __getitem__(self, key) -> Step:
         name = tap_name(key) if isinstance(key, tuple) else key
@@ -96,7 +106,7 @@ def derive(spec: ModelSpec | None = None) -> Derivation:
     for suffix in ATTENTION_TAPS:
         make = _steps.STEPS[suffix]
         out.append(Step(f"blocks.0.{suffix}", make(ctx, "leading"), make(ctx, "best")))
-    return Derivation(spec, tuple(out))
+    return Derivation(spec, tuple(out), ctx.constants(), ctx.nu1 == _steps.NU1)
 
 
 def _parse_positions(positions: Iterable[int], seq_len) -> np.ndarray:

@@ -59,6 +59,7 @@ S2 = sp.Function("S_2")  # E[sum_n a_mn^2]
 Xi = sp.Function("Xi")  # E[sum_{n != n'} a a' l l' / tau^2]
 NU1 = sp.Symbol("nu_1", positive=True)  # E|e|^2 / d, symbolic mode with eps != 0
 NU2 = sp.Symbol("nu_2", positive=True)  # E|e|^4 / d^2
+TAU_BAR2 = sp.Symbol("tau_bar2", positive=True)  # the mean logit variance, printed as tau_bar^2
 
 SERIES_ORDER = 2  # small-logit-variance series to tau_bar^4; error O(tau_bar^6)
 
@@ -141,6 +142,39 @@ class LayerOne:
     def tau2_bar(self) -> sp.Expr:
         """Mean conditional logit variance ``s^2 sigma_q^2 sigma_k^2 d_head rho^4`` = Var(l_mn), n != m."""
         return self.scale**2 * self.sigma_q**2 * self.sigma_k**2 * self.d_head * self.rho2**2
+
+    @property
+    def radius_spread(self) -> sp.Expr:
+        """``delta = c/(d-1+c) sqrt(2/(d-1))``, ``c = d eps/sigma_e^2``: the relative spread of
+        ``|e|^2`` inside the softmax (0 at eps = 0). Written without dividing by sigma_e^2
+        (``sigma_embed = 0`` with eps > 0 is legal: then c/(d-1+c) = 1)."""
+        share = self.d * self.eps / ((self.d - 1) * self.sigma_e**2 + self.d * self.eps)
+        return share * sp.sqrt(2 / (self.d - 1))
+
+    def constants(self) -> dict[str, object]:
+        """The derived constants, for `theory.derive.Derivation.constants` (renderers print them)."""
+        out: dict[str, object] = {
+            "d_head": self.d_head,
+            "s": self.scale,
+            "D": self.sphere_dim,
+            "c": self.d * self.eps / self.sigma_e**2,
+            "nu_1": self.nu1,
+            "nu_2": self.nu2,
+            "rho^2": self.rho2,
+            "tau_bar^2": self.tau2_bar,
+        }
+        if sp.sympify(self.eps) != 0:
+            out["delta"] = self.c_share_spread_printed
+        if isinstance(self.spec.sigma_q, sp.Symbol):
+            out["sigma_q(tau_bar^2)"] = tuple(
+                r for r in sp.solve(sp.Eq(self.tau2_bar, TAU_BAR2), self.spec.sigma_q) if r.is_positive is not False)
+        return out
+
+    @property
+    def c_share_spread_printed(self) -> sp.Expr:
+        """``delta`` as the document prints it: ``c/(d - 1 + c) sqrt(2/(d - 1))``."""
+        c = self.d * self.eps / self.sigma_e**2
+        return c / (self.d - 1 + c) * sp.sqrt(2 / (self.d - 1))
 
     def f(self, expr: sp.Expr) -> float:
         return float(sp.N(expr, 17))
