@@ -1,7 +1,12 @@
 """simulate: Monte Carlo forward passes of random NoPE transformers (torch).
 
 Realises the `theory.ModelSpec` network and records taps by the shared names of
-`theory.taps`. See docs/simulate.md.
+`theory.taps`. Three parts (see docs/simulate.md):
+
+* `simulate.engine`: the batched forward pass, drawing, seeding, statistics, `run`;
+* `simulate.record`: the instrument, statistics of any torch model by our tap names;
+* `simulate.experiments`: the position probe and the training experiment, which use
+  only the engine's public names.
 
 >>> from theory import ModelSpec
 >>> import simulate
@@ -11,13 +16,23 @@ Realises the `theory.ModelSpec` network and records taps by the shared names of
 (8,)
 """
 
-from ._bench import bench
-from ._cache import ActivationCache, activations
-from ._forward import Projections, attention_scale, forward, layer_norm, psd_root
-from ._model import NoPETransformer
-from ._record import Site, record
-from ._result import SimulationResult, TapStats
-from ._run import NothingUsableWarning, resolve_device, run
+from .engine import (
+    ActivationCache,
+    NothingUsableWarning,
+    Projections,
+    SimulationResult,
+    TapStats,
+    activations,
+    attention_scale,
+    bench,
+    forward,
+    layer_norm,
+    psd_root,
+    resolve_device,
+    run,
+)
+from .experiments.train.model import NoPETransformer
+from .record import Site, record
 
 __all__ = [
     "run",

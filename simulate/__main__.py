@@ -1,8 +1,8 @@
 """Command line: ``python -m simulate run|bench|probe|train ...``.
 
-``run`` and ``bench`` are parsed here; ``probe`` (issue #8) and ``train`` (issue #9) own
-their parsers in ``simulate/_probe_cli.py`` and ``simulate/_train_cli.py``, each with a
-``main(argv) -> int``.
+``run`` and ``bench`` are parsed here; ``probe`` and ``train`` own their parsers in
+``simulate/experiments/probe/cli.py`` and ``simulate/experiments/train/cli.py``, each with
+a ``main(argv) -> int``. Every parser is `theory._argparse.OneLineParser`.
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback; a run
 whose every sample gave NaN/inf writes its (null) result and exits with status 1.
@@ -11,18 +11,22 @@ whose every sample gave NaN/inf writes its (null) result and exits with status 1
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
 
 from theory import ModelSpec
-from theory._guard import guarded
-
 from theory._argparse import OneLineParser
-from simulate._run import NothingUsableWarning
+from theory._guard import guarded
+from theory._outputs import check_output_file
+from theory.positions import check_positions
+
+from .engine import NothingUsableWarning, bench, format_table, run
 
 
 def _int_list(text: str, what: str) -> list[int]:
+    """``"64,768"`` or ranges ``"1-16"`` / ``"1..16"``, in the order given (``--widths``)."""
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -83,8 +87,6 @@ def _parser() -> argparse.ArgumentParser:
 def _check_outputs(args) -> None:
     """Check --out, the .npz beside it and --checkpoint before any work (a result is never
     lost to a bad path); say on stderr which existing files will be replaced."""
-    from theory._outputs import check_output_file
-
     out, note = check_output_file(args.out, "--out", inputs=[args.spec], suffix=".json")
     _, npz_note = check_output_file(out.with_suffix(".npz"), "--out (its .npz)", inputs=[args.spec])
     notes = [note, npz_note]
@@ -96,15 +98,14 @@ def _check_outputs(args) -> None:
 
 
 def _run(args) -> int:
-    import simulate
-
     spec = ModelSpec.load(args.spec)
     taps = [t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None
-    positions = _int_list(args.positions, "--positions") if args.positions else None
+    # the one position validator; "1..16" is read as the range 1-16, as it always was here
+    positions = check_positions(args.positions.replace("..", "-"), spec.seq_len, name="--positions") if args.positions else None
     _check_outputs(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NothingUsableWarning)  # said below, in one line
-        result = simulate.run(
+        result = run(
             spec, taps=taps, samples=args.samples, seed=args.seed, positions=positions,
             measure=args.measure, device=args.device, dtype=args.dtype, chunk_size=args.chunk_size,
             method=args.method, batch=args.batch, reservoir=args.reservoir, checkpoint=args.checkpoint,
@@ -134,8 +135,6 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def _bench(args) -> int:
-    from ._bench import bench, format_table
-
     widths = _int_list(args.widths, "--widths")
     if args.seq_len < 1 or args.rounds < 1 or args.seconds <= 0 or (args.threads is not None and args.threads < 1):
         raise ValueError("--seq-len, --rounds and --threads must be >= 1 and --seconds > 0")
@@ -147,15 +146,13 @@ def _bench(args) -> int:
 
 
 # Subcommands whose parsers live in their own modules: name -> module.
-_DELEGATED = {"probe": "simulate._probe_cli", "train": "simulate._train_cli"}
+_DELEGATED = {"probe": "simulate.experiments.probe.cli", "train": "simulate.experiments.train.cli"}
 
 
 @guarded("simulate")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _DELEGATED:
-        import importlib
-
         return importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:])
     args = _parser().parse_args(argv)
     try:

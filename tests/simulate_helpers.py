@@ -61,9 +61,10 @@ def reference_forward(spec: ModelSpec, x: torch.Tensor, weights: dict) -> dict[s
         attn_out = z.reshape(T, d) @ weights[(layer, "W_o")].T
         out[p + "hook_attn_out"] = attn_out
         x = x + attn_out
-        out[p + "hook_resid_mid"] = x
-        if spec.attn_only:
+        if spec.attn_only:  # the block ends here, at hook_resid_post (TransformerLens' naming)
+            out[p + "hook_resid_post"] = x
             continue
+        out[p + "hook_resid_mid"] = x
         e2 = ln(x)
         out[p + "ln2.hook_normalized"] = e2
         pre = e2 @ weights[(layer, "W_in")].T

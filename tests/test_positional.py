@@ -10,7 +10,7 @@ import torch
 
 import simulate
 from simulate import Projections, forward
-from simulate._positional import alibi_bias, alibi_slopes, rope_angles, rope_rotate, sinusoidal_table
+from simulate.engine.positional import alibi_bias, alibi_slopes, rope_angles, rope_rotate, sinusoidal_table
 from tests.simulate_helpers import one_thread, small_spec  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,7 +136,7 @@ def test_forward_matches_the_reference_definition(positional):
 def test_learned_table_is_part_of_the_frozen_network():
     """Quenched: the other weights are those of positional 'none' (the table is drawn last);
     the table has N(0, sigma_embed^2) entries and depends on the seed only."""
-    from simulate._draw import draw_network
+    from simulate.engine.draw import draw_network
 
     spec = small_spec(d_model=64, n_heads=4, seq_len=200, sigma_embed=0.5)
     learned = spec.replace(positional="learned")
@@ -159,12 +159,12 @@ def test_variants_run_under_both_measures_and_methods():
     for positional in ("learned", "sinusoidal", "rope", "alibi"):
         spec = small_spec(seq_len=6, positional=positional, vocab_size=7)
         for method in ("explicit", "gram"):
-            r = simulate.run(spec, taps=[("resid_mid", 0), ("pattern", 0)], samples=8, seed=2,
+            r = simulate.run(spec, taps=[("resid_post", 0), ("pattern", 0)], samples=8, seed=2,
                              method=method, device="cpu", progress=False, dtype="float64")
-            assert np.all(np.isfinite(r["resid_mid", 0].var))
+            assert np.all(np.isfinite(r["resid_post", 0].var))
             assert np.allclose(r["pattern", 0].mean, 1 / np.arange(1, 7), rtol=1e-12)
-        q = simulate.run(spec, taps=[("resid_mid", 0)], samples=4, seed=2, measure="quenched", device="cpu", progress=False)
-        assert np.all(np.isfinite(q["resid_mid", 0].var))
+        q = simulate.run(spec, taps=[("resid_post", 0)], samples=4, seed=2, measure="quenched", device="cpu", progress=False)
+        assert np.all(np.isfinite(q["resid_post", 0].var))
     # sinusoidal at GPT-2's sigma: the unscaled table dominates the residual stream (mean square 1/2)
     spec = small_spec(positional="sinusoidal", seq_len=6)
     r = simulate.run(spec, taps=[("resid_pre", 0)], samples=4, seed=0, device="cpu", progress=False, dtype="float64")

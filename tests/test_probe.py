@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import theory
-from simulate import _probe_cli
-from simulate._probe import (
+from simulate.experiments.probe import cli as _probe_cli
+from simulate.experiments.probe import (
     ProbeConfig,
     fit_mlp,
     fit_ridge,
@@ -206,12 +206,30 @@ def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
 
 
 def test_an_attention_only_spec_is_probed_at_its_block_output():
-    """An attention-only block has no hook_resid_post: the probe reads hook_resid_mid (it raised
-    KeyError before), the theory probe included, and says so in the results."""
+    """An attention-only block ends at hook_resid_post, as in TransformerLens (issue 14, item 6):
+    the probe reads it (it raised KeyError before), in every variant and the sigma sweep, and
+    says so in the results."""
+    spec = TINY.replace(attn_only=True, n_layers=2)
+    cfg = ProbeConfig(spec=spec, positionals=("none", "rope"), probes=("linear", "variance_only"),
+                      sequences=16, networks=1, seed=0, sigmas=(0.05,), sweep_probes=("variance_only",),
+                      mlp_epochs=1, mlp_hidden=8)
+    results, curves = probe_experiment(cfg, progress=False)
+    assert results["meta"]["tap"] == "hook_resid_post"
+    for variant in ("none", "rope"):
+        for l, row in enumerate(results["variants"][variant]["layers"]):
+            assert row["tap"] == f"blocks.{l}.hook_resid_post"
+            assert np.isfinite(row["linear"]["mae"]) and np.isfinite(row["variance_only"]["mae"])
+    assert results["sigma_sweep"][0]["layers"][1]["tap"] == "blocks.1.hook_resid_post"
+    assert ("sigma=0.05", 1, "variance_only") in curves
+
+
+def test_the_theory_probe_reads_an_attention_only_block_output():
+    """theory.depth predicts the same tap for an attention-only block (hook_resid_post)."""
     spec = TINY.replace(attn_only=True, n_layers=1)
     cfg = ProbeConfig(spec=spec, positionals=("none",), probes=("variance_only", "theory"), sequences=16,
                       networks=1, seed=0, sigmas=(), mlp_epochs=1, mlp_hidden=8)
     results, _ = probe_experiment(cfg, progress=False)
-    assert results["meta"]["tap"] == "hook_resid_mid"
     row = results["variants"]["none"]["layers"][0]
-    assert row["tap"] == "blocks.0.hook_resid_mid" and np.isfinite(row["theory"]["mae"])
+    assert row["tap"] == "blocks.0.hook_resid_post"
+    assert "theory" in row, results["meta"].get("theory")
+    assert np.isfinite(row["theory"]["mae"])

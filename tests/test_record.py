@@ -11,6 +11,7 @@ from torch import nn
 
 import simulate
 from simulate import NoPETransformer, Site, SimulationResult, record
+from simulate.experiments.train.model import HookPoint
 from theory import ModelSpec
 
 
@@ -101,10 +102,10 @@ class _FakeHooked(nn.Module):
         self.blocks = nn.ModuleList()
         for _ in range(layers):
             block = nn.Module()
-            block.hook_resid_pre = simulate._model.HookPoint()
+            block.hook_resid_pre = HookPoint()
             block.attn = nn.Module()
-            block.attn.hook_z = simulate._model.HookPoint()
-            block.hook_attn_out = simulate._model.HookPoint()
+            block.attn.hook_z = HookPoint()
+            block.hook_attn_out = HookPoint()
             self.blocks.append(block)
         self.d = d
 

@@ -68,7 +68,7 @@ def test_resume_through_the_cli(spec_path, tmp_path):
         (["run", "--spec", "missing.json", "--samples", "2", "--seed", "0", "--out", "o.json"], "cannot read spec file"),
         (["run", "--spec", "{spec}", "--samples", "0", "--seed", "0", "--out", "o.json"], "samples must be"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--taps", "blocks.9.attn.hook_z"], "not in this network"),
-        (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--positions", "1,x"], "not an integer"),
+        (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--positions", "1,x"], "--positions must be integers"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--positions", "0"], "positions must lie"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "o.json", "--measure", "tempered"], "invalid choice"),
         (["run", "--spec", "{spec}", "--samples", "2", "--seed", "0", "--out", "/no/such/dir/o.json"], "does not exist"),

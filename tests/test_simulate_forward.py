@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from simulate import Projections, forward, layer_norm, psd_root
-from simulate._draw import first_occurrence, sample_plan, unpack
-from simulate._forward import gram_matrix, tril_matmul
-from simulate._seeding import derive_seed
+from simulate.engine.draw import first_occurrence, sample_plan, unpack
+from simulate.engine.projections import gram_matrix, projection_kinds, projection_shape, tril_matmul
+from simulate.engine.seeding import derive_seed
 from theory.taps import all_taps
 from tests.simulate_helpers import reference_forward, small_spec
 from tests.simulate_helpers import one_thread  # noqa: F401
@@ -28,8 +28,6 @@ SPECS = [
 
 def _explicit_network(spec, S, gen):
     """Explicit standard-normal weights for S networks, as `Projections` takes them."""
-    from simulate._forward import projection_kinds, projection_shape
-
     draws = {}
     for layer in range(spec.n_layers):
         for kind in projection_kinds(spec):

@@ -15,7 +15,7 @@ from scipy import stats
 
 import simulate
 from simulate import Projections
-from simulate._draw import sample_plan
+from simulate.engine.draw import sample_plan
 from tests.simulate_helpers import one_thread, small_spec  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,7 +89,7 @@ def test_whole_network_same_law_on_every_tap():
 def test_same_law_with_a_small_vocabulary():
     """Repeated tokens make the Gram matrix singular; the root falls back to eigh."""
     spec = small_spec(d_model=32, n_heads=2, seq_len=10, vocab_size=3, sigma_q=0.5, sigma_k=0.5, sigma_embed=1.0)
-    _compare(spec, ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.0.hook_resid_mid"], samples=1500, seed=7)
+    _compare(spec, ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.0.hook_resid_post"], samples=1500, seed=7)
 
 
 def test_same_law_with_several_sequences_per_network():

@@ -17,11 +17,9 @@ import torch
 import simulate
 from simulate import SimulationResult
 from simulate.__main__ import main
-from simulate._forward import psd_root
-from simulate._probe import ProbeConfig
-from simulate._budget import check_probe_size
-from simulate._run import NothingUsableWarning
-from simulate._stats import Accumulator
+from simulate import NothingUsableWarning, psd_root
+from simulate.engine import Accumulator
+from simulate.experiments.probe import ProbeConfig, check_probe_size
 from theory import ModelSpec
 from tests.simulate_helpers import one_thread  # noqa: F401
 
@@ -101,9 +99,9 @@ def test_every_sample_nonfinite_in_the_api_is_nan_with_a_warning():
 
 def test_partly_nonfinite_run_exits_0_and_counts(tmp_path, capsys, monkeypatch):
     """Network 1 of each chunk of 4 made NaN: samples 1 and 5 are left out, the rest kept."""
-    import simulate._run as run_module
+    import simulate.engine.sampler as sampler_module
 
-    real_forward = run_module.forward
+    real_forward = sampler_module.forward
 
     def poisoned(spec, x, project, record=()):
         cache = real_forward(spec, x, project, record=record)
@@ -111,7 +109,7 @@ def test_partly_nonfinite_run_exits_0_and_counts(tmp_path, capsys, monkeypatch):
             value[1] = float("nan")
         return cache
 
-    monkeypatch.setattr(run_module, "forward", poisoned)
+    monkeypatch.setattr(sampler_module, "forward", poisoned)
     spec = _spec_file(tmp_path)
     out = tmp_path / "r.json"
     code = main(["run", "--spec", str(spec), "--samples", "8", "--seed", "0", "--chunk-size", "4",
@@ -228,7 +226,7 @@ def test_force_and_explicit_limits():
 
 
 def test_cli_force_runs_past_the_limits(tmp_path, capsys, monkeypatch):
-    import simulate._budget as budget
+    import simulate.engine.budget as budget
 
     monkeypatch.setattr(budget, "TIME_LIMIT_S", 1e-9)  # every run is now "too long"
     spec = _spec_file(tmp_path)

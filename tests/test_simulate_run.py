@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import simulate
-import simulate._run as run_module
+import simulate.engine.runner as run_module
+import simulate.engine.sampler as sampler_module
 from simulate import SimulationResult
 from tests.simulate_helpers import small_spec
 from tests.simulate_helpers import one_thread  # noqa: F401
@@ -65,7 +66,7 @@ def test_resume_after_interruption_gives_identical_results(tmp_path, monkeypatch
     kw = dict(taps=TAPS, samples=150, seed=5, device="cpu", chunk_size=20, reservoir=4)
     straight = simulate.run(SPEC, **kw)
     ckpt = tmp_path / "run.ckpt"
-    real = run_module._accumulate
+    real = run_module.add_chunk
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -74,10 +75,10 @@ def test_resume_after_interruption_gives_identical_results(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "_accumulate", dying)
+    monkeypatch.setattr(run_module, "add_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
         simulate.run(SPEC, checkpoint=ckpt, checkpoint_every=0.0, **kw)
-    monkeypatch.setattr(run_module, "_accumulate", real)
+    monkeypatch.setattr(run_module, "add_chunk", real)
     assert ckpt.exists()
     resumed = simulate.run(SPEC, checkpoint=ckpt, **kw)
     assert resumed.meta["resumed_from"] == 80
@@ -99,14 +100,14 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 def test_nonfinite_samples_are_reported_and_left_out(monkeypatch, capsys):
-    real = run_module.forward
+    real = sampler_module.forward
 
     def poisoned(spec, x, project, record):
         cache = real(spec, x, project, record=record)
         cache["blocks.0.attn.hook_z"][1, 0, 3, 0, 0] = float("nan")  # second network of each chunk
         return cache
 
-    monkeypatch.setattr(run_module, "forward", poisoned)
+    monkeypatch.setattr(sampler_module, "forward", poisoned)
     result = simulate.run(SPEC, taps=TAPS[:2], samples=40, seed=0, device="cpu", chunk_size=20)
     assert result.meta["nonfinite_samples"] == 2 and result.meta["nonfinite_indices"] == [1, 21]
     assert result["hook_z", 0].n == 38 and result["pattern", 0].n == 38

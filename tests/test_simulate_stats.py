@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from simulate._stats import BLOCK, Accumulator, RowValues, unit_moments
+from simulate.engine.stats import BLOCK, Accumulator, RowValues, unit_moments
 from tests.simulate_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from simulate._corpus import CorpusError, html_to_text, load_corpus, unigram_bits_per_byte
-from simulate._train import PRESETS, evaluate, load_model, train_model, windows
-from simulate._model import NoPETransformer
-from simulate._train_cli import main
+from simulate.experiments.train import PRESETS, NoPETransformer, evaluate, load_model, train_model, windows
+from simulate.experiments.train.cli import main
+from simulate.experiments.train.corpus import CorpusError, html_to_text, load_corpus, unigram_bits_per_byte
 from tests.planted_pickle import Exploit, is_live, plant
 
 FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"

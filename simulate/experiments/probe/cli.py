@@ -11,12 +11,18 @@ import shlex
 import sys
 import time
 
+import torch
+
 from theory import ModelSpec
 from theory._guard import guarded
 
 from theory._argparse import OneLineParser
+from theory._outputs import check_output_dir
 
-from ._probe import DEFAULT_VOCAB, POSITIONALS, PROBES, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
+from ...engine import resolve_device
+from .experiment import DEFAULT_VOCAB, POSITIONALS, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
+from .probes import PROBES
+from .report import PROBE_OUTPUTS, write_outputs
 
 DEFAULT_SIGMAS = "0.01,0.02,0.05,0.1"
 
@@ -117,13 +123,6 @@ def build_config(args) -> ProbeConfig:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
-    import torch
-
-    from theory._outputs import check_output_dir
-
-    from ._probe_report import PROBE_OUTPUTS, write_outputs
-    from ._run import resolve_device
-
     threads_before = torch.get_num_threads()
     try:
         cfg = build_config(args)

@@ -10,10 +10,9 @@ import torch
 from theory import ModelSpec
 from theory.taps import TapFilter, select_taps, tap_name
 
-from ._budget import check_run_size
-from ._draw import Drawer, draw_network, sample_plan, unpack
-from ._forward import Projections, forward
-from ._run import check_run_arguments, resolve_device, resolve_dtype
+from .arguments import check_run_arguments, resolve_device, resolve_dtype
+from .budget import check_run_size
+from .sampler import Sampler
 
 
 class ActivationCache(Mapping):
@@ -72,22 +71,7 @@ def activations(
         force=bool(force),
     )
     tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
-    quenched = measure == "quenched"
-    plan = sample_plan(spec, batch * spec.seq_len, with_weights=not quenched, method=method)
-    drawer = Drawer(plan, seed, dev, dt, workers=1)
-    try:
-        buffer, ids = drawer.draw(0, samples, spec.vocab_size)
-    finally:
-        drawer.close()
-    if quenched:
-        project, table = draw_network(spec, seed, dev, dt)
-        x, _ = unpack(spec, plan, buffer, ids, table)
-        x = x.reshape(1, samples, spec.seq_len, spec.d_model)
-    else:
-        x, draws = unpack(spec, plan, buffer, ids)
-        x = x.reshape(samples, batch, spec.seq_len, spec.d_model)
-        project = Projections(spec, draws)
-    with torch.no_grad():
-        cache = forward(spec, x, project, record=tap_list)
+    with Sampler(spec, seed=seed, measure=measure, method=method, batch=batch, device=dev, dtype=dt) as sampler:
+        cache = sampler.taps(0, samples, tap_list)
     meta = {"seed": seed, "measure": measure, "method": method, "device": str(dev), "dtype": str(dt).replace("torch.", "")}
     return ActivationCache({t: cache[t] for t in tap_list}, spec, meta)

@@ -38,10 +38,11 @@ import torch
 
 from theory._outputs import atomic_savefig, atomic_write_text
 
-from ._corpus import Corpus
-from ._record import record
-from ._result import SimulationResult
-from ._train import POSITIONALS, load_model, read_run_json
+from ...engine import SimulationResult
+from ...record import record
+from .corpus import Corpus
+from .files import load_model, read_run_json
+from .training import POSITIONALS
 
 MEASURED_TAPS = ("hook_attn_out", "attn.hook_z", "hook_resid_post")
 TAIL_FROM = 16

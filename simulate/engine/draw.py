@@ -1,6 +1,7 @@
 """Drawing a chunk of samples: a static plan of standard normals per sample, filled in place.
 
-On a CPU the random generator, not the matrix products, is the bottleneck (DESIGN.md),
+On a CPU the random generator, not the matrix products, is the bottleneck (measured:
+drawing the weights with ``torch.randn`` costs about as much as the whole forward pass),
 so each sample draws *all* its normals with one call into a preallocated row of a
 buffer, from its own generator (seeded by the run seed and the sample index), and the
 samples of a chunk are split across worker threads (torch releases the GIL while it
@@ -20,8 +21,8 @@ import torch
 
 from theory import ModelSpec
 
-from ._forward import Projections, projection_kinds, projection_shape
-from ._seeding import network_generator, sample_generator
+from .projections import Projections, projection_kinds, projection_shape
+from .seeding import network_generator, sample_generator
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def sample_plan(spec: ModelSpec, rows: int, *, with_weights: bool, method: str) 
         add("x", "x", (rows, spec.d_model))
     if with_weights:
         for layer in range(spec.n_layers):
-            for kind in projection_kinds(spec):
+            for kind in projection_kinds(spec, layer):
                 d_out, d_in = projection_shape(spec, kind)
                 if use_gram(spec, kind, rows, method):
                     add((layer, kind), "G", (rows, d_out))
@@ -180,7 +181,7 @@ def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.
     gen = network_generator(seed, device)
     draws = {}
     for layer in range(spec.n_layers):
-        for kind in projection_kinds(spec):
+        for kind in projection_kinds(spec, layer):
             shape = projection_shape(spec, kind)
             draws[(layer, kind)] = ("W", torch.randn(1, *shape, generator=gen, device=device, dtype=dtype))
     table = None

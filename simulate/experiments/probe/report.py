@@ -10,7 +10,7 @@ import numpy as np
 
 from theory._outputs import atomic_path, atomic_savefig, atomic_write_text
 
-from ._probe import PROBES, theory_resolution
+from .probes import PROBES, theory_resolution
 
 PROBE_LABELS = {"linear": "linear (ridge)", "mlp": "MLP", "variance_only": "variance-only", "theory": "theory"}
 

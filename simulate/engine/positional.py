@@ -1,6 +1,16 @@
-"""Positional variants for comparison experiments (issue #8); NoPE (``"none"``) is the subject.
+"""Positional schemes, one registry entry each; NoPE (``"none"``, the identity) is the subject.
 
-Each variant follows its reference paper; `forward` applies them at exactly three places:
+`POSITIONAL` maps a scheme's name (`ModelSpec.positional`, the attention sublayer's
+``options["positional"]`` in `theory.block`) to its class. The forward pass prepares one
+instance per pass (tables depend on the sequence length, device and dtype) and asks it at
+exactly three places, each the identity for ``none``:
+
+* `Positional.embed`: the network's input, before the first block (``learned``, ``sinusoidal``);
+* `Positional.rotate`: each head's q and k after ``hook_q``/``hook_k`` (``rope``);
+* `Positional.bias`: added to the scaled logits, inside ``hook_attn_scores`` (``alibi``).
+
+A new scheme (per-layer RoPE, ALiBi variants, ...) is a new subclass and a new entry.
+Each variant follows its reference paper:
 
 * ``learned`` -- absolute position embeddings added to the token embeddings, as GPT-2's
   ``wpe`` (Radford et al. 2019): a ``(seq_len, d_model)`` table with i.i.d.
@@ -116,28 +126,6 @@ def alibi_bias(n_heads: int, seq_len: int, *, device=None, dtype=torch.float32) 
     return (-slopes.view(-1, 1, 1) * distance).to(dtype)  # (H, T, T)
 
 
-def input_positions(spec: ModelSpec, seq_len: int, pos_embed: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """What `forward` adds to the token embeddings: (S or 1, 1, T, d), or None.
-
-    ``pos_embed`` is the learned table of the network(s), (S or 1, T_table, d) with
-    ``T_table >= seq_len``; required for ``learned``, ignored otherwise.
-    """
-    if spec.positional == "learned":
-        if pos_embed is None:
-            raise ValueError(
-                "positional = 'learned' needs the network's position table: pass pos_embed "
-                "(S, seq_len, d_model) to forward, or a Projections that carries one"
-            )
-        if pos_embed.dim() != 3 or pos_embed.shape[1] < seq_len or pos_embed.shape[2] != like.shape[-1]:
-            raise ValueError(
-                f"pos_embed must be (S, >= {seq_len}, {like.shape[-1]}), got {tuple(pos_embed.shape)}"
-            )
-        return pos_embed[:, :seq_len].unsqueeze(1).to(like.dtype)  # (S, 1, T, d)
-    if spec.positional == "sinusoidal":
-        return sinusoidal_table(seq_len, like.shape[-1], device=like.device, dtype=like.dtype).view(1, 1, seq_len, -1)
-    return None
-
-
 def check_positional(spec: ModelSpec) -> None:
     """Refuse, at the boundary, a spec whose positional variant cannot be realised."""
     if spec.positional == "rope" and spec.d_head % 2:
@@ -147,11 +135,79 @@ def check_positional(spec: ModelSpec) -> None:
         )
 
 
-class Rotary:
-    """RoPE for one sequence length: ``rotary(q)`` rotates (S, B, T, H, d_head) by position."""
+class Positional:
+    """The scheme ``none``: the identity at the input and inside attention.
 
-    def __init__(self, seq_len: int, d_head: int, device):
-        self.cos, self.sin = rope_angles(seq_len, d_head, device=device)
+    One instance serves one forward pass of ``n_heads`` heads of width ``d_head`` over
+    ``seq_len`` positions on ``device`` in ``dtype``; subclasses override what they change.
+    """
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return rope_rotate(x, self.cos, self.sin)
+    name = "none"
+    bias: torch.Tensor | None = None  # (H, T, T) added to the scaled logits, or None
+
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
+        self.n_heads, self.d_head, self.seq_len, self.device, self.dtype = n_heads, d_head, seq_len, device, dtype
+
+    def embed(self, x: torch.Tensor, pos_embed: torch.Tensor | None) -> torch.Tensor:
+        """The network's input ``x`` (S, B, T, d) with the scheme's position table added."""
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys (S, B, T, H, d_head) as the logits see them."""
+        return q, k
+
+
+class Learned(Positional):
+    """GPT-2's ``wpe``: the network's own table (drawn with its weights), added at the input."""
+
+    name = "learned"
+
+    def embed(self, x: torch.Tensor, pos_embed: torch.Tensor | None) -> torch.Tensor:
+        """``pos_embed`` (S or 1, T_table >= T, d) is the learned table of the network(s)."""
+        T, d = x.shape[-2], x.shape[-1]
+        if pos_embed is None:
+            raise ValueError(
+                "positional = 'learned' needs the network's position table: pass pos_embed "
+                "(S, seq_len, d_model) to forward, or a Projections that carries one"
+            )
+        if pos_embed.dim() != 3 or pos_embed.shape[1] < T or pos_embed.shape[2] != d:
+            raise ValueError(f"pos_embed must be (S, >= {T}, {d}), got {tuple(pos_embed.shape)}")
+        return x + pos_embed[:, :T].unsqueeze(1).to(x.dtype)  # (S, B, T, d): token + position embeddings
+
+
+class Sinusoidal(Positional):
+    """Vaswani et al.'s fixed table, unscaled, added at the input."""
+
+    name = "sinusoidal"
+
+    def embed(self, x: torch.Tensor, pos_embed: torch.Tensor | None) -> torch.Tensor:
+        T = x.shape[-2]
+        table = sinusoidal_table(T, x.shape[-1], device=x.device, dtype=x.dtype).view(1, 1, T, -1)  # (1, 1, T, d)
+        return x + table  # (S, B, T, d)
+
+
+class Rope(Positional):
+    """RoFormer's rotation of each head's interleaved pairs of q and k by position."""
+
+    name = "rope"
+
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
+        super().__init__(n_heads, d_head, seq_len, device, dtype)
+        self.cos, self.sin = rope_angles(seq_len, d_head, device=device)  # each (T, dh/2), float64
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_rotate(q, self.cos, self.sin), rope_rotate(k, self.cos, self.sin)  # each (S, B, T, H, dh)
+
+
+class Alibi(Positional):
+    """Press et al.'s linear biases ``-slope_h (m - n)`` on the logits."""
+
+    name = "alibi"
+
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
+        super().__init__(n_heads, d_head, seq_len, device, dtype)
+        self.bias = alibi_bias(n_heads, seq_len, device=device, dtype=dtype)  # (H, T, T)
+
+
+# The registry: scheme name -> its class (`ModelSpec.positional` takes exactly these names).
+POSITIONAL: dict[str, type[Positional]] = {cls.name: cls for cls in (Positional, Learned, Sinusoidal, Rope, Alibi)}

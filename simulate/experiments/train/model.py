@@ -2,12 +2,17 @@
 
 The network a `theory.ModelSpec` describes, as a module one can train, with
 TransformerLens-style hook points (identity modules) named like our taps, so that
-`simulate.record` reads it with the same map as a TransformerLens ``HookedTransformer``::
+`simulate.record` reads it with the same map as a TransformerLens ``HookedTransformer``.
+Each block is built from the one declaration of the block (`theory.block`), one module
+per sublayer (`SUBLAYER_MODULES`, keyed by the kinds of `theory.block.KINDS`)::
 
     x_0 = E[ids] (+ P[:T] when positional = "learned")           # blocks.0.hook_resid_pre
     x = x + W_o attn(LN(x) W_qkv^T)                               # hook_resid_mid
     x = x + W_out act(LN(x) W_in^T)                               # hook_resid_post
     logits = (g * LN(x_L) + b) E^T                                # tied unembedding (GPT-2)
+
+(an attention-only block is the first line alone and ends at ``hook_resid_post``, as in
+TransformerLens).
 
 Decisions (so that the module *is* the functional forward for any weights, trained or not):
 
@@ -38,14 +43,17 @@ torch.Size([3, 8, 11])
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from theory import ModelSpec
+from theory.block import ENTRY_TAP, Sublayer, block
 
-from ._forward import Projections, activation, attention_scale, output_scale
+from ...engine import ACTIVATIONS, Projections, attention_scale, layer_norm, output_scale, projection_kinds
 
 MODEL_POSITIONALS = ("none", "learned")
 
@@ -67,7 +75,7 @@ class LayerNormPre(nn.Module):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hook_normalized(F.layer_norm(x, x.shape[-1:], eps=self.eps))
+        return self.hook_normalized(layer_norm(x, self.eps))
 
 
 class Attention(nn.Module):
@@ -103,40 +111,77 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        self.spec = spec
+        self.phi = ACTIVATIONS[spec.activation]
         self.W_in = nn.Linear(spec.d_model, spec.d_mlp, bias=False)
         self.W_out = nn.Linear(spec.d_mlp, spec.d_model, bias=False)
         self.hook_pre, self.hook_post = HookPoint(), HookPoint()
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(self.W_in(e))  # (B, T, d_mlp)
-        post = self.hook_post(activation(self.spec, pre))  # (B, T, d_mlp)
+        post = self.hook_post(self.phi(pre))  # (B, T, d_mlp)
         return self.W_out(post)  # (B, T, d)
 
 
-class Block(nn.Module):
-    """``x = x + attn(ln1(x)); x = x + mlp(ln2(x))`` with TransformerLens' hook names."""
+# Per sublayer kind: the modules it adds to its block (attribute -> module; a hook point
+# for each tap named directly under the block) and how it acts on (stream x, branch h).
+def _layernorm_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {sub.name: LayerNormPre(sub.options["eps"])}
 
-    def __init__(self, spec: ModelSpec):
+
+def _attention_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {"attn": Attention(spec), "hook_attn_out": HookPoint()}
+
+
+def _mlp_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {"mlp": MLP(spec), "hook_mlp_out": HookPoint()}
+
+
+def _residual_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {f"hook_{sub.name}": HookPoint()}
+
+
+SUBLAYER_MODULES: dict[str, Callable[[ModelSpec, Sublayer], dict[str, nn.Module]]] = {
+    "layernorm": _layernorm_modules,
+    "attention": _attention_modules,
+    "mlp": _mlp_modules,
+    "residual": _residual_modules,
+}
+
+SUBLAYER_APPLY: dict[str, Callable[["Block", Sublayer, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
+    "layernorm": lambda blk, sub, x, h: (x, getattr(blk, sub.name)(x)),  # h = LN(x)
+    "attention": lambda blk, sub, x, h: (x, blk.hook_attn_out(blk.attn(h))),  # h = W_o attn(h)
+    "mlp": lambda blk, sub, x, h: (x, blk.hook_mlp_out(blk.mlp(h))),  # h = W_out act(W_in h)
+    "residual": lambda blk, sub, x, h: (getattr(blk, f"hook_{sub.name}")(x + h), h),  # x = x + h
+}
+
+
+# The engine's projection kinds (`simulate.engine.projections`) -> (sublayer module, its weight).
+_WEIGHTS = {"qkv": ("attn", "W_qkv"), "o": ("attn", "W_o"), "in": ("mlp", "W_in"), "out": ("mlp", "W_out")}
+
+
+def _weight(blk: nn.Module, kind: str) -> torch.Tensor:
+    module, name = _WEIGHTS[kind]
+    return getattr(getattr(blk, module), name).weight
+
+
+class Block(nn.Module):
+    """The declared block of ``layer`` (`theory.block`) with TransformerLens' hook names:
+    ``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``, or the first half alone (attention only)."""
+
+    def __init__(self, spec: ModelSpec, layer: int = 0):
         super().__init__()
-        self.attn_only = spec.attn_only
-        self.hook_resid_pre = HookPoint()
-        self.ln1 = LayerNormPre(spec.ln_eps)
-        self.attn = Attention(spec)
-        self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        if not spec.attn_only:
-            self.ln2 = LayerNormPre(spec.ln_eps)
-            self.mlp = MLP(spec)
-            self.hook_mlp_out = HookPoint()
-            self.hook_resid_post = HookPoint()
+        self.sublayers = block(spec, layer).sublayers  # plain data, not modules
+        setattr(self, ENTRY_TAP, HookPoint())
+        for sub in self.sublayers:
+            for name, module in SUBLAYER_MODULES[sub.kind](spec, sub).items():
+                self.add_module(name, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
-        if self.attn_only:
-            return x
-        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+        x = getattr(self, ENTRY_TAP)(x)  # (B, T, d)
+        h = x
+        for sub in self.sublayers:
+            x, h = SUBLAYER_APPLY[sub.kind](self, sub, x, h)  # each (B, T, d)
+        return x
 
 
 class NoPETransformer(nn.Module):
@@ -162,7 +207,7 @@ class NoPETransformer(nn.Module):
         self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
         self.pos_embed = nn.Parameter(torch.zeros(spec.seq_len, spec.d_model)) if spec.positional == "learned" else None
         self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layers))
+        self.blocks = nn.ModuleList(Block(spec, layer) for layer in range(spec.n_layers))
         # the final LayerNorm has GPT-2's learnable gain and bias (not a tap; it sets the
         # logit scale, which a gain-free LayerNorm would leave to the tied embedding alone)
         self.ln_final = nn.LayerNorm(spec.d_model, eps=spec.ln_eps)
@@ -183,12 +228,10 @@ class NoPETransformer(nn.Module):
         fill(self.embed.weight, float(spec.sigma_embed))
         if self.pos_embed is not None:
             fill(self.pos_embed, float(spec.sigma_embed))
-        for block in self.blocks:
-            fill(block.attn.W_qkv.weight, output_scale(spec, "qkv"))
-            fill(block.attn.W_o.weight, float(output_scale(spec, "o")))
-            if not spec.attn_only:
-                fill(block.mlp.W_in.weight, float(output_scale(spec, "in")))
-                fill(block.mlp.W_out.weight, float(output_scale(spec, "out")))
+        for layer, blk in enumerate(self.blocks):
+            for kind in projection_kinds(spec, layer):  # qkv, o[, in, out]: the draw order of the engine
+                scale = output_scale(spec, kind)
+                fill(_weight(blk, kind), scale if isinstance(scale, torch.Tensor) else float(scale))
 
     def embed_input(self, ids: torch.Tensor) -> torch.Tensor:
         """``x_0 = E[ids] (+ P[:T])``, shape (B, T, d_model)."""
@@ -204,8 +247,8 @@ class NoPETransformer(nn.Module):
 
     def residual(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed_input(ids)
-        for block in self.blocks:
-            x = block(x)
+        for blk in self.blocks:
+            x = blk(x)
         return x  # (B, T, d)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -221,8 +264,6 @@ class NoPETransformer(nn.Module):
     def functional_spec(self) -> ModelSpec:
         """The spec `simulate.forward` runs: the model's, with the position table already
         inside the input ``x_0`` (`embed_input`), so ``positional="none"``."""
-        import dataclasses
-
         return dataclasses.replace(self.spec, positional="none")
 
     @torch.no_grad()
@@ -234,11 +275,9 @@ class NoPETransformer(nn.Module):
         """
         spec = self.spec
         draws = {}
-        for layer, block in enumerate(self.blocks):
-            mats = {"qkv": block.attn.W_qkv.weight, "o": block.attn.W_o.weight}
-            if not spec.attn_only:
-                mats.update({"in": block.mlp.W_in.weight, "out": block.mlp.W_out.weight})
-            for kind, w in mats.items():
+        for layer, blk in enumerate(self.blocks):
+            for kind in projection_kinds(spec, layer):
+                w = _weight(blk, kind)
                 scale = output_scale(spec, kind)
                 scale = scale.to(w.dtype).unsqueeze(-1) if isinstance(scale, torch.Tensor) else float(scale)
                 if (isinstance(scale, float) and scale == 0) or (isinstance(scale, torch.Tensor) and bool((scale == 0).any())):
@@ -258,4 +297,4 @@ def parameter_count(spec: ModelSpec) -> int:
     return spec.vocab_size * d + pos + spec.n_layers * per_layer
 
 
-__all__ = ["NoPETransformer", "HookPoint", "parameter_count", "MODEL_POSITIONALS"]
+__all__ = ["NoPETransformer", "HookPoint", "parameter_count", "MODEL_POSITIONALS", "SUBLAYER_MODULES", "SUBLAYER_APPLY"]

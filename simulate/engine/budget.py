@@ -1,7 +1,7 @@
 """Size guards: the memory and time a request needs, estimated before anything is allocated.
 
-`simulate.run` and `python -m simulate probe` call `check_run_size` / `check_probe_size`
-first: a spec whose estimate does not fit is refused with one `ValueError` that names the
+`simulate.run` and `simulate.activations` call `check_run_size` first (the probe
+experiment its own estimate, through `refuse_sizes`): a spec whose estimate does not fit is refused with one `ValueError` that names the
 field most responsible, the estimate and the limit, instead of asking torch for 224 GB,
 overflowing an index, or looping over 10^9 layers. The estimates are formulas of the
 sizes (floats: a value of 10^300 gives inf, never an exception), close to a factor of two,
@@ -29,21 +29,20 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from theory._budget import MEMORY_FRACTION, TIME_LIMIT_S, available_memory, format_bytes, format_seconds  # noqa: F401 (re-exported)
+import torch
 
-BLOCK = 64  # the accumulator's merge block (simulate._stats.BLOCK)
+from theory._budget import MEMORY_FRACTION, TIME_LIMIT_S, available_memory, format_bytes, format_seconds  # noqa: F401 (re-exported)
+from theory.taps import block_taps, parse_tap, tap_name
+
+from .stats import BLOCK, MASKED_TAPS
 HARD_BYTES = 2.0**63
 # assumed throughputs: (flop/s, normals/s, seconds per kernel launch)
 RATES = {"cpu": (2e10, 1.5e8, 1e-5), "cuda": (2e13, 2e10, 2e-5)}
 JSON_BYTES_PER_STAT = 2000.0  # one (tap, position) entry of a result as Python objects and JSON text
 
-_ATTN = ("hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-         "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid")
-_MLP = ("ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
 
-
-def _num(value: Any) -> float:
-    """A size as a float; beyond float range it is inf (never OverflowError)."""
+def size_value(value: Any) -> float:
+    """A size as a float (None: 0); beyond float range it is inf (never OverflowError)."""
     if value is None:
         return 0.0
     try:
@@ -52,15 +51,14 @@ def _num(value: Any) -> float:
         return math.inf
 
 
-def _clean(x: float) -> float:
+def nan_to_inf(x: float) -> float:
+    """An estimate that overflowed into NaN (inf - inf, 0 * inf) is infinite."""
     return math.inf if math.isnan(x) else x
 
 
 def device_memory(device: Any) -> tuple[float | None, str]:
     """Free memory of a CUDA device (bytes) and the source; (None, why) when unknown."""
     try:
-        import torch
-
         free, _ = torch.cuda.mem_get_info(device)
         return float(free), "torch.cuda.mem_get_info"
     except Exception:  # noqa: BLE001
@@ -73,7 +71,7 @@ def _format_value(value: Any) -> str:
         return text
     if isinstance(value, int):
         return f"~10^{len(str(abs(value))) - 1}"
-    return f"{_num(value):.3g}"
+    return f"{size_value(value):.3g}"
 
 
 # ====================================================================== the run estimate
@@ -104,11 +102,8 @@ class RunSizes:
 def tap_groups(taps: Any, n_layers: float, attn_only: bool) -> tuple:
     """``taps`` (as `simulate.run` takes it) as ``((suffix, count, last layer), ...)`` without
     listing a network's taps (that is O(n_layers)); a callable counts as every tap."""
-    suffixes = _ATTN if attn_only else _ATTN + _MLP
     if taps is None or callable(taps):
-        return tuple((s, n_layers, n_layers - 1) for s in suffixes)
-    from theory.taps import parse_tap, tap_name
-
+        return tuple((s, n_layers, n_layers - 1) for s in block_taps(attn_only))
     items = [taps] if isinstance(taps, (str, tuple)) else taps
     try:
         items = list(items)
@@ -127,25 +122,25 @@ def tap_groups(taps: Any, n_layers: float, attn_only: bool) -> tuple:
 def run_sizes(spec, *, taps, samples, batch, chunk_size, positions, reservoir, measure, method, dtype_bytes,
               memory_budget) -> RunSizes:
     if positions is None:
-        n_pos = _num(spec.seq_len)
+        n_pos = size_value(spec.seq_len)
     else:
         try:
             n_pos = float(len(positions))
         except TypeError:
-            n_pos = _num(spec.seq_len)
-        n_pos = min(n_pos, _num(spec.seq_len))
+            n_pos = size_value(spec.seq_len)
+        n_pos = min(n_pos, size_value(spec.seq_len))
     return RunSizes(
-        d_model=_num(spec.d_model), n_heads=_num(spec.n_heads), n_layers=_num(spec.n_layers),
-        seq_len=_num(spec.seq_len), mlp_ratio=_num(spec.mlp_ratio), vocab_size=_num(spec.vocab_size),
-        attn_only=bool(spec.attn_only), learned=spec.positional == "learned", samples=_num(samples),
-        batch=_num(batch), chunk_size=_num(chunk_size), positions=n_pos, reservoir=_num(reservoir),
+        d_model=size_value(spec.d_model), n_heads=size_value(spec.n_heads), n_layers=size_value(spec.n_layers),
+        seq_len=size_value(spec.seq_len), mlp_ratio=size_value(spec.mlp_ratio), vocab_size=size_value(spec.vocab_size),
+        attn_only=bool(spec.attn_only), learned=spec.positional == "learned", samples=size_value(samples),
+        batch=size_value(batch), chunk_size=size_value(chunk_size), positions=n_pos, reservoir=size_value(reservoir),
         quenched=measure == "quenched", method=method, item=float(dtype_bytes),
-        taps=tap_groups(taps, _num(spec.n_layers), bool(spec.attn_only)), memory_budget=_num(memory_budget),
+        taps=tap_groups(taps, size_value(spec.n_layers), bool(spec.attn_only)), memory_budget=size_value(memory_budget),
     )
 
 
-def _kinds(z: RunSizes) -> list[tuple[float, float]]:
-    """(d_out, d_in) of each projection of a layer."""
+def layer_projections(z: RunSizes) -> list[tuple[float, float]]:
+    """(d_out, d_in) of each projection of a layer (the attention's, then the MLP's)."""
     d, dmlp = z.d_model, z.mlp_ratio * z.d_model
     kinds = [(3 * z.d_model, d), (d, d)]  # qkv (n_heads * d_head <= d_model), o
     if not z.attn_only:
@@ -162,7 +157,7 @@ def _gram(z: RunSizes, d_in: float, rows: float) -> bool:
 def _tap_elements(z: RunSizes, suffix: str | None) -> float:
     """Elements of one tap of one unit."""
     R = z.batch * z.seq_len
-    if suffix in ("attn.hook_attn_scores", "attn.hook_pattern"):
+    if suffix in MASKED_TAPS:
         return z.batch * z.n_heads * z.seq_len * z.seq_len
     if suffix in ("mlp.hook_pre", "mlp.hook_post"):
         return R * z.mlp_ratio * z.d_model
@@ -172,28 +167,28 @@ def _tap_elements(z: RunSizes, suffix: str | None) -> float:
 
 
 def plan_elements(z: RunSizes) -> float:
-    """Normals one unit draws (`simulate._draw.sample_plan`'s total, without building it)."""
+    """Normals one unit draws (`simulate.engine.draw.sample_plan`'s total, without building it)."""
     R = z.batch * z.seq_len
     if z.quenched:
         return 0.0 if z.vocab_size else R * z.d_model
-    per_layer = sum(R * d_out if _gram(z, d_in, R) else d_out * d_in for d_out, d_in in _kinds(z))
+    per_layer = sum(R * d_out if _gram(z, d_in, R) else d_out * d_in for d_out, d_in in layer_projections(z))
     total = R * z.d_model + z.n_layers * per_layer
     if z.learned:
         total += z.seq_len * z.d_model
-    return _clean(total)
+    return nan_to_inf(total)
 
 
 def unit_bytes(z: RunSizes) -> float:
     """The working memory one unit adds to a chunk (the engine's own default-chunk rule,
-    `simulate._run.chunk_bytes_per_unit`, from the same figures)."""
+    `simulate.engine.runner.chunk_bytes_per_unit`, from the same figures)."""
     R, item = z.batch * z.seq_len, z.item
     wide = max(3 * z.d_model, 0.0 if z.attn_only else z.mlp_ratio * z.d_model)
     act = (4 * R * wide + 6 * R * z.d_model + 2 * R * R) * item
-    if any(s in ("attn.hook_attn_scores", "attn.hook_pattern") for s, _, _ in z.taps):
+    if any(s in MASKED_TAPS for s, _, _ in z.taps):
         act += 6 * z.n_heads * R * z.seq_len * item
     rows = sum(c * (2 if s == "attn.hook_pattern" else 1) for s, c, _ in z.taps)
     stats = 3 * R * max(wide, z.d_model) * item * max(1.0, rows)
-    return _clean(plan_elements(z) * item + act + stats)
+    return nan_to_inf(plan_elements(z) * item + act + stats)
 
 
 def default_chunk(z: RunSizes) -> float:
@@ -216,8 +211,8 @@ def run_estimate(z: RunSizes) -> dict[str, float]:
     last = max((layer for _, _, layer in z.taps), default=z.n_layers - 1)
     layers_run = min(z.n_layers, last + 1)  # the forward stops after the last tap
     P = z.positions
-    need_pattern = any(s in ("attn.hook_attn_scores", "attn.hook_pattern") for s, _, _ in z.taps)
-    gram_any = any(_gram(z, d_in, R) for _, d_in in _kinds(z))
+    need_pattern = any(s in MASKED_TAPS for s, _, _ in z.taps)
+    gram_any = any(_gram(z, d_in, R) for _, d_in in layer_projections(z))
     # ---- device: the chunk's buffer, the frozen network, one layer's live tensors, the
     # recorded taps (kept until the forward returns) and the statistics' temporaries
     plan = plan_elements(z)
@@ -225,7 +220,7 @@ def run_estimate(z: RunSizes) -> dict[str, float]:
     if z.vocab_size:
         device += c * R * 8 + c * R * R * 2  # ids and their first-occurrence comparison
     if z.quenched:
-        device += z.n_layers * sum(o * i for o, i in _kinds(z)) * item
+        device += z.n_layers * sum(o * i for o, i in layer_projections(z)) * item
         if z.vocab_size:
             device += 2 * z.vocab_size * d * item
         if z.learned:
@@ -247,7 +242,7 @@ def run_estimate(z: RunSizes) -> dict[str, float]:
     host += rows * P * 8 * 30 + ntaps * P * JSON_BYTES_PER_STAT
     # ---- time
     flops = 0.0
-    for d_out, d_in in _kinds(z):
+    for d_out, d_in in layer_projections(z):
         if _gram(z, d_in, R):
             flops += 1.5 * R * R * d_in + R**3 / 3 + 1.5 * R * R * d_out
         else:
@@ -258,18 +253,18 @@ def run_estimate(z: RunSizes) -> dict[str, float]:
     flops *= z.samples
     normals = z.samples * plan
     if z.quenched:
-        normals += z.n_layers * sum(o * i for o, i in _kinds(z)) + (z.vocab_size * d if z.vocab_size else 0.0)
+        normals += z.n_layers * sum(o * i for o, i in layer_projections(z)) + (z.vocab_size * d if z.vocab_size else 0.0)
     chunks = math.ceil(z.samples / c) if math.isfinite(z.samples / c) else math.inf
     launches = chunks * (30 * layers_run + 20 * ntaps) + 3 * z.samples
     host_ops = chunks * 4 * c * rows * P * 20 + (z.samples / BLOCK) * rows * P * 200
     largest = max(plan, R * wide, B * H * T * T if need_pattern else 0.0, rows * P * (BLOCK + c))
-    return {"device": _clean(device), "host": _clean(host), "flops": _clean(flops), "normals": _clean(normals),
-            "launches": _clean(launches), "host_ops": _clean(host_ops), "largest_tensor": _clean(largest * c)}
+    return {"device": nan_to_inf(device), "host": nan_to_inf(host), "flops": nan_to_inf(flops), "normals": nan_to_inf(normals),
+            "launches": nan_to_inf(launches), "host_ops": nan_to_inf(host_ops), "largest_tensor": nan_to_inf(largest * c)}
 
 
 def _seconds(est: dict, device_type: str) -> float:
     flop_rate, normal_rate, launch = RATES.get(device_type, RATES["cpu"])
-    return _clean(est["flops"] / flop_rate + est["normals"] / normal_rate + est["launches"] * launch
+    return nan_to_inf(est["flops"] / flop_rate + est["normals"] / normal_rate + est["launches"] * launch
                   + est["host_ops"] / 1e9)
 
 
@@ -325,7 +320,7 @@ def _memory_limits(device_type: str, device: Any, memory_limit: float | None) ->
     return out
 
 
-def _refuse_sizes(z: RunSizes, est_of, culprits, values: dict, *, device_type: str, device: Any, force: bool,
+def refuse_sizes(z: RunSizes, est_of, culprits, values: dict, *, device_type: str, device: Any, force: bool,
                   memory_limit: float | None, time_limit: float | None, what: str) -> dict:
     """Compare the estimate ``est_of(z)`` with the limits; raise the one-line ValueError
     naming the field most responsible (among ``culprits``), or return the figures."""
@@ -373,73 +368,5 @@ def check_run_size(spec, *, taps, samples, batch, chunk_size, positions, reservo
     values = {"d_model": spec.d_model, "n_layers": spec.n_layers, "seq_len": spec.seq_len, "n_heads": spec.n_heads,
               "vocab_size": spec.vocab_size, "mlp_ratio": spec.mlp_ratio, "samples": samples, "batch": batch,
               "chunk_size": chunk_size, "reservoir": reservoir, "positions": f"{z.positions:.0f} positions"}
-    return _refuse_sizes(z, run_estimate, _RUN_CULPRITS, values, device_type=getattr(device, "type", str(device)), device=device,
+    return refuse_sizes(z, run_estimate, _RUN_CULPRITS, values, device_type=getattr(device, "type", str(device)), device=device,
                          force=force, memory_limit=memory_limit, time_limit=time_limit, what="run")
-
-
-# ====================================================================== the probe estimate
-def probe_estimate(z: RunSizes) -> dict[str, float]:
-    """Memory and time of `simulate._probe.probe_experiment` (one frozen network at a time).
-
-    ``z`` is a quenched `RunSizes` with ``samples`` = sequences per network, ``batch`` = 1,
-    ``reservoir`` = networks x (variants + sigmas), ``chunk_size`` = the probe's chunk of 16,
-    and ``positions`` = the MLP probe's hidden width.
-    """
-    T, d, L, item = z.seq_len, z.d_model, z.n_layers, 4.0
-    n = z.samples  # sequences per network
-    kinds = _kinds(z)
-    weights = L * sum(o * i for o, i in kinds) * item
-    table = 2 * z.vocab_size * d * item if z.vocab_size else 0.0
-    c = min(16.0, n)
-    R = c * T
-    wide = max(3 * d, 0.0 if z.attn_only else z.mlp_ratio * d)
-    forward = (4 * R * wide + 6 * R * d) * item + c * L * T * d * item + (T * d * item if z.learned else 0.0)
-    states = L * n * T * d * item + L * n * T * 8
-    probes = 3 * n * T * d * 8 + 4 * d * d * 8  # float64 copies of one layer, Z^T Z and its eigenvectors
-    posterior = 3 * n * T * T * 8  # log-likelihoods and posteriors of the test tokens (n/4 of them), x 4 copies
-    hidden = z.positions
-    mlp = n * T * (hidden + T) * 4 * 3
-    device = weights + table + forward + states + probes + posterior + mlp
-    runs = z.reservoir  # networks x (variants + sigmas)
-    flops = runs * (n * L * (sum(2 * T * o * i for o, i in kinds) + 4 * T * T * d + 5 * z.n_heads * T * T)
-                    + L * (2 * n * T * d * d + 25 * n * T * T * 4 + 10 * 6 * n * T * (d * hidden + hidden * T)))
-    normals = runs * (L * sum(o * i for o, i in kinds) + (z.vocab_size * d if z.vocab_size else 0.0) + n * T)
-    launches = runs * (math.ceil(n / c) * 30 * L + L * 200)
-    largest = max(L * n * T * d, n * T * T, z.vocab_size * d if z.vocab_size else 0.0, R * wide)
-    return {"device": _clean(device), "host": 0.0, "flops": _clean(flops), "normals": _clean(normals),
-            "launches": _clean(launches), "host_ops": 0.0, "largest_tensor": _clean(largest)}
-
-
-_PROBE_CULPRITS = (("d_model", 8.0), ("n_layers", 1.0), ("seq_len", 8.0), ("vocab_size", 0.0), ("n_heads", 1.0),
-                   ("mlp_ratio", 1.0), ("samples", 16.0))
-
-
-def check_probe_size(cfg, *, force=False, memory_limit=None, time_limit=None, device=None) -> dict:
-    """Refuse (ValueError) a probe experiment whose estimated memory or time exceeds the limits."""
-    spec = cfg.spec
-    vocab = spec.vocab_size
-    runs = cfg.networks * (len(cfg.positionals) + len(cfg.sigmas))
-    z = RunSizes(
-        d_model=_num(spec.d_model), n_heads=_num(spec.n_heads), n_layers=_num(spec.n_layers),
-        seq_len=_num(spec.seq_len), mlp_ratio=_num(spec.mlp_ratio), vocab_size=_num(vocab),
-        attn_only=bool(spec.attn_only), learned="learned" in cfg.positionals, samples=_num(cfg.sequences),
-        batch=1.0, chunk_size=16.0, positions=_num(cfg.mlp_hidden), reservoir=_num(runs), quenched=True,
-        method="explicit", item=4.0, taps=(), memory_budget=0.0,
-    )
-    values = {"d_model": spec.d_model, "n_layers": spec.n_layers, "seq_len": spec.seq_len, "n_heads": spec.n_heads,
-              "vocab_size": vocab, "mlp_ratio": spec.mlp_ratio, "samples": cfg.sequences}
-    names = {"samples": "sequences"}
-    if device is None:
-        from ._run import resolve_device
-
-        device = resolve_device(cfg.device)
-    dev_type = getattr(device, "type", "cpu")
-    try:
-        return _refuse_sizes(z, probe_estimate, _PROBE_CULPRITS, values, device_type=dev_type, device=device, force=force,
-                             memory_limit=memory_limit, time_limit=time_limit, what="probe")
-    except ValueError as err:
-        text = str(err)
-        for internal, public in names.items():
-            if text.startswith(internal + " = "):
-                text = public + text[len(internal):]
-        raise ValueError(text) from None

@@ -27,11 +27,12 @@ import torch
 
 from theory.taps import parse_tap
 
-from ._seeding import STREAM_RESERVOIR, derive_seed
+from .seeding import STREAM_RESERVOIR, derive_seed
 
 BLOCK = 64
 
-_MASKED_TAPS = ("attn.hook_attn_scores", "attn.hook_pattern")
+# The taps that hold a (T x T) matrix per head, of which only keys n <= m are values.
+MASKED_TAPS = ("attn.hook_attn_scores", "attn.hook_pattern")
 
 
 def tap_rows(tap: str) -> tuple[str, ...]:
@@ -58,9 +59,9 @@ def extract(tap: str, tensor: torch.Tensor, positions: torch.Tensor, quenched: b
     if quenched:
         tensor = tensor.reshape(1, -1, *tensor.shape[2:]).transpose(0, 1)  # (S*B, 1, ...)
     S, B = tensor.shape[:2]
-    T = tensor.shape[-1] if suffix in _MASKED_TAPS else tensor.shape[2]
+    T = tensor.shape[-1] if suffix in MASKED_TAPS else tensor.shape[2]
     every = len(positions) == T  # positions are sorted and unique: all of them, in order
-    if suffix not in _MASKED_TAPS:
+    if suffix not in MASKED_TAPS:
         y = tensor.reshape(S, B, T, -1)
         y = y if every else y[:, :, positions]  # (S, B, P, C)
         return {"value": RowValues(y.transpose(1, 2).reshape(S, len(positions), -1), None, 0)}
@@ -126,6 +127,40 @@ def reservoir_picks(row: RowValues, units: np.ndarray, seed: int) -> torch.Tenso
         j = picks % count
         flat = (j // valid_keys) * row.keys + j % valid_keys
     return torch.gather(row.values, 2, flat.unsqueeze(-1)).squeeze(-1).double()  # (U, P)
+
+
+def chunk_rows(taps: list[str], tensors: dict[str, torch.Tensor], positions: torch.Tensor, quenched: bool) -> list[RowValues]:
+    """The statistic rows of a chunk's tap tensors: each tap's rows (`tap_rows`), taps in order."""
+    return [row for tap in taps for row in extract(tap, tensors[tap], positions, quenched).values()]
+
+
+def add_chunk(acc: "Accumulator", rows: list[RowValues], first: int, count: int, nonfinite: list[int], seed: int = 0) -> None:
+    """Stream the rows of units ``first .. first+count-1`` into ``acc``.
+
+    Each unit's moments (`unit_moments`) go in together; a unit with a NaN or an inf
+    anywhere in its values is left out and its index appended to ``nonfinite``. Units below
+    the accumulator's reservoir size also leave one raw value per row and position
+    (`reservoir_picks`, seeded by ``seed``).
+    """
+    counts = [row_counts(row) for row in rows]
+    moments = np.stack(
+        [np.stack([m.cpu().numpy() for m in unit_moments(row)], axis=0) for row in rows], axis=2
+    )  # (4, U, R, P)
+    # a NaN or inf anywhere in a unit's values makes its mean or its M4 non-finite
+    finite = np.isfinite(moments).all(axis=(0, 2, 3))  # (U,)
+    units = np.arange(first, first + count)
+    if not finite.all():
+        nonfinite.extend(int(u) for u in units[~finite])
+    acc.add(units[finite], moments[:, finite], np.stack(counts), first + count)
+    if acc.reservoir_size and first < acc.reservoir_size:
+        take = np.flatnonzero(finite & (units < acc.reservoir_size))
+        if len(take):
+            sel = torch.as_tensor(take, device=rows[0].values.device)
+            picks = [
+                reservoir_picks(RowValues(row.values[sel], row.mask, row.keys), units[take], seed).cpu().numpy()
+                for row in rows
+            ]
+            acc.add_reservoir(units[take], np.stack(picks, axis=1))
 
 
 def _pooled_merge(a: dict, b: dict) -> dict:

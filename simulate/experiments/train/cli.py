@@ -7,9 +7,9 @@ then measure the variance of their activations against position, trained against
 
 Writes into DIR: ``run.json`` (config, seeds, corpus hashes, baselines, results, and every
 command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png``,
-``<positional>/init.pt`` and ``checkpoint.pt`` (see `simulate._train`), ``corpus.npz`` (the
+``<positional>/init.pt`` and ``checkpoint.pt`` (see `simulate.experiments.train.training`), ``corpus.npz`` (the
 stripped, split corpus, so a resume does not re-read the HTML), and ``measure/``
-(``results.json``, ``report.md``, figures; see `simulate._measure`). Rerunning a command
+(``results.json``, ``report.md``, figures; see `simulate.experiments.train.measure`). Rerunning a command
 resumes from the checkpoints. Bad input: one line on stderr, exit status 2.
 """
 
@@ -32,8 +32,12 @@ from theory._guard import guarded
 from theory._outputs import atomic_path, atomic_savefig, check_output_dir
 
 from theory._argparse import OneLineParser
-from ._corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
-from ._train import POSITIONALS, PRESETS, TrainConfig, final_evaluation, read_run_json, train_model
+
+from ...engine import versions
+from .corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
+from .files import read_run_json
+from .measure import measure_run
+from .training import POSITIONALS, PRESETS, TrainConfig, final_evaluation, train_model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,8 +130,6 @@ def _corpus(args, out: Path) -> Corpus:
 def _record_command(out: Path, argv: list[str], threads: int) -> tuple[dict, dict]:
     path = out / "run.json"
     run = read_run_json(path) if path.exists() else {"commands": []}
-    from ._run import versions
-
     entry = {
         "command": shlex.join(["python", "-m", "simulate", "train", *argv]),
         "cwd": str(Path.cwd()),
@@ -228,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
             if not args.measure_only:
                 run = _train_all(args, cfg, out, run)
             if not args.no_measure:
-                from ._measure import measure_run
-
                 corpus = _corpus(args, out)
                 run["measurement"] = measure_run(out, corpus, sequences=args.sequences, groups=args.groups,
                                                  progress=not args.no_progress, with_figures=not args.no_figures)

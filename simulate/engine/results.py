@@ -1,21 +1,28 @@
-"""`SimulationResult`: per-tap, per-position statistics of a run; JSON + .npz round trip."""
+"""`SimulationResult`: per-tap, per-position statistics of a run; JSON + .npz round trip;
+`build_result` makes one from an `Accumulator`."""
 
 from __future__ import annotations
 
 import json
 import math
+import platform
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from theory import ModelSpec
+from theory._outputs import atomic_path, atomic_write_text
 from theory.taps import parse_tap, tap_name
 
-# Statistics written to JSON for every row, and the extra ones of hook_pattern.
-JSON_STATS = ("mean", "mean_se", "var", "var_se", "n", "n_values", "skewness", "kurtosis")
+from .stats import Accumulator
+
+# The arrays of a tap in a saved result (.npz), besides the optional ones of `TapStats`.
 ARRAY_STATS = ("units", "n_values", "mean", "mean_se", "var", "var_se", "skewness", "kurtosis", "m2", "m3", "m4")
+OPTIONAL_STATS = ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs")
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,6 @@ class SimulationResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``path`` (JSON summaries) and ``path`` with suffix ``.npz`` (all arrays)."""
-        from theory._outputs import atomic_path, atomic_write_text
-
         path = Path(path)
         if path.suffix == ".npz":  # the arrays' file would overwrite the JSON
             raise ValueError(f"a result is saved to a .json path (its arrays go beside it as .npz), got {str(path)!r}")
@@ -165,7 +170,7 @@ class SimulationResult:
         """Every array, keyed ``"positions"`` and ``"{tap}/{stat}"``."""
         out = {"positions": self.positions}
         for tap, ts in self.stats.items():
-            for name in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs"):
+            for name in ARRAY_STATS[1:] + OPTIONAL_STATS:
                 value = getattr(ts, name)
                 if value is not None:
                     out[f"{tap}/{name}"] = np.asarray(value)
@@ -212,7 +217,7 @@ class SimulationResult:
         if arrays is not None:
             positions = arrays["positions"]
             for tap in data["stats"]:
-                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + ("sum_sq", "sum_sq_se", "reservoir", "sum_sq_reservoir", "entropy", "entropy_se", "var_across_inputs")}
+                kw = {k: arrays.get(f"{tap}/{k}") for k in ARRAY_STATS[1:] + OPTIONAL_STATS}
                 stats[tap] = TapStats(tap=tap, positions=positions, n=int(arrays[f"{tap}/units"]), **kw)
         else:  # JSON only: the moment sums and reservoirs are not there
             for tap, per_pos in data["stats"].items():
@@ -231,3 +236,47 @@ class SimulationResult:
                 )
             positions = next(iter(stats.values())).positions if stats else np.zeros(0, dtype=int)
         return cls(spec=spec, positions=positions, stats=stats, meta=meta)
+
+
+def build_result(spec: ModelSpec | None, positions: np.ndarray, acc: Accumulator, stat_rows: list[tuple[str, str]],
+                 taps: list[str], meta: dict[str, Any]) -> SimulationResult:
+    """The `SimulationResult` of an accumulator whose rows are ``stat_rows`` (per tap: its
+    ``"value"`` row, then ``"sum_sq"`` and ``"entropy"`` where the tap has them)."""
+    final = acc.finalize()
+    res = acc.reservoir_values()  # (R, K, P)
+    index = {row: i for i, row in enumerate(stat_rows)}
+    stats = {}
+    for tap in taps:
+        i = index[(tap, "value")]
+        extra = {}
+        if (tap, "sum_sq") in index:
+            j = index[(tap, "sum_sq")]
+            extra = {
+                "sum_sq": final["mean"][j], "sum_sq_se": final["mean_se"][j],
+                "sum_sq_reservoir": res[j] if acc.reservoir_size else None,
+            }
+        if (tap, "entropy") in index:  # rows `simulate.record` adds for the pattern
+            k = index[(tap, "entropy")]
+            extra.update(entropy=final["mean"][k], entropy_se=final["mean_se"][k])
+        stats[tap] = TapStats(
+            tap=tap, positions=positions, n=int(final["units"][i][0]), n_values=final["n_values"][i],
+            mean=final["mean"][i], mean_se=final["mean_se"][i], var=final["var"][i], var_se=final["var_se"][i],
+            skewness=final["skewness"][i], kurtosis=final["kurtosis"][i],
+            m2=final["m2"][i], m3=final["m3"][i], m4=final["m4"][i],
+            reservoir=res[i] if acc.reservoir_size else None, **extra,
+        )
+    return SimulationResult(spec=spec, positions=positions, stats=stats, meta=meta)
+
+
+def versions() -> dict[str, str]:
+    """The versions a result was made with (its ``meta["versions"]``)."""
+    try:
+        package = version("nope-theory")
+    except PackageNotFoundError:
+        package = "unknown"
+    return {
+        "nope-theory": package,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }

@@ -3,7 +3,7 @@
 Three throughputs (networks per second) of the same model -- one pre-LN attention layer,
 ``T`` tokens, float32 -- measured in the same process, one after the other:
 
-* ``engine``: `simulate.run` recording ``blocks.0.hook_resid_mid`` (the layer's output)
+* ``engine``: `simulate.run` recording ``blocks.0.hook_resid_post`` (the layer's output)
   at every position, statistics included;
 * ``loop``: what a user would write -- for each network, draw the weights with
   ``torch.randn``, run the forward with torch's fused attention, accumulate per-position
@@ -27,7 +27,10 @@ import torch.nn.functional as F
 
 from theory import ModelSpec
 
-from ._run import resolve_device, run
+from theory.block import block
+
+from .arguments import resolve_device
+from .runner import run
 
 
 def bench_spec(d_model: int, seq_len: int) -> ModelSpec:
@@ -55,8 +58,10 @@ def _calibrate(fn, seconds: float, first: int) -> int:
 
 
 def engine(spec: ModelSpec, device: torch.device):
+    output = block(spec).output_tap  # the layer's output
+
     def go(samples: int) -> None:
-        run(spec, taps=["blocks.0.hook_resid_mid"], samples=samples, seed=0, device=device, progress=False)
+        run(spec, taps=[f"blocks.0.{output}"], samples=samples, seed=0, device=device, progress=False)
 
     return go
 

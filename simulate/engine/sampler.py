@@ -1,0 +1,67 @@
+"""`Sampler`: units ``first .. first+count-1`` drawn and run through the network, in one call.
+
+The one sequence draw -> unpack -> forward that `run`, `activations` and the experiments
+share. A *unit* is an independent network under the annealed measure (fresh weights and
+``batch`` sequences each) or a sequence of the one frozen network under the quenched
+measure (drawn from the seed's network stream). Unit ``i`` draws from its own generator
+``(seed, i)`` (`simulate.engine.seeding`), so its numbers never depend on how units are
+grouped into chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from theory import ModelSpec
+
+from .draw import Drawer, draw_network, sample_plan, unpack
+from .forward_pass import forward
+from .projections import Projections
+
+
+class Sampler:
+    """Draws chunks of units of ``spec`` and returns their taps (see the module docstring).
+
+    ``method`` chooses how annealed projections are drawn (``"auto"``, ``"explicit"``,
+    ``"gram"``); ``workers`` threads fill the random buffers. Use as a context manager, or
+    call `close`.
+    """
+
+    def __init__(self, spec: ModelSpec, *, seed: int, measure: str = "annealed", method: str = "auto",
+                 batch: int = 1, device: torch.device, dtype: torch.dtype, workers: int = 1):
+        self.spec, self.batch = spec, batch
+        self.quenched = measure == "quenched"
+        self.plan = sample_plan(spec, batch * spec.seq_len, with_weights=not self.quenched, method=method)
+        self.network = self.table = None
+        if self.quenched:
+            self.network, self.table = draw_network(spec, seed, device, dtype)
+        self.drawer = Drawer(self.plan, seed, device, dtype, workers)
+
+    def taps(self, first: int, count: int, record: list[str]) -> dict[str, torch.Tensor]:
+        """The taps ``record`` of units ``first .. first+count-1``: (count, batch, ...)
+        annealed, (1, count, ...) quenched (one network, ``count`` sequences)."""
+        spec = self.spec
+        buffer, ids = self.drawer.draw(first, count, spec.vocab_size)
+        x, draws = unpack(spec, self.plan, buffer, ids, self.table)
+        if self.quenched:
+            x = x.reshape(1, count, spec.seq_len, spec.d_model)  # (1, count, T, d): one network
+            project = self.network
+        else:
+            x = x.reshape(count, self.batch, spec.seq_len, spec.d_model)  # (count, B, T, d): `count` networks
+            project = Projections(spec, draws)
+        with torch.no_grad():
+            return forward(spec, x, project, record=record)
+
+    @property
+    def gram_projections(self) -> list[str]:
+        """The projection kinds drawn by the Gram path (annealed), sorted."""
+        return sorted({f"{e.key[1]}" for e in self.plan.entries if e.form == "G"})
+
+    def close(self) -> None:
+        self.drawer.close()
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

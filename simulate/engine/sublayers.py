@@ -1,0 +1,197 @@
+"""One forward function per sublayer kind of `theory.block`, under the kind's name.
+
+A block carries the residual *stream* ``x`` and the *branch* ``h`` computed from it
+(`theory.block`). Each function takes the declared `Sublayer` (its name, taps and
+options), ``(x, h)`` and the pass's `Context`, records the sublayer's taps and returns the
+new ``(x, h)``; `FORWARD` maps each kind of `theory.block.KINDS` to its function (a test
+holds the keys equal). Shapes: S networks, B sequences per network, T positions::
+
+    layernorm   h = LN(x)                                  (S, B, T, d)
+    attention   h = W_o softmax(scale q k^T [+ bias]) v    (S, B, T, d), per head of h
+    mlp         h = W_out phi(W_in h)                      (S, B, T, d)
+    residual    x = x + h                                  (S, B, T, d)
+
+A new kind (RMSNorm, SwiGLU, ...) is a new function here and a new entry of `FORWARD`,
+named as its entry of `theory.block.KINDS` and its theory map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from theory import ModelSpec
+from theory.block import Sublayer
+
+from .positional import POSITIONAL, Positional
+from .projections import Project
+
+# The MLP's activations phi, by `ModelSpec.activation`.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact: x * Phi(x)
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "relu": torch.relu,
+}
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over the last axis, biased variance, gain 1, bias 0.
+
+    torch's fused kernel computes exactly this (one pass instead of five).
+    """
+    return F.layer_norm(x, x.shape[-1:], eps=eps)
+
+
+def logit_scale(rule: str, d_head: int) -> float:
+    """The attention's logit scale: 1/sqrt(d_head) (``"sqrt"``) or 1/d_head (``"linear"``)."""
+    return 1.0 / math.sqrt(d_head) if rule == "sqrt" else 1.0 / d_head
+
+
+def attention_scale(spec: ModelSpec) -> float:
+    """Logit scale of ``spec``: 1/sqrt(d_head) ("sqrt") or 1/d_head ("linear")."""
+    return logit_scale(spec.attn_scale, spec.d_head)
+
+
+def causal_mask(seq_len: int, device: torch.device) -> torch.Tensor:
+    """``mask[m, n] = n <= m`` (keys a query may attend to), shape (T, T)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+
+
+@dataclass
+class Context:
+    """What a sublayer reads besides ``(x, h)``: the spec, the layer, the weights, the taps.
+
+    ``tap(suffix, value)`` records ``blocks.{layer}.{suffix}`` when it was asked for (and
+    ends the pass after the last one needed); ``hand_written`` says whether attention
+    materialises its scores and pattern (they are tapped) or runs the fused kernel.
+    ``shared`` holds what the pass computes once for every layer (masks, positional tables).
+    """
+
+    spec: ModelSpec
+    layer: int
+    project: Project
+    tap: Callable[[str, torch.Tensor], None]
+    hand_written: bool
+    shared: dict = field(default_factory=dict)
+
+    def projection(self, kind: str, rows: torch.Tensor) -> torch.Tensor:
+        """``sigma * rows @ W^T`` of this layer's projection ``kind`` (see `Projections`)."""
+        return self.project(self.layer, kind, rows)
+
+    def positional(self, name: str, like: torch.Tensor) -> Positional:
+        """The pass's instance of positional scheme ``name`` (`POSITIONAL`), for tensors like ``like``."""
+        key = ("positional", name)
+        if key not in self.shared:
+            spec = self.spec
+            self.shared[key] = POSITIONAL[name](spec.n_heads, spec.d_head, like.shape[2], like.device, like.dtype)
+        return self.shared[key]
+
+    def causal_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        if "mask" not in self.shared:
+            self.shared["mask"] = causal_mask(seq_len, device)
+        return self.shared["mask"]
+
+
+# ---------------------------------------------------------------- the kinds
+def layernorm(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = LN(x)``: the branch starts from the normalised stream."""
+    h = layer_norm(x, sub.options["eps"])  # (S, B, T, d)
+    ctx.tap(f"{sub.name}.hook_normalized", h)
+    return x, h
+
+
+def attention(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = W_o z`` with ``z_m = sum_{n <= m} softmax_n(scale q_m.k_n [+ bias_mn]) v_n`` per head.
+
+    ``q, k, v = W_{q,k,v} h``; the positional scheme (``options["positional"]``) may rotate
+    q and k (RoPE: after ``hook_q``/``hook_k``, which stay unrotated as in TransformerLens)
+    and bias the logits (ALiBi: inside ``hook_attn_scores``).
+    """
+    spec = ctx.spec
+    S, B, T, d = h.shape
+    H, dh = spec.n_heads, spec.d_head
+    positional = ctx.positional(sub.options["positional"], h)
+    scale = logit_scale(sub.options["attn_scale"], dh)
+    qkv = ctx.projection("qkv", h.reshape(S, B * T, d)).view(S, B, T, 3, H, dh)  # (S, B, T, 3, H, dh)
+    q, k, v = qkv.unbind(dim=3)  # each (S, B, T, H, dh)
+    ctx.tap("attn.hook_q", q)
+    ctx.tap("attn.hook_k", k)
+    ctx.tap("attn.hook_v", v)
+    q, k = positional.rotate(q, k)  # each (S, B, T, H, dh)
+    if ctx.hand_written:
+        z = _softmax_average(q, k, v, scale, positional.bias, ctx)  # (S, B, T, H, dh)
+    else:
+        z = _fused_softmax_average(q, k, v, scale, positional.bias, ctx)  # (S, B, T, H, dh)
+    ctx.tap("attn.hook_z", z)
+    out = ctx.projection("o", z.reshape(S, B * T, H * dh)).view(S, B, T, d)  # (S, B, T, d)
+    ctx.tap("hook_attn_out", out)
+    return x, out
+
+
+def _softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+    """The hand-written path: scores -> pattern -> z, each materialised (and tapped)."""
+    T = q.shape[2]
+    # matmul over a fixed (S, B, H) batch layout: the numbers of one network do not
+    # depend on how many networks share the chunk (einsum may regroup axes)
+    # (contiguous copies too: with S = B = 1 a strided view would reach BLAS with
+    # other leading dimensions, and other rounding)
+    q_h = q.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+    k_h = k.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+    v_h = v.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
+    scores = (q_h @ k_h.transpose(-1, -2)) * scale  # (S, B, H, T, T)
+    if bias is not None:  # ALiBi: -slope_h (m - n)
+        scores = scores + bias  # (S, B, H, T, T)
+    ctx.tap("attn.hook_attn_scores", scores)
+    pattern = scores.masked_fill(~ctx.causal_mask(T, q.device), float("-inf")).softmax(dim=-1)  # (S, B, H, T, T)
+    ctx.tap("attn.hook_pattern", pattern)
+    return (pattern @ v_h).transpose(2, 3)  # (S, B, T, H, dh)
+
+
+def _fused_softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+    """The fused kernel: the same causal softmax average, the pattern never materialised."""
+    S, B, T, H, dh = q.shape
+    mask = None if bias is None else bias.masked_fill(~ctx.causal_mask(T, q.device), float("-inf"))  # (H, T, T)
+    fused = F.scaled_dot_product_attention(
+        q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
+        k.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
+        v.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
+        attn_mask=mask,
+        is_causal=bias is None,
+        scale=scale,
+    )  # (S*B, H, T, dh)
+    return fused.transpose(1, 2).reshape(S, B, T, H, dh)  # (S, B, T, H, dh)
+
+
+def mlp(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = W_out phi(W_in h)``, phi the activation of ``options["activation"]``."""
+    S, B, T, d = h.shape
+    pre = ctx.projection("in", h.reshape(S, B * T, d)).view(S, B, T, -1)  # (S, B, T, d_mlp)
+    ctx.tap("mlp.hook_pre", pre)
+    post = ACTIVATIONS[sub.options["activation"]](pre)  # (S, B, T, d_mlp)
+    ctx.tap("mlp.hook_post", post)
+    out = ctx.projection("out", post.reshape(S, B * T, -1)).view(S, B, T, d)  # (S, B, T, d)
+    ctx.tap("hook_mlp_out", out)
+    return x, out
+
+
+def residual(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x = x + h``: the branch is written into the stream (``hook_resid_mid``/``_post``)."""
+    x = x + h  # (S, B, T, d)
+    ctx.tap(f"hook_{sub.name}", x)
+    return x, h
+
+
+SublayerForward = Callable[[Sublayer, torch.Tensor, torch.Tensor, Context], tuple[torch.Tensor, torch.Tensor]]
+
+# The registry: kind of `theory.block.KINDS` -> its forward function, under the same name.
+FORWARD: dict[str, SublayerForward] = {
+    "layernorm": layernorm,
+    "attention": attention,
+    "mlp": mlp,
+    "residual": residual,
+}
