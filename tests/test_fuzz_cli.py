@@ -194,7 +194,7 @@ def test_simulate_run_answers_every_spec(spec, measure, dtype):
 @settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(hostile_spec())
 def test_simulate_probe_answers_every_spec(spec):
-    from simulate._probe_cli import main
+    from simulate.experiments.probe.cli import main
 
     text, culprits = spec
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +236,7 @@ _CORPORA = [b"", b"tiny", b"\xff\xfe\x00" * 100, ("a plain text corpus. " * 400)
 @given(st.dictionaries(st.sampled_from(sorted(_TRAIN_ARGS)), st.integers(0, 10**6), max_size=3),
        st.sampled_from(_CORPORA), st.booleans())
 def test_simulate_train_answers_every_argument(choices, corpus, measure):
-    from simulate._train_cli import main
+    from simulate.experiments.train.cli import main
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
