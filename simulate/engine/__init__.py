@@ -30,7 +30,7 @@ names of `__all__`. (No module is named like a function it exports -- ``runner``
 module, not the function.)
 """
 
-from .arguments import check_int, check_run_arguments, resolve_device, resolve_dtype
+from .arguments import resolve_device, resolve_dtype
 from .benchmark import bench, format_table
 from .budget import RunSizes, layer_projections, nan_to_inf, refuse_sizes, size_value
 from .cache import ActivationCache, activations
@@ -56,6 +56,6 @@ __all__ = [
     "FORWARD", "POSITIONAL", "Positional", "ACTIVATIONS", "Projections", "layer_norm", "attention_scale",
     "output_scale", "projection_kinds", "psd_root",
     # arguments, seeds, sizes
-    "resolve_device", "resolve_dtype", "check_int", "check_run_arguments", "check_positional", "derive_seed",
+    "resolve_device", "resolve_dtype", "check_positional", "derive_seed",
     "RunSizes", "refuse_sizes", "size_value", "nan_to_inf", "layer_projections",
 ]

@@ -39,6 +39,7 @@ HARD_BYTES = 2.0**63
 # assumed throughputs: (flop/s, normals/s, seconds per kernel launch)
 RATES = {"cpu": (2e10, 1.5e8, 1e-5), "cuda": (2e13, 2e10, 2e-5)}
 JSON_BYTES_PER_STAT = 2000.0  # one (tap, position) entry of a result as Python objects and JSON text
+MAX_CHUNK = 256  # units per chunk at most
 
 
 def size_value(value: Any) -> float:
@@ -179,8 +180,8 @@ def plan_elements(z: RunSizes) -> float:
 
 
 def unit_bytes(z: RunSizes) -> float:
-    """The working memory one unit adds to a chunk (the engine's own default-chunk rule,
-    `simulate.engine.runner.chunk_bytes_per_unit`, from the same figures)."""
+    """The working memory one unit adds to a chunk: the plan's normals, one layer's live
+    tensors, the statistics' temporaries (`default_chunk` sizes `run`'s chunks by it)."""
     R, item = z.batch * z.seq_len, z.item
     wide = max(3 * z.d_model, 0.0 if z.attn_only else z.mlp_ratio * z.d_model)
     act = (4 * R * wide + 6 * R * z.d_model + 2 * R * R) * item
@@ -192,13 +193,13 @@ def unit_bytes(z: RunSizes) -> float:
 
 
 def default_chunk(z: RunSizes) -> float:
-    """`simulate.run`'s chunk: as given, else as many units as ``memory_budget`` allows (<= 256)."""
+    """`simulate.run`'s chunk: as given, else as many units as ``memory_budget`` allows (<= `MAX_CHUNK`)."""
     if z.chunk_size:
         return z.chunk_size
     per = unit_bytes(z)
     if not math.isfinite(per):
         return 1.0
-    return float(max(1, min(256, int(z.memory_budget // max(per, 1)), z.samples)))
+    return float(max(1, min(MAX_CHUNK, int(z.memory_budget // max(per, 1)), z.samples)))
 
 
 def run_estimate(z: RunSizes) -> dict[str, float]:

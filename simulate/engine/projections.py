@@ -23,7 +23,6 @@ from theory.block import block
 # projection W_o (d_model -> d_model); the MLP's W_in (d_model -> d_mlp) and W_out
 # (d_mlp -> d_model). Kinds without weights (layernorm, residual) draw nothing.
 SUBLAYER_PROJECTIONS = {"attention": ("qkv", "o"), "mlp": ("in", "out")}
-PROJECTION_KINDS = tuple(k for kinds in SUBLAYER_PROJECTIONS.values() for k in kinds)
 
 Project = Callable[[int, str, torch.Tensor], torch.Tensor]
 

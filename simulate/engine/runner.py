@@ -24,32 +24,19 @@ from theory.positions import check_positions
 from theory.taps import TapFilter, select_taps
 
 from .arguments import check_int, check_limits, check_run_arguments, resolve_device, resolve_dtype
-from .budget import check_run_size
+from .budget import check_run_size, default_chunk, run_sizes
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from .draw import default_workers, sample_plan
-from .forward_pass import hand_written_attention
+from .draw import default_workers
 from .progress import Progress
 from .results import SimulationResult, build_result, versions
 from .sampler import Sampler
 from .stats import Accumulator, add_chunk, chunk_rows, tap_rows
 
 DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of working memory a chunk may use (small chunks stay in cache)
-MAX_CHUNK = 256
 
 
 class NothingUsableWarning(RuntimeWarning):
     """Every sample of a run gave NaN/inf: each statistic is NaN (null in the JSON)."""
-
-
-def chunk_bytes_per_unit(spec: ModelSpec, plan_total: int, rows: int, need_pattern: bool, n_rows_stats: int, dtype: torch.dtype) -> int:
-    """An estimate of the working memory one unit needs in a chunk (bytes)."""
-    item = torch.finfo(dtype).bits // 8
-    wide = max(3 * spec.d_model, 0 if spec.attn_only else spec.d_mlp)
-    act = (4 * rows * wide + 6 * rows * spec.d_model + 2 * rows * rows) * item  # one layer's live tensors
-    if need_pattern:
-        act += 6 * spec.n_heads * rows * spec.seq_len * item  # scores, pattern and their temporaries
-    stats = 3 * rows * max(wide, spec.d_model) * item * max(1, n_rows_stats)
-    return plan_total * item + act + stats
 
 
 def run(
@@ -187,12 +174,11 @@ def _job(spec, taps, samples, seed, *, positions, measure, device, dtype, chunk_
         raise ValueError("the tap filter selected no taps")
     pos = check_positions(positions, spec.seq_len)
     stat_rows = [(t, r) for t in tap_list for r in tap_rows(t)]
-    if chunk_size is None:
-        rows_per_unit = batch * spec.seq_len
-        plan = sample_plan(spec, rows_per_unit, with_weights=measure != "quenched", method=method)
-        per_unit = chunk_bytes_per_unit(spec, plan.total, rows_per_unit, hand_written_attention(tap_list),
-                                        len(stat_rows), dt)
-        chunk_size = int(max(1, min(MAX_CHUNK, memory_budget // max(per_unit, 1), samples)))
+    if chunk_size is None:  # as many units as memory_budget holds (at most 256): the budget's own figures
+        chunk_size = int(default_chunk(run_sizes(
+            spec, taps=tap_list, samples=samples, batch=batch, chunk_size=None, positions=pos, reservoir=reservoir,
+            measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8, memory_budget=memory_budget,
+        )))
     return _Job(
         spec=spec, taps=tap_list, samples=samples, seed=seed, positions=pos, measure=measure, device=dev, dtype=dt,
         chunk_size=chunk_size, method=method, batch=batch, reservoir=reservoir, stat_rows=stat_rows,

@@ -104,6 +104,7 @@ def latex_table(results: dict) -> str:
 
 
 def figures(results: dict, curves: dict, out: Path) -> list[str]:
+    # deferred: matplotlib is heavy, and only the figures need it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +168,7 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
 
 def _save(fig, out: Path, name: str) -> list[str]:
     """Write ``name.png`` and ``name.pdf`` into ``out``, close the figure, return the file names."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as in `figures` (loaded there already)
 
     fig.tight_layout()
     names = []

@@ -145,6 +145,7 @@ def _record_command(out: Path, argv: list[str], threads: int) -> tuple[dict, dic
 
 def loss_figure(run: dict, out: Path) -> None:
     """Training and held-out loss (bits/byte) per step, both models, with the baselines."""
+    # deferred: matplotlib is heavy, and only the figures need it
     import matplotlib
 
     matplotlib.use("Agg")

@@ -200,6 +200,8 @@ def summary(results: dict) -> dict:
 
 # ---------------------------------------------------------------------- figures
 def figures(results: dict, dest: Path) -> None:
+    """``variance_*.png`` (per measured tap), ``slopes.png`` and ``entropy.png`` into ``dest``."""
+    # deferred: matplotlib is heavy, and only the figures need it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,34 +210,44 @@ def figures(results: dict, dest: Path) -> None:
     m = np.asarray(next(iter(results["models"].values()))["init"]["positions"], dtype=float)
     nope = results["models"].get("none") or next(iter(results["models"].values()))
     learned = results["models"].get("learned") if "none" in results["models"] else None
+    for suffix in MEASURED_TAPS:
+        _variance_figure(plt, results, nope, m, suffix, dest)
+    _slopes_figure(plt, results, dest)
+    _entropy_figure(plt, nope, learned, m, dest)
+
+
+def _variance_figure(plt, results: dict, nope: dict, m: np.ndarray, suffix: str, dest: Path) -> None:
+    """Var of one coordinate of ``suffix`` against position, per layer, init and trained NoPE."""
     L = len(nope["init"]["layers"])
     fit = np.asarray(results["fit_positions"], dtype=float)
     fit_idx = np.searchsorted(m, fit)
-    for suffix in MEASURED_TAPS:
-        fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.2), squeeze=False, sharey=False)
-        for l, ax in enumerate(axes[0]):
-            for which, color in (("init", "C7"), ("trained", "C0")):
-                t = nope[which]["layers"][l]["taps"][suffix]
-                var, se = np.asarray(t["var"]), np.asarray(t["var_se"])
-                ax.errorbar(m, var, yerr=se, color=color, lw=1, elinewidth=0.6, capsize=0,
-                            label=f"{which}: Var (slope {t['slope']:+.2f}±{t['slope_se']:.2f})")
-                vin = np.asarray(t["var_across_inputs"])
-                ax.errorbar(fit, vin[fit_idx], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
-                            marker=".", ms=3, elinewidth=0.6,
-                            label=f"{which}: across inputs ({t['slope_in']:+.2f}±{t['slope_in_se']:.2f})")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"NoPE blocks.{l}.{suffix}", fontsize=8)
-            ax.set_xlabel("position m")
-            if l == 0:
-                ax.set_ylabel("variance of one coordinate")
-            ax.legend(fontsize=5.5)
-            ax.grid(alpha=0.3, which="both", lw=0.3)
-        fig.tight_layout()
-        name = "variance_" + suffix.replace("attn.", "").replace("hook_", "")
-        atomic_savefig(fig, dest / f"{name}.png", dpi=110)
-        plt.close(fig)
+    fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.2), squeeze=False, sharey=False)
+    for l, ax in enumerate(axes[0]):
+        for which, color in (("init", "C7"), ("trained", "C0")):
+            t = nope[which]["layers"][l]["taps"][suffix]
+            var, se = np.asarray(t["var"]), np.asarray(t["var_se"])
+            ax.errorbar(m, var, yerr=se, color=color, lw=1, elinewidth=0.6, capsize=0,
+                        label=f"{which}: Var (slope {t['slope']:+.2f}±{t['slope_se']:.2f})")
+            vin = np.asarray(t["var_across_inputs"])
+            ax.errorbar(fit, vin[fit_idx], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
+                        marker=".", ms=3, elinewidth=0.6,
+                        label=f"{which}: across inputs ({t['slope_in']:+.2f}±{t['slope_in_se']:.2f})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"NoPE blocks.{l}.{suffix}", fontsize=8)
+        ax.set_xlabel("position m")
+        if l == 0:
+            ax.set_ylabel("variance of one coordinate")
+        ax.legend(fontsize=5.5)
+        ax.grid(alpha=0.3, which="both", lw=0.3)
+    fig.tight_layout()
+    name = "variance_" + suffix.replace("attn.", "").replace("hook_", "")
+    atomic_savefig(fig, dest / f"{name}.png", dpi=110)
+    plt.close(fig)
 
+
+def _slopes_figure(plt, results: dict, dest: Path) -> None:
+    """The fitted slopes of ln Var (and ln Var across inputs) against ln m, per layer and model."""
     fig, axes = plt.subplots(2, len(MEASURED_TAPS), figsize=(3.2 * len(MEASURED_TAPS), 5.6), squeeze=False)
     for ax, (key, suffix) in zip(axes.ravel(), [(k, t) for k in ("slope", "slope_in") for t in MEASURED_TAPS]):
         for positional, entry in results["models"].items():
@@ -255,6 +267,10 @@ def figures(results: dict, dest: Path) -> None:
     atomic_savefig(fig, dest / "slopes.png", dpi=110)
     plt.close(fig)
 
+
+def _entropy_figure(plt, nope: dict, learned: dict | None, m: np.ndarray, dest: Path) -> None:
+    """Attention entropy against position per layer, with ln m (uniform attention)."""
+    L = len(nope["init"]["layers"])
     fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.0), squeeze=False)
     for l, ax in enumerate(axes[0]):
         for which, color in (("init", "C7"), ("trained", "C0")):
