@@ -58,10 +58,9 @@ def use_gram(spec: ModelSpec, kind: str, rows: int, method: str) -> bool:
     """
     if method == "explicit":
         return False
-    d_out, d_in = projection_shape(spec, kind)
     if method == "gram":
         return True
-    return rows < d_in  # "auto"
+    return rows < projection_shape(spec, kind)[1]  # "auto": rows < d_in
 
 
 def sample_plan(spec: ModelSpec, rows: int, *, with_weights: bool, method: str) -> DrawPlan:

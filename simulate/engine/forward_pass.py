@@ -15,7 +15,7 @@ TransformerLens). Weights enter only through the projection callable (`Projectio
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -91,23 +91,24 @@ def forward(
     carries (`Projections.pos_embed`).
     """
     record = set(record)
-    tap = _TapRecorder(record, last_needed(spec, record) if stop_after == "auto" else stop_after)
-    hand_written = hand_written_attention(record)
-    shared: dict = {}
+    recorder = _TapRecorder(record, last_needed(spec, record) if stop_after == "auto" else stop_after)
+    ctx = Context(spec, 0, project, recorder, hand_written=hand_written_attention(record))
     if pos_embed is None:
         pos_embed = getattr(project, "pos_embed", None)  # the network's learned table, if any
     try:
-        x = Context(spec, 0, project, tap, hand_written, shared).positional(spec.positional, x).embed(x, pos_embed)
+        # the network's input: the spec's positional scheme adds its table here, if it has one
+        x = ctx.positional(spec.positional, x).embed(x, pos_embed)  # (S, B, T, d)
         for layer in range(spec.n_layers):
-            x = _block(spec, layer, x, Context(spec, layer, project, _prefixed(tap, layer), hand_written, shared))
+            x = _block(spec, layer, x, ctx.at(layer, _prefixed(recorder, layer)))  # (S, B, T, d)
     except _StopForward:
         pass
-    return tap.taps
+    return recorder.taps
 
 
-def _prefixed(tap: _TapRecorder, layer: int):
+def _prefixed(recorder: _TapRecorder, layer: int) -> Callable[[str, torch.Tensor], None]:
+    """The recorder of ``layer``'s taps: ``suffix`` -> ``blocks.{layer}.{suffix}``."""
     prefix = f"blocks.{layer}."
-    return lambda suffix, value: tap(prefix + suffix, value)
+    return lambda suffix, value: recorder(prefix + suffix, value)
 
 
 def _block(spec: ModelSpec, layer: int, x: torch.Tensor, ctx: Context) -> torch.Tensor:

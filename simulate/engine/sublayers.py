@@ -18,7 +18,7 @@ named as its entry of `theory.block.KINDS` and its theory map.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -79,6 +79,10 @@ class Context:
     hand_written: bool
     shared: dict = field(default_factory=dict)
 
+    def at(self, layer: int, tap: Callable[[str, torch.Tensor], None]) -> "Context":
+        """The context of ``layer`` (its taps recorded by ``tap``), sharing this pass's ``shared``."""
+        return replace(self, layer=layer, tap=tap)
+
     def projection(self, kind: str, rows: torch.Tensor) -> torch.Tensor:
         """``sigma * rows @ W^T`` of this layer's projection ``kind`` (see `Projections`)."""
         return self.project(self.layer, kind, rows)
@@ -92,6 +96,7 @@ class Context:
         return self.shared[key]
 
     def causal_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        """The pass's `causal_mask` (T, T), made once."""
         if "mask" not in self.shared:
             self.shared["mask"] = causal_mask(seq_len, device)
         return self.shared["mask"]
