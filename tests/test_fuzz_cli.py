@@ -208,7 +208,7 @@ def test_simulate_probe_answers_every_spec(spec):
 @settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(hostile_spec())
 def test_verify_answers_every_spec(spec):
-    from verify._cli import main
+    from verify.cli import main
 
     text, culprits = spec
     with tempfile.TemporaryDirectory() as tmp:
@@ -324,7 +324,7 @@ def test_issue_reproducers_simulate(changes, dtype, method, tmp_path):
 
 def test_verify_refuses_a_spec_outside_theory_before_simulating(tmp_path, monkeypatch):
     import simulate
-    from verify._cli import main
+    from verify.cli import main
 
     def no_simulation(*args, **kwargs):
         raise AssertionError("verify simulated a spec that theory cannot cover")

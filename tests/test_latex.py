@@ -278,7 +278,7 @@ def test_verify_report_tex_compiles(numeric, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from verify._report_tex import write_report_tex
+    from verify.report.report_tex import write_report_tex
 
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.loglog([1, 2, 4, 8], [1, 0.5, 0.25, 0.125])
@@ -290,11 +290,12 @@ def test_verify_report_tex_compiles(numeric, tmp_path):
         for m in (1, 2, 8, 64, 256)
     ] + [dict(tap="blocks.0.ln1.hook_normalized", position=1, quantity="excess_kurtosis", level="exact",
               theory=-0.0922, sim=float("nan"), se=float("nan"), z=float("nan"), passed=False)]
-    from verify._checks import Check
+    from verify import Check, Comparison, Verdict
 
-    checks.append(Check(tap="blocks.0.attn.hook_pattern", position=8, quantity="sum_sq", level="approximate",
-                        theory=0.1251, sim=0.1250, se=1e-4, z=1.0, p_value=0.32, critical_z=3.5, rel_tol=1e-3,
-                        tolerance=4e-4, passed=True, assumption="key directions uniform"))
+    row = Comparison(tap="blocks.0.attn.hook_pattern", position=8, quantity="sum_sq", level="approximate",
+                     theory=0.1251, sim=0.1250, se=1e-4, z=1.0, assumption="key directions uniform")
+    checks.append(Check(comparison=row, verdict=Verdict(passed=True, p_value=0.32, threshold=0.01),
+                        critical_z=3.5, rel_tol=1e-3, tolerance=4e-4))
     latex(numeric, out=tmp_path / "derivation")
     pdf = write_report_tex(tmp_path, NUMERIC, checks,
                            {"variance of hook_z": ["x.png", "blocks.0.attn.hook_z.variance.pdf"]},
@@ -307,7 +308,7 @@ def test_verify_report_tex_compiles(numeric, tmp_path):
 
 
 def test_report_tex_refuses_bad_input(tmp_path):
-    from verify._report_tex import write_report_tex
+    from verify.report.report_tex import write_report_tex
 
     with pytest.raises(ValueError, match="lacks"):
         write_report_tex(tmp_path, NUMERIC, [{"tap": "x"}], {}, tmp_path)

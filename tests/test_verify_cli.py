@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import verify._job
-import verify._report
+import verify
+import verify.job
+import verify.report
 from theory import ModelSpec
-from verify._cli import main
+from verify.cli import main
 
 SMALL = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=8, attn_only=True, sigma_q=0.2, sigma_k=0.2)
 
@@ -37,14 +38,14 @@ def test_end_to_end(spec_file, tmp_path, capsys):
 
 
 def test_exit_status_one_when_a_check_fails(spec_file, tmp_path, monkeypatch, capsys):
-    real = verify._job.theory_table
+    real = verify.job.theory_table
 
-    def wrong(spec, positions, level="best", derivation=None, depth=None):
-        table = real(spec, positions, level, derivation, depth)
+    def wrong(spec, positions, level="best", *args, **kwargs):
+        table = real(spec, positions, level, *args, **kwargs)
         return verify.MUTANTS["factor H dropped"](table) if level == "best" else table
 
-    monkeypatch.setattr(verify._job, "theory_table", wrong)
-    monkeypatch.setattr(verify._report, "save_figures", lambda report, out: {})  # figures: tested elsewhere
+    monkeypatch.setattr(verify.job, "theory_table", wrong)
+    monkeypatch.setattr(verify.report, "save_figures", lambda report, out: {})  # figures: tested elsewhere
     rc = main(["--spec", str(spec_file), "--samples", "150", "--no-calibration", "--out", str(tmp_path), "--quiet"])
     captured = capsys.readouterr()
     assert rc == 1

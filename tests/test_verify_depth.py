@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 import verify
-import verify._checks
-import verify._depth
-import verify._figures
-import verify._job
-import verify._report
 from theory import Level, ModelSpec
 from theory.depth import predict
 from theory.taps import ATTENTION_TAPS, LAYER_TAPS
-from verify._checks import Comparison
-from verify._cli import _load_spec, build_parser
+from verify import Comparison
+from verify.checks import judge, relative_tolerance
+from verify.checks.depth import MAIN_TAPS, depth_findings
+from verify.checks.statistics import critical_z
+from verify.cli import _load_spec, build_parser
+from verify.report import console_summary, markdown, results_dict
+from verify.report.figures import DEPTH_FIGURES, depth_error_figure, depth_variance_figure, save_figures
+from verify.report.latex import depth_table_tex
 
 # Two full blocks, eps = 0: layer 1 (attention and MLP) exact, layer 2 approximate.
 SPEC = ModelSpec(d_model=16, n_heads=2, n_layers=2, seq_len=8, sigma_q=0.2, sigma_k=0.2, ln_eps=0.0)
@@ -36,14 +37,14 @@ def test_table_covers_every_tap_of_every_layer(report):
     assert table.n_layers == 2
     for tap in table.taps:
         source = "derive" if tap.startswith("blocks.0.") and tap.split(".", 2)[-1] in ATTENTION_TAPS else "depth"
-        assert table.sources[tap] == source
+        assert table[tap].source == source
     # Depth taps carry theory.depth's numbers at the recorded positions, and its levels.
     depth = predict(SPEC)
     idx = np.asarray(report.positions) - 1
     for tap in ("blocks.0.mlp.hook_post", "blocks.1.attn.hook_z", "blocks.1.hook_resid_post"):
-        np.testing.assert_allclose(table.values[tap]["var"], depth.values[tap]["var"][idx])
-        assert table.levels[tap] == depth.levels[tap]
-    np.testing.assert_allclose(table.values["blocks.0.mlp.hook_post"]["mean"], depth.values["blocks.0.mlp.hook_post"]["mean"][idx])
+        np.testing.assert_allclose(table[tap].values["var"], depth.values[tap]["var"][idx])
+        assert table[tap].level == depth.levels[tap]
+    np.testing.assert_allclose(table["blocks.0.mlp.hook_post"].values["mean"], depth.values["blocks.0.mlp.hook_post"]["mean"][idx])
     # The simulation recorded them all and every one is checked.
     assert {c.tap for c in report.checks} == expected
     assert report.passed, [c.describe() for c in report.checks.failed]
@@ -54,28 +55,29 @@ def test_levels_and_declared_tolerances(report):
     # eps = 0: every layer-1 tap is exact (attention from derive, MLP from depth) and held to 0.
     for suffix in LAYER_TAPS:
         tap = f"blocks.0.{suffix}"
-        assert table.levels[tap] == Level.EXACT, tap
-        assert verify.relative_tolerance(table, tap) == 0.0
+        assert table[tap].level == Level.EXACT, tap
+        assert relative_tolerance(table, tap) == 0.0
     # Deeper taps: approximate, with exactly the tolerance theory.depth declares.
     for tap in (t for t in table.taps if t.startswith("blocks.1.")):
-        assert table.levels[tap] == Level.APPROXIMATE
-        assert verify.relative_tolerance(table, tap) == table.tolerances[tap]
-    assert verify.relative_tolerance(table, "blocks.1.attn.hook_z") == 0.03
-    assert verify.relative_tolerance(table, "blocks.1.hook_resid_post") == 0.02
+        assert table[tap].level == Level.APPROXIMATE
+        assert relative_tolerance(table, tap) == table[tap].tolerance
+    assert relative_tolerance(table, "blocks.1.attn.hook_z") == 0.03
+    assert relative_tolerance(table, "blocks.1.hook_resid_post") == 0.02
     for c in report.checks:
-        assert c.rel_tol == (0.0 if c.exact else table.tolerances[c.tap]) or c.method == "deterministic"
+        assert c.rel_tol == (0.0 if c.exact else table[c.tap].tolerance) or c.method == "deterministic"
 
 
 def test_declared_tolerance_is_what_is_allowed():
     # A residual tap (2%) off by 2.5% with a tiny SE fails; an attention-path tap (3%) passes;
     # the same residual error on an exact tap fails whatever the tolerance map says.
     def row(tap, level):
-        return Comparison(tap, 8, "var", level, 1.025, 1.0, 1e-4, 250.0, "", 1.0, 1000)
+        return Comparison(tap=tap, position=8, quantity="var", level=level, theory=1.025, sim=1.0, se=1e-4, z=250.0,
+                          scale=1.0, units=1000)
 
     rows = [row("blocks.1.hook_resid_post", "approximate"), row("blocks.1.attn.hook_z", "approximate"),
             row("blocks.0.mlp.hook_post", "exact")]
     tols = {"blocks.1.hook_resid_post": 0.02, "blocks.1.attn.hook_z": 0.03, "blocks.0.mlp.hook_post": 0.05}
-    judged = verify.judge(rows, 0.01, tols)
+    judged = judge(rows, 0.01, tols)
     assert [c.passed for c in judged] == [False, True, False]
     assert [c.rel_tol for c in judged] == [0.02, 0.03, 0.0]
 
@@ -89,9 +91,9 @@ def test_exact_layer_one_mlp_taps_pass_the_z_test_and_catch_errors(report):
     assert len(means) == len(report.positions) and all(c.theory > 0 for c in means)
     # A 6% error in the exact activation variance (only there; relative SE ~0.9% at 400
     # networks) is caught by the same simulation.
-    values = report.best.copy_values()
-    values["blocks.0.mlp.hook_post"]["var"] = values["blocks.0.mlp.hook_post"]["var"] * 1.06
-    judged = verify.compare(report.best.mutated("hook_post x1.06", values), report.simulation)
+    post = report.best["blocks.0.mlp.hook_post"]
+    wrong = report.best.with_values("hook_post x1.06", {post.tap: {"var": post.values["var"] * 1.06}})
+    judged = verify.compare(wrong, report.simulation)
     assert not judged.passed and {c.tap for c in judged.failed} == {"blocks.0.mlp.hook_post"}
 
 
@@ -133,51 +135,49 @@ def _rows(base_error, deep_error, deep_z):
 
 
 def test_findings_name_the_assumptions_that_break():
-    grows = verify._depth.depth_findings(_rows(0.005, 0.025, -5.0), taps=("attn.hook_z",))[0]
+    grows = depth_findings(_rows(0.005, 0.025, -5.0), taps=("attn.hook_z",))[0]
     assert grows["grows"] and grows["layer"] == 1 and grows["within_tolerance"]
     # Resolved means beyond Bonferroni at 5% over the deeper checks (8 here: 2.73).
-    assert grows["z_threshold"] == pytest.approx(verify._checks.critical_z(0.05, 8))
-    assert not verify._depth.depth_findings(_rows(0.005, 0.025, -2.6), taps=("attn.hook_z",))[0]["grows"]
+    assert grows["z_threshold"] == pytest.approx(critical_z(0.05, 8))
+    assert not depth_findings(_rows(0.005, 0.025, -2.6), taps=("attn.hook_z",))[0]["grows"]
     assert grows["new_assumptions"] == ["NNGP closure", "softmax rows of correlated keys as i.i.d."]
     assert "grows with depth" in grows["sentence"] and "softmax rows of correlated keys" in grows["sentence"]
     assert "theory below simulation" in grows["sentence"] and "layer 2" in grows["sentence"]
     # A tap of the same layer that shares the closure but does not grow clears it.
     mlp = [{**r, "tap": "hook_mlp_out", "max_abs_rel_error": 0.006, "rel_error": 0.006, "z": 1.0,
             "assumptions": ["NNGP closure", "Gram matrix replaced by its mean"]} for r in _rows(0.005, 0.025, -5.0)]
-    both = verify._depth.depth_findings(_rows(0.005, 0.025, -5.0) + mlp, taps=("attn.hook_z", "hook_mlp_out"))
+    both = depth_findings(_rows(0.005, 0.025, -5.0) + mlp, taps=("attn.hook_z", "hook_mlp_out"))
     assert not both[1]["grows"]
     assert both[0]["suspects"] == ["softmax rows of correlated keys as i.i.d."]
     assert both[0]["cleared_by"] == ["hook_mlp_out"] and "Less likely: NNGP closure" in both[0]["sentence"]
     # Not resolved (|z| small) or not larger: no growth claimed.
-    assert not verify._depth.depth_findings(_rows(0.005, 0.025, -1.5), taps=("attn.hook_z",))[0]["grows"]
-    assert not verify._depth.depth_findings(_rows(0.02, 0.025, -5.0), taps=("attn.hook_z",))[0]["grows"]
+    assert not depth_findings(_rows(0.005, 0.025, -1.5), taps=("attn.hook_z",))[0]["grows"]
+    assert not depth_findings(_rows(0.02, 0.025, -5.0), taps=("attn.hook_z",))[0]["grows"]
 
 
 def test_report_files_and_depth_figures(report, tmp_path):
-    from verify._figures import save_figures
-
-    figures = save_figures(report, tmp_path, names=verify._figures.DEPTH_FIGURES)
-    assert set(figures) == set(verify._figures.DEPTH_FIGURES)
+    figures = save_figures(report, tmp_path, names=DEPTH_FIGURES)
+    assert set(figures) == set(DEPTH_FIGURES)
     for name in ("depth_error", "depth_variance"):
         assert figures[name] == [f"{name}.png", f"{name}.pdf"]
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
-    text = verify._report.markdown(report, figures)
+    text = markdown(report, figures)
     assert "## Accuracy through depth" in text and "| tap | layer 1 | layer 2 |" in text
     assert "![depth_error](depth_error.png)" in text and "Where the error grows with depth" in text
     assert "`blocks.1.attn.hook_z`" in text  # multi-layer check rows name their layer
-    data = json.loads(json.dumps(verify.results_dict(report, figures), allow_nan=False))
+    data = json.loads(json.dumps(results_dict(report, figures), allow_nan=False))
     assert data["depth"]["layers"] == 2 and len(data["depth"]["findings"]) == 5
     assert {r["layer"] for r in data["depth"]["accuracy"]} == {0, 1}
-    assert "layer 2" in verify._report.depth_table_tex(report)
-    console = verify.console_summary(report)
+    assert "layer 2" in depth_table_tex(report)
+    console = console_summary(report)
     assert "depth: hook_resid_post max |theory/sim - 1| per layer:" in console
 
 
 def test_depth_error_figure(report):
-    fig = verify._figures.depth_error_figure(report)
+    fig = depth_error_figure(report)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == list(verify._depth.MAIN_TAPS)
+    assert titles == list(MAIN_TAPS)
     ax = fig.axes[titles.index("hook_resid_post")]
     assert ax.get_xlabel() == "layer" and "%" in ax.get_ylabel()
     # The m = T series: 100 (theory/sim - 1) at each layer, with 2-SE bars.
@@ -190,7 +190,7 @@ def test_depth_error_figure(report):
 
 
 def test_depth_variance_figure(report):
-    fig = verify._figures.depth_variance_figure(report)
+    fig = depth_variance_figure(report)
     top, bottom = fig.axes
     assert top.get_xscale() == "log" and top.get_yscale() == "log" and bottom.get_xlabel() == "query position m"
     assert len(top.containers) == 2  # simulation points of each layer
@@ -204,7 +204,7 @@ def test_depth_variance_figure(report):
 def test_one_layer_reports_have_no_depth_figures(tmp_path):
     small = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4, attn_only=True)
     table = verify.theory_table(small, [1, 2, 4])
-    assert set(table.sources.values()) == {"derive"} and not table.tolerances
+    assert {r.source for r in table.values()} == {"derive"}
 
 
 def test_presets_and_default_spec():

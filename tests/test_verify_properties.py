@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 import simulate
 import verify
-import verify._job
+from verify.checks import logit_variance
+from verify.presets import LAYER1_SPEC
 from theory import ModelSpec
-from verify._mutants import variance_factor
+from verify.checks.mutants import variance_factor
 from verify.strategies import GPT2_INIT_LOGITS, MODERATE_LOGITS, SMALL_LOGITS, attention_flops, specs
 
 # A stricter family-wise alpha than the main job's: a derandomised suite must not flake
@@ -42,8 +43,7 @@ def test_specs_are_valid_and_in_budget(spec):
 def test_specs_hit_their_logit_variance_regime(spec):
     # The mean logit variance with the exact nu_1 (theory's LayerNorm variance) lies in the
     # union of the two regimes, up to the strategy's 1% estimate of nu_1.
-    nu1 = verify.theory_table(spec, [1]).value("blocks.0.ln1.hook_normalized", "var", 1)
-    tau2 = verify.logit_variance(spec, nu1)
+    tau2 = logit_variance(spec)
     assert SMALL_LOGITS[0] * 0.98 <= tau2 <= MODERATE_LOGITS[1] * 1.02
 
 
@@ -76,7 +76,7 @@ def test_gross_formula_errors_are_caught(spec, seed):
 
 
 def test_gpt2_regime_contains_gpt2():
-    spec = verify._job.LAYER1_SPEC  # GPT-2 small, one attention layer
-    tau2 = verify.logit_variance(spec, verify.theory_table(spec, [1]).value("blocks.0.ln1.hook_normalized", "var", 1))
+    spec = LAYER1_SPEC  # GPT-2 small, one attention layer
+    tau2 = logit_variance(spec)
     assert GPT2_INIT_LOGITS[0] <= tau2 <= GPT2_INIT_LOGITS[1]
     assert math.isclose(tau2, 0.0898, rel_tol=1e-3)

@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 
 import verify
-import verify._distributions
-import verify._figures
 from theory import ModelSpec
-from verify._figures import BEST_LABEL, LEADING_LABEL, SIM_LABEL
+from verify.checks.distributions import LAW_TAPS, distribution_checks
+from verify.checks.mutants import attention_residual
+from verify.job import CALIBRATION_SEED_OFFSET
+from verify.report import console_summary, markdown, results_dict
+from verify.report.figures import (BEST_LABEL, LEADING_LABEL, SIM_LABEL, distribution_figure, sum_sq_figure,
+                                   variance_figure, variance_taps, zscore_figure)
 
 SPEC = ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=16, attn_only=True, sigma_q=0.15, sigma_k=0.15,
                  sigma_v=0.5, sigma_o=0.2, ln_eps=1e-5)
+# An attention-only block ends at hook_resid_post (TransformerLens): the residual after attention.
+RESID = attention_residual(SPEC)
 CHECK_KEYS = {"tap", "position", "level", "theory", "sim", "se", "z", "tolerance", "passed", "assumption"}
 
 
@@ -59,9 +64,9 @@ def test_files_written_and_parse(written):
     assert cal["runs"] == 6 and cal["samples"] == 300
     assert {"false_alarm", "zscores", "family_wise", "power"} <= set(cal)
     assert set(cal["power"]) == set(verify.MUTANTS)
-    assert {r["tap"] for r in data["leading"]["summary"]} >= {"blocks.0.attn.hook_z", "blocks.0.hook_resid_mid"}
+    assert {r["tap"] for r in data["leading"]["summary"]} >= {"blocks.0.attn.hook_z", RESID}
     assert data["figures"]["variance"] == ["variance.png", "variance.pdf"]
-    assert [d["tap"] for d in data["distributions"]] == list(verify._distributions.LAW_TAPS)
+    assert [d["tap"] for d in data["distributions"]] == list(LAW_TAPS)
     assert data["verdict"]["distributions_passed"] is True
 
 
@@ -81,7 +86,7 @@ def test_markdown_sections(written, report):
 
 
 def test_console_summary(report):
-    text = verify.console_summary(report, "report")
+    text = console_summary(report, "report")
     assert text.startswith("verify: PASS")
     assert "leading order (paper): hook_z variance at m=16" in text
     assert "calibration: false alarms" in text
@@ -92,12 +97,12 @@ def _legend_labels(ax):
 
 
 def test_variance_figure(report):
-    fig = verify.variance_figure(report)
+    fig = variance_figure(report)
     axes = fig.axes
     assert len(axes) == 6  # three taps, values and ratios
     top, bottom = axes[:3], axes[3:]
-    assert [ax.get_title() for ax in top] == ["attn.hook_z", "hook_attn_out", "hook_resid_mid"]
-    for ax, tap in zip(top, verify._figures.VARIANCE_TAPS):
+    assert [ax.get_title() for ax in top] == ["attn.hook_z", "hook_attn_out", "hook_resid_post"]
+    for ax, tap in zip(top, variance_taps(report)):
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
         assert _legend_labels(ax) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]
         assert len(ax.containers) == 1  # the error bars
@@ -105,26 +110,26 @@ def test_variance_figure(report):
         np.testing.assert_allclose(sim_y, report.simulation[tap].var)
         np.testing.assert_array_equal(sim_x, report.positions)
         best, leading = ax.get_lines()[-2:]
-        np.testing.assert_allclose(best.get_ydata(), report.best.values[tap]["var"])
-        np.testing.assert_allclose(leading.get_ydata(), report.leading.values[tap]["var"])
+        np.testing.assert_allclose(best.get_ydata(), report.best[tap].values["var"])
+        np.testing.assert_allclose(leading.get_ydata(), report.leading[tap].values["var"])
     for ax in bottom:
         assert ax.get_xscale() == "log" and ax.get_xlabel() == "query position m"
         assert ax.get_ylabel() == "theory / simulation"
 
 
 def test_sum_sq_figure(report):
-    ax = verify.sum_sq_figure(report).axes[0]
+    ax = sum_sq_figure(report).axes[0]
     assert ax.get_xscale() == "log"
     assert _legend_labels(ax) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]
     m = np.asarray(report.positions, float)
     best, leading = ax.get_lines()[-2:]
-    np.testing.assert_allclose(best.get_ydata(), m * report.best.values["blocks.0.attn.hook_pattern"]["sum_sq"])
+    np.testing.assert_allclose(best.get_ydata(), m * report.best["blocks.0.attn.hook_pattern"].values["sum_sq"])
     np.testing.assert_allclose(leading.get_ydata(), 1.0)  # uniform attention
     assert best.get_ydata()[0] == pytest.approx(1.0) and best.get_ydata()[-1] > 1.0
 
 
 def test_zscore_figure(report):
-    ax = verify.zscore_figure(report).axes[0]
+    ax = zscore_figure(report).axes[0]
     finite = [c for c in report.checks if np.isfinite(c.z)]
     points = np.concatenate([c.get_offsets() for c in ax.collections])
     assert len(points) == len(finite)  # no failures: one point per check
@@ -138,13 +143,13 @@ def test_failures_are_reported(report):
     bad = verify.compare(verify.MUTANTS["factor H dropped"](report.best), report.simulation)
     broken = verify.Report(**{**report.__dict__, "checks": bad})
     assert not broken.passed
-    text = verify._report.markdown(broken)
+    text = markdown(broken)
     assert "**Verdict: FAIL" in text and "**NO**" in text
-    data = json.loads(json.dumps(verify.results_dict(broken), allow_nan=False))
+    data = json.loads(json.dumps(results_dict(broken), allow_nan=False))
     failed = [c for c in data["checks"] if not c["passed"]]
     assert failed and all(c["assumption"] for c in failed)
-    assert {c["tap"] for c in failed} <= {"blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"}
-    ax = verify.zscore_figure(broken).axes[0]
+    assert {c["tap"] for c in failed} <= {"blocks.0.hook_attn_out", RESID}
+    ax = zscore_figure(broken).axes[0]
     assert "failed" in _legend_labels(ax)
 
 
@@ -152,7 +157,7 @@ def test_parallel_calibration_is_the_same_calibration():
     # The calibration in a second process gives the numbers calibrate() gives here.
     small = SPEC.replace(d_model=16, n_heads=2, seq_len=4)
     report = verify.run(small, samples=100, seed=2, calibration_runs=3, parallel=True)
-    here = verify.calibrate(runs=3, samples=100, seed=2 + verify._job.CALIBRATION_SEED_OFFSET)
+    here = verify.calibrate(runs=3, samples=100, seed=2 + CALIBRATION_SEED_OFFSET)
     a, b = report.calibration.to_dict(), here.to_dict()
     a.pop("wall_time_s"), b.pop("wall_time_s")
     assert a == b
@@ -160,22 +165,24 @@ def test_parallel_calibration_is_the_same_calibration():
 
 def test_distribution_checks(report):
     checks = report.distributions
-    assert [d.tap for d in checks] == list(verify._distributions.LAW_TAPS)
+    assert [d.tap for d in checks] == list(LAW_TAPS)
     assert all(d.passed and d.n == 300 and d.position == 16 and 0 < d.p_value <= 1 for d in checks)
+    # The same verdict type as the moment checks: p-value against Holm's level.
+    assert all(isinstance(d.verdict, verify.Verdict) and d.p_value > d.verdict.threshold for d in checks)
     # The same draws against the law of a spec with sigma_q twice too large: q and the logits fail.
-    wrong, _ = verify._distributions.distribution_checks(SPEC.replace(sigma_q=2 * SPEC.sigma_q), report.simulation, 16)
+    wrong, _ = distribution_checks(SPEC.replace(sigma_q=2 * SPEC.sigma_q), report.simulation, 16)
     failed = {d.tap for d in wrong if not d.passed}
     assert failed == {"blocks.0.attn.hook_q", "blocks.0.attn.hook_attn_scores"}
 
 
 def test_distribution_figure(report):
-    fig = verify._figures.distribution_figure(report)
+    fig = distribution_figure(report)
     axes = [ax for ax in fig.axes if ax.axison]
     n = len(report.distributions)
     assert n == 6 and len(axes) == 2 * n  # a histogram row and a QQ row
     hists, qqs = axes[:n], axes[n:]
     for ax, qq, check in zip(hists, qqs, report.distributions):
-        assert ax.get_title() == f"{verify._figures._short(check.tap)}, m = 16"
+        assert ax.get_title() == f"{check.tap.split('.', 2)[-1]}, m = 16"
         assert len(ax.patches) == 40  # the histogram's bars
         exact, gaussian = ax.get_lines()[:2]
         law = report.laws[check.tap]

@@ -14,21 +14,21 @@ import argparse
 import shlex
 import sys
 
+from theory import ModelSpec
+from theory._argparse import OneLineParser
 from theory._guard import guarded
+from theory._outputs import check_output_dir
 
-from ._job import PRESETS
+from .job import run
+from .presets import PRESETS
+from .report import console_summary, write_report
 
 
 SMALL_SAMPLE = 30  # below this many networks the report warns that its errors are rough
 
 
 class UsageError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
-        raise UsageError(message)
+    """A user error found after parsing: printed as one line, exit status 2."""
 
 
 def _positive_int(name: str, minimum: int):
@@ -56,8 +56,9 @@ def _alpha(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     presets = ", ".join(f"{p.name}: {p.samples} networks, {p.calibration_runs} calibration runs" for p in PRESETS.values())
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m verify",
+        error_prefix="verify",
         description="Theory against simulation for every tap of every layer of a random NoPE transformer: "
         "derive layer 1 and run the depth recursion, simulate, judge every check (Holm), measure the accuracy "
         "per layer, compare the paper's leading order, calibrate verify itself, and write report.md, "
@@ -82,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_spec(path: str | None):
-    from theory import ModelSpec
-
+def _load_spec(path: str | None) -> ModelSpec | None:
     if path is None:
         return None  # the preset's spec (DEFAULT_SPEC unless the preset names one)
     return ModelSpec.load(path)
@@ -96,8 +95,6 @@ REPORT_FILES = ("report.md", "results.json", "summary.tex", "report.tex")
 
 def _prepare_out(path: str, spec_path: str | None) -> None:
     """Check --out before the work: a writable folder (created if missing) that holds no input."""
-    from theory._outputs import check_output_dir
-
     try:
         _, note = check_output_dir(path, "--out", inputs=[spec_path], will_write=REPORT_FILES)
     except ValueError as err:
@@ -111,25 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
-        try:
-            spec = _load_spec(args.spec)
-        except ValueError as err:
-            raise UsageError(f"--spec: {err}") from None
-        _prepare_out(args.out, args.spec)
-        from ._job import run
-        from ._report import console_summary, write_report
-
-        command = "python -m verify" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
-        try:
-            report = run(spec, preset=args.preset, samples=args.samples, seed=args.seed, alpha=args.alpha,
-                         calibration=not args.no_calibration, calibration_runs=args.calibration_runs,
-                         device=args.device, progress=not args.quiet, threads=args.threads, command=command)
-        except ValueError as err:
-            raise UsageError(str(err).splitlines()[0]) from None
-        try:
-            write_report(report, args.out)
-        except OSError as err:
-            raise UsageError(f"cannot write the report to {args.out!r}: {err}") from None
+    except SystemExit as stop:  # a usage error (one line on stderr, status 2) or --help (0)
+        return int(stop.code or 0)
+    try:
+        report = _run(args, argv)
     except UsageError as err:
         print(f"verify: error: {err}", file=sys.stderr)
         return 2
@@ -137,10 +119,35 @@ def main(argv: list[str] | None = None) -> int:
         print("verify: interrupted", file=sys.stderr)
         return 130
     print(console_summary(report, args.out))
+    _warnings(report)
+    return 0 if report.passed else 1
+
+
+def _run(args: argparse.Namespace, argv: list[str]):
+    """Check the inputs, run the job, write the report; a user error is a `UsageError`."""
+    try:
+        spec = _load_spec(args.spec)
+    except ValueError as err:
+        raise UsageError(f"--spec: {err}") from None
+    _prepare_out(args.out, args.spec)
+    command = "python -m verify" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
+    try:
+        report = run(spec, preset=args.preset, samples=args.samples, seed=args.seed, alpha=args.alpha,
+                     calibration=not args.no_calibration, calibration_runs=args.calibration_runs,
+                     device=args.device, progress=not args.quiet, threads=args.threads, command=command)
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    try:
+        write_report(report, args.out)
+    except OSError as err:
+        raise UsageError(f"cannot write the report to {args.out!r}: {err}") from None
+    return report
+
+
+def _warnings(report) -> None:
     if report.samples < SMALL_SAMPLE:
         print(f"verify: warning: {report.samples} networks: standard errors from so few are rough "
               f"(z referred to Student's t); use at least {SMALL_SAMPLE}", file=sys.stderr)
     if report.calibration is not None and not report.calibration.ok:
         print("verify: warning: the calibration is outside its binomial bounds; treat z-scores with care",
               file=sys.stderr)
-    return 0 if report.passed else 1

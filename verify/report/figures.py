@@ -1,8 +1,8 @@
 """Figures of a report (matplotlib objects, no pyplot state; saved as PNG and PDF).
 
 - `variance_figure`: Var against query position m on log-log axes for hook_z,
-  hook_attn_out and hook_resid_mid: Monte Carlo means with 2-SE error bars, the best
-  theory and the paper's leading order;
+  hook_attn_out and the residual after attention: Monte Carlo means with 2-SE error bars,
+  the best theory and the paper's leading order;
 - `sum_sq_figure`: ``m E[sum_n a_mn^2]`` against m (1 for uniform attention, the paper);
 - `zscore_figure`: the z-score of every check against m, one series per tap, with Holm's
   critical band;
@@ -11,9 +11,12 @@
 - `depth_error_figure` (specs with more than one layer or an MLP): the relative error
   ``theory/sim - 1`` against the layer for the main taps at a few positions, with 2-SE
   bars, the declared tolerance and the paper's leading order;
-- `depth_variance_figure` (same specs): Var of ``hook_resid_post`` (``hook_resid_mid``
-  for attention-only specs) against m on log-log axes for every layer, theory lines over
-  simulated points with 2-SE bars, and theory / simulation below.
+- `depth_variance_figure` (same specs): Var of the block's output (``hook_resid_post``)
+  against m on log-log axes for every layer, theory lines over simulated points with 2-SE
+  bars, and theory / simulation below.
+
+`save_figure` is the one way a report saves a figure (PNG and PDF, each written
+atomically); `save_figures` saves a report's.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from theory._outputs import atomic_savefig
+from theory.block import block
 
-from ._theory import needs_depth
+from ..checks.depth import MAIN_TAPS
+from ..checks.mutants import attention_residual
+from ..checks.theory import needs_depth
+from .text import short
 
-VARIANCE_TAPS = ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid")
 PATTERN = "blocks.0.attn.hook_pattern"
 
 SIM_LABEL = "simulation (± 2 SE)"
@@ -36,15 +43,28 @@ BEST_LABEL = "theory, best"
 LEADING_LABEL = "theory, leading (paper)"
 
 
-def _short(tap: str) -> str:
-    return tap.split(".", 2)[-1]
+def save_figure(fig, out: str | Path, name: str, formats=("png", "pdf"), dpi: int = 150) -> list[str]:
+    """Write ``fig`` as ``out/NAME.EXT`` for each format, each file atomically (a killed
+    run leaves the old file or the new one, never half a figure); PNG at ``dpi``, vector
+    formats at matplotlib's default. Returns the file names, in ``formats`` order."""
+    names = []
+    for ext in formats:
+        path = Path(out) / f"{name}.{ext}"
+        atomic_savefig(fig, path, dpi=dpi if ext == "png" else None)
+        names.append(path.name)
+    return names
+
+
+def variance_taps(report) -> tuple[str, ...]:
+    """The layer-1 taps of the variance figure: hook_z, W_o z and the residual after attention."""
+    return ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", attention_residual(report.spec))
 
 
 def variance_figure(report) -> Figure:
     """Var of one coordinate against m (log-log) for the three attention outputs (top
     row), and each theory divided by the simulation (bottom row: deviations of a few
     percent are invisible on the log-log panels)."""
-    taps = [t for t in VARIANCE_TAPS if t in report.simulation]
+    taps = [t for t in variance_taps(report) if t in report.simulation]
     cols = max(len(taps), 1)
     fig = Figure(figsize=(4.2 * cols, 6.0), layout="constrained")
     grid = fig.subplots(2, cols, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [2.2, 1]})
@@ -53,12 +73,12 @@ def variance_figure(report) -> Figure:
         stats = report.simulation[tap]
         m = np.asarray(stats.positions, dtype=float)
         ax.errorbar(m, stats.var, yerr=2 * stats.var_se, fmt="o", ms=3.5, color="black", capsize=2, label=SIM_LABEL, zorder=3)
-        ax.plot(report.best.positions, report.best.values[tap]["var"], "-", color="tab:blue", label=BEST_LABEL)
-        ax.plot(report.leading.positions, report.leading.values[tap]["var"], "--", color="tab:red", label=LEADING_LABEL)
+        ax.plot(report.best.positions, report.best[tap].values["var"], "-", color="tab:blue", label=BEST_LABEL)
+        ax.plot(report.leading.positions, report.leading[tap].values["var"], "--", color="tab:red", label=LEADING_LABEL)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel("variance of one coordinate")
-        ax.set_title(_short(tap))
+        ax.set_title(short(tap))
         ax.legend(fontsize=8)
         # Ratios at the simulated positions.
         sim_var = np.asarray(stats.var, dtype=float)
@@ -88,7 +108,7 @@ def sum_sq_figure(report) -> Figure:
         for table, style, color, label in ((report.best, "-", "tab:blue", BEST_LABEL),
                                            (report.leading, "--", "tab:red", LEADING_LABEL)):
             mt = np.asarray(table.positions, dtype=float)
-            ax.plot(mt, mt * table.values[PATTERN]["sum_sq"], style, color=color, label=label)
+            ax.plot(mt, mt * table[PATTERN].values["sum_sq"], style, color=color, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("query position m")
     ax.set_ylabel(r"$m\,\mathbb{E}[\sum_n a_{mn}^2]$")
@@ -106,12 +126,9 @@ def _depth_positions(positions) -> list[int]:
 
 def depth_error_figure(report) -> Figure:
     """Relative error ``theory/sim - 1`` (%) against the layer, one panel per main tap
-    (``hook_resid_mid``, ``hook_resid_post``, ``hook_attn_out``, ``attn.hook_z``,
-    ``hook_mlp_out``): the best theory at three positions (m = 1, the middle, T) with
+    (`MAIN_TAPS` the run has): the best theory at three positions (m = 1, the middle, T) with
     2-SE bars, the largest |error| over all positions (gray), the declared tolerance
     (shaded) and the paper's leading order at m = T (hollow)."""
-    from ._depth import MAIN_TAPS
-
     layers = report.layers
     kinds = [k for k in MAIN_TAPS if any(f"blocks.{l}.{k}" in report.simulation for l in range(layers))]
     fig = Figure(figsize=(3.3 * max(len(kinds), 1), 3.8), layout="constrained")
@@ -167,8 +184,8 @@ def depth_error_figure(report) -> Figure:
 
 
 def depth_variance_tap(report) -> str:
-    """``hook_resid_post``, or ``hook_resid_mid`` for attention-only specs."""
-    return "hook_resid_mid" if report.spec.attn_only else "hook_resid_post"
+    """The block's output tap (``hook_resid_post``), by the block declaration."""
+    return block(report.spec).output_tap
 
 
 def depth_variance_figure(report) -> Figure:
@@ -178,7 +195,7 @@ def depth_variance_figure(report) -> Figure:
     kind = depth_variance_tap(report)
     fig = Figure(figsize=(7.0, 6.5), layout="constrained")
     ax, ratio = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     layers = report.layers
     for l in range(layers):
         tap = f"blocks.{l}.{kind}"
@@ -190,9 +207,9 @@ def depth_variance_figure(report) -> Figure:
         sim_var = np.asarray(stats.var, dtype=float)
         ax.errorbar(m, sim_var, yerr=2 * stats.var_se, fmt="o", ms=3.5, capsize=2, color=color, zorder=3,
                     label=f"layer {l + 1}: simulation" if l == 0 else f"layer {l + 1}")
-        ax.plot(report.best.positions, report.best.values[tap]["var"], "-", color=color,
+        ax.plot(report.best.positions, report.best[tap].values["var"], "-", color=color,
                 label=BEST_LABEL if l == 0 else None)
-        ax.plot(report.leading.positions, report.leading.values[tap]["var"], "--", lw=0.8, color=color,
+        ax.plot(report.leading.positions, report.leading[tap].values["var"], "--", lw=0.8, color=color,
                 label=LEADING_LABEL if l == 0 else None)
         values = np.array([report.best.value(tap, "var", int(p)) for p in stats.positions])
         ratio.fill_between(m, 1 - 2 * stats.var_se / sim_var, 1 + 2 * stats.var_se / sim_var, color=color, alpha=0.15)
@@ -216,10 +233,10 @@ def zscore_figure(report) -> Figure:
     ax = fig.subplots()
     checks = [c for c in report.checks if np.isfinite(c.z)]
     # One series per tap kind; with several layers the layers of a kind share a series.
-    kinds = list(dict.fromkeys(_short(c.tap) for c in checks))
+    kinds = list(dict.fromkeys(short(c.tap) for c in checks))
     markers = "osd^v<>pPXh*"
     for i, kind in enumerate(kinds):
-        mine = [c for c in checks if _short(c.tap) == kind]
+        mine = [c for c in checks if short(c.tap) == kind]
         ax.scatter([c.position for c in mine], [c.z for c in mine], s=14, marker=markers[i % len(markers)],
                    label=kind)
     failed = [c for c in checks if not c.passed]
@@ -245,8 +262,6 @@ def distribution_figure(report) -> Figure:
     """Per law tap at the last position: a histogram of the reservoir (one coordinate per
     network) with the exact density of `theory.law` and the Gaussian of the same variance,
     and below it a QQ plot of the draws against the law's quantiles."""
-    from ._distributions import _grid, law_quantiles
-
     checks = list(report.distributions)
     cols = max(1, len(checks))
     fig = Figure(figsize=(3.2 * cols, 6.0), layout="constrained")
@@ -258,12 +273,12 @@ def distribution_figure(report) -> Figure:
         column = column[np.isfinite(column)]
         law = report.laws[check.tap]
         ax.hist(column, bins=40, density=True, color="0.75", label=f"simulation ({check.n} networks)")
-        x = _grid(law, column)
+        x = density_grid(law, column)
         ax.plot(x, law.pdf(x), "-", color="tab:blue", label="theory (exact law)")
         sd = math.sqrt(float(law.var()))
         ax.plot(x, np.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "--", color="tab:orange",
                 label="Gaussian (paper)")
-        ax.set_title(f"{_short(check.tap)}, m = {check.position}", fontsize=9)
+        ax.set_title(f"{short(check.tap)}, m = {check.position}", fontsize=9)
         ax.set_xlabel("value of one coordinate")
         ax.set_ylabel("density")
         ax.text(0.02, 0.97, f"KS p = {check.p_value:.3g}" + ("" if check.passed else " FAIL"), transform=ax.transAxes,
@@ -290,7 +305,8 @@ DEPTH_FIGURES = ("depth_error", "depth_variance")
 
 
 def save_figures(report, out: Path, names=None) -> dict[str, list[str]]:
-    """Write every figure (or those in ``names``) as ``NAME.png`` and ``NAME.pdf`` under ``out``."""
+    """Write every figure of ``report`` (or those in ``names``) as ``NAME.png`` and
+    ``NAME.pdf`` under ``out`` (`save_figure`); the files written, by figure name."""
     written = {}
     for name, make in FIGURES.items():
         if names is not None and name not in names:
@@ -299,11 +315,33 @@ def save_figures(report, out: Path, names=None) -> dict[str, list[str]]:
             continue
         if name in DEPTH_FIGURES and not needs_depth(report.spec):
             continue
-        fig = make(report)
-        paths = []
-        for ext in ("png", "pdf"):
-            path = Path(out) / f"{name}.{ext}"
-            atomic_savefig(fig, path, dpi=150 if ext == "png" else None)  # never half a figure
-            paths.append(path.name)
-        written[name] = paths
+        written[name] = save_figure(make(report), out, name)
     return written
+
+
+# ------------------------------------------------------------------------------ plotting helpers
+def law_quantiles(law, probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Quantiles of ``law`` by inverting its cdf on a fine grid (scipy's generic ppf is slow)."""
+    sd = math.sqrt(float(law.var())) or 1.0
+    lo, hi = law.support()
+    span = max(float(np.max(np.abs(column))) if column.size else 0.0, 10 * sd)
+    x = np.linspace(max(lo, -span), min(hi, span), 1001)  # plotting accuracy; the cdf can be costly
+    cdf = np.maximum.accumulate(np.asarray(law.cdf(x), dtype=float))
+    keep = np.concatenate([[True], np.diff(cdf) > 0])
+    return np.interp(probabilities, cdf[keep], x[keep])
+
+
+def density_grid(law, column: np.ndarray, points: int = 400) -> np.ndarray:
+    """Where to draw the density: the central 99.8% of the draws, inside the law's support."""
+    lo, hi = np.quantile(column, [0.001, 0.999])
+    lo_s, hi_s = law.support()
+    lo, hi = max(lo, lo_s), min(hi, hi_s)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        sd = float(np.std(column)) or 1.0
+        lo, hi = -4 * sd, 4 * sd
+    return np.linspace(lo, hi, points)
+
+
+__all__ = ["save_figure", "save_figures", "FIGURES", "DEPTH_FIGURES", "variance_figure", "sum_sq_figure",
+           "zscore_figure", "distribution_figure", "depth_error_figure", "depth_variance_figure", "variance_taps",
+           "depth_variance_tap", "SIM_LABEL", "BEST_LABEL", "LEADING_LABEL"]

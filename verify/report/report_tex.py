@@ -5,7 +5,7 @@ summary of the run, the checks as a booktabs table (``longtable``, so it runs ov
 pages), the figures as PDF via ``\\includegraphics``, and the layer-1 derivation written
 by :func:`theory.latex` as an appendix (``\\input``).
 
->>> # from verify._report_tex import write_report_tex
+>>> # from verify.report.report_tex import write_report_tex
 >>> # write_report_tex(out, spec, report.checks, {"variance": "variance.pdf"}, None)
 """
 

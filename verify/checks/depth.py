@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-from ._checks import critical_z
-from ._theory import layer_of, suffix_of
+from .statistics import critical_z
+from .theory import layer_of, suffix_of
 
 # The taps the depth figure and the findings follow (in this order).
 MAIN_TAPS = ("hook_resid_mid", "hook_resid_post", "hook_attn_out", "attn.hook_z", "hook_mlp_out")
@@ -83,8 +83,9 @@ def depth_accuracy(checks: Iterable, leading_rows: Sequence = (), table=None) ->
             "max_abs_z": max(zs) if zs else None,
             "leading_max_abs_rel_error": leading.get((layer, suffix, quantity)),
         }
+        tap = f"blocks.{layer}.{suffix}"
         if table is not None:
-            row["assumptions"] = list(table.assumptions.get(f"blocks.{layer}.{suffix}", ()))
+            row["assumptions"] = list(table[tap].assumptions) if tap in table else []
         rows.append(row)
     return rows
 

@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
-from scipy import stats as _st
 
 from theory import ModelSpec
 from theory.taps import PRE_SOFTMAX_TAPS
 
-from ._checks import DEFAULT_ALPHA, Comparison, comparisons, compare, judge
-from ._mutants import MUTANTS, Mutant
-from ._theory import TheoryTable, theory_table
+from .comparison import Comparison, comparisons
+from .judge import DEFAULT_ALPHA, compare, judge
+from .mutants import MUTANTS, Mutant
+from .statistics import binomial_range, clopper_pearson
+from .theory import TheoryTable, theory_table
 
 CALIBRATION_SPEC = ModelSpec(
     d_model=64, n_heads=4, n_layers=1, seq_len=16, attn_only=True, sigma_q=0.09, sigma_k=0.09
@@ -44,21 +45,6 @@ CALIBRATION_POSITIONS = (1, 2, 4, 8, 16)
 # Quantities known exactly whatever the spec: no softmax involved.
 KNOWN_TAPS = PRE_SOFTMAX_TAPS
 ALPHA_CHECK = 0.05
-BOUNDS = 0.99  # central probability of the binomial acceptance range
-
-
-def binomial_range(n: int, p: float, coverage: float = BOUNDS) -> tuple[int, int]:
-    """Central ``coverage`` range of Binomial(n, p): counts outside it are surprising."""
-    tail = (1.0 - coverage) / 2.0
-    return int(_st.binom.ppf(tail, n, p)), int(_st.binom.isf(tail, n, p))
-
-
-def clopper_pearson(k: int, n: int, coverage: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion k/n."""
-    tail = (1.0 - coverage) / 2.0
-    lo = 0.0 if k == 0 else float(_st.beta.ppf(tail, k, n - k + 1))
-    hi = 1.0 if k == n else float(_st.beta.isf(tail, k + 1, n - k))
-    return lo, hi
 
 
 @dataclass
@@ -110,6 +96,40 @@ def _known(rows: list[Comparison]) -> list[Comparison]:
     return [r for r in rows if r.tap in KNOWN_TAPS]
 
 
+@dataclass
+class _Tally:
+    """What the runs of a calibration count."""
+
+    designated_hits: int = 0
+    designated_n: int = 0
+    fractions: list[float] = field(default_factory=list)  # per run: share of known checks rejected
+    all_hits: int = 0
+    all_n: int = 0
+    zs: list[float] = field(default_factory=list)
+    fwer_hits: int = 0
+    true_hits: int = 0
+    detected: dict[str, int] = field(default_factory=dict)
+
+    def add(self, run: int, table: TheoryTable, mutant_tables: Mapping[str, TheoryTable], sim, alpha: float,
+            alpha_check: float) -> None:
+        """Judge one run: its known exact checks (unadjusted and with Holm), the full family, the mutants."""
+        known = judge(_known(comparisons(table, sim)), alpha)
+        tested = [c for c in known if c.method == "holm"]
+        if tested:
+            z = np.array([c.z for c in tested])
+            self.zs.extend(z.tolist())
+            rejected = np.array([c.p_value for c in tested]) < alpha_check  # normal, or t below 200 networks
+            self.all_hits += int(rejected.sum())
+            self.all_n += len(z)
+            self.fractions.append(float(rejected.mean()))
+            self.designated_hits += bool(rejected[run % len(z)])  # one designated check per run, rotating
+            self.designated_n += 1
+        self.fwer_hits += not known.exact_passed
+        self.true_hits += not compare(table, sim, alpha=alpha).passed
+        for name, mt in mutant_tables.items():
+            self.detected[name] += not compare(mt, sim, alpha=alpha).passed
+
+
 def calibrate(
     spec: ModelSpec | None = None,
     runs: int = 300,
@@ -143,88 +163,82 @@ def calibrate(
         table = theory_table(spec, positions)
     elif table.spec != spec or table.positions.tolist() != sorted(set(positions)) or table.label != "best":
         raise ValueError("the theory table passed to calibrate is not the best level of this spec at these positions")
-    mutant_tables: dict[str, TheoryTable] = {name: mutate(table) for name, mutate in mutants.items()}
-    taps = table.taps
-
-    designated_hits, designated_n = 0, 0
-    fractions, all_hits, all_n = [], 0, 0
-    zs: list[float] = []
-    fwer_hits = 0
-    true_hits = 0
-    detected = {name: 0 for name in mutant_tables}
+    mutant_tables = {name: mutate(table) for name, mutate in mutants.items()}
+    tally = _Tally(detected={name: 0 for name in mutant_tables})
     last = 0.0
     for r in range(runs):
-        sim = simulate.run(spec, taps=taps, samples=samples, seed=seed + r, positions=positions,
+        sim = simulate.run(spec, taps=table.taps, samples=samples, seed=seed + r, positions=positions,
                            device=device, progress=False, threads=threads)
-        rows = comparisons(table, sim)
-        known = judge(_known(rows), alpha)
-        tested = [c for c in known if c.method == "holm"]
-        if tested:
-            z = np.array([c.z for c in tested])
-            zs.extend(z.tolist())
-            rejected = np.array([c.p_value for c in tested]) < alpha_check  # normal, or t below 200 networks
-            all_hits += int(rejected.sum())
-            all_n += len(z)
-            fractions.append(float(rejected.mean()))
-            designated_hits += bool(rejected[r % len(z)])
-            designated_n += 1
-        fwer_hits += not known.exact_passed
-        true_hits += not compare(table, sim, alpha=alpha).passed
-        for name, mt in mutant_tables.items():
-            detected[name] += not compare(mt, sim, alpha=alpha).passed
+        tally.add(r, table, mutant_tables, sim, alpha, alpha_check)
         now = time.perf_counter() - t0
         if progress and (now - last > 0.5 or r + 1 == runs):
             last = now
             print(f"\rcalibration: run {r + 1}/{runs}  {now:5.1f} s", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    return Calibration(
+        spec=spec, runs=runs, samples=samples, alpha=alpha, alpha_check=alpha_check, positions=positions,
+        seeds=(seed, seed + runs - 1), false_alarm=_false_alarm(tally, alpha_check),
+        all_known=_all_known(tally, alpha_check), zscores=_zscores(tally.zs),
+        family_wise=_family_wise(tally.fwer_hits, runs, alpha), power=_power(tally.detected, runs),
+        true_theory=_rate(tally.true_hits, runs, "rejected"), wall_time_s=time.perf_counter() - t0,
+    )
 
-    lo, hi = binomial_range(designated_n, alpha_check)
-    false_alarm = {
+
+def _false_alarm(tally: _Tally, alpha_check: float) -> dict:
+    """The designated checks' rejections against Binomial(runs, alpha_check)."""
+    n, k = tally.designated_n, tally.designated_hits
+    lo, hi = binomial_range(n, alpha_check)
+    return {
         "alpha_check": alpha_check,
-        "runs": designated_n,
-        "rejected": designated_hits,
-        "rate": designated_hits / designated_n if designated_n else math.nan,
+        "runs": n,
+        "rejected": k,
+        "rate": k / n if n else math.nan,
         "binomial_range_99": [lo, hi],
-        "rate_range_99": [lo / max(designated_n, 1), hi / max(designated_n, 1)],
-        "clopper_pearson_95": list(clopper_pearson(designated_hits, designated_n)) if designated_n else None,
-        "within_bounds": bool(designated_n and lo <= designated_hits <= hi),
+        "rate_range_99": [lo / max(n, 1), hi / max(n, 1)],
+        "clopper_pearson_95": list(clopper_pearson(k, n)) if n else None,
+        "within_bounds": bool(n and lo <= k <= hi),
     }
-    frac = np.array(fractions)
+
+
+def _all_known(tally: _Tally, alpha_check: float) -> dict:
+    """Every known check: the rejection rate, its 99% interval from the spread across runs."""
+    frac = np.array(tally.fractions)
     spread = float(frac.std(ddof=1) / math.sqrt(len(frac))) if len(frac) > 1 else math.nan
-    all_known = {
-        "checks": all_n,
-        "rejected": all_hits,
-        "rate": all_hits / all_n if all_n else math.nan,
-        "interval_99": [float(frac.mean() - 2.576 * spread), float(frac.mean() + 2.576 * spread)] if len(frac) > 1 else None,
+    interval = [float(frac.mean() - 2.576 * spread), float(frac.mean() + 2.576 * spread)] if len(frac) > 1 else None
+    return {
+        "checks": tally.all_n,
+        "rejected": tally.all_hits,
+        "rate": tally.all_hits / tally.all_n if tally.all_n else math.nan,
+        "interval_99": interval,
+        "within_bounds": bool(interval and interval[0] <= alpha_check <= interval[1]),
     }
-    all_known["within_bounds"] = bool(all_known["interval_99"] and all_known["interval_99"][0] <= alpha_check <= all_known["interval_99"][1])
+
+
+def _zscores(zs: list[float]) -> dict:
     za = np.array(zs)
-    zscores = {
+    return {
         "n": int(za.size),
         "mean": float(za.mean()) if za.size else math.nan,
         "sd": float(za.std(ddof=1)) if za.size > 1 else math.nan,
         "frac_abs_gt_1.96": float(np.mean(np.abs(za) > 1.96)) if za.size else math.nan,
         "frac_abs_gt_2.576": float(np.mean(np.abs(za) > 2.576)) if za.size else math.nan,
     }
-    _, fw_hi = binomial_range(runs, alpha)
-    family_wise = {
-        "alpha": alpha,
-        "runs": runs,
-        "rejected": fwer_hits,
-        "rate": fwer_hits / runs,
-        "upper_99": fw_hi,
-        "clopper_pearson_95": list(clopper_pearson(fwer_hits, runs)),
-        "within_bounds": fwer_hits <= fw_hi,
-    }
-    true_theory = {"runs": runs, "rejected": true_hits, "rate": true_hits / runs,
-                   "clopper_pearson_95": list(clopper_pearson(true_hits, runs))}
-    power = {
-        name: {"runs": runs, "detected": k, "rate": k / runs, "clopper_pearson_95": list(clopper_pearson(k, runs))}
-        for name, k in detected.items()
-    }
-    return Calibration(
-        spec=spec, runs=runs, samples=samples, alpha=alpha, alpha_check=alpha_check, positions=positions,
-        seeds=(seed, seed + runs - 1), false_alarm=false_alarm, all_known=all_known, zscores=zscores,
-        family_wise=family_wise, power=power, true_theory=true_theory, wall_time_s=time.perf_counter() - t0,
-    )
+
+
+def _family_wise(hits: int, runs: int, alpha: float) -> dict:
+    """Runs with any known check rejected by Holm: at most the 99% upper bound of Binomial(runs, alpha)."""
+    _, hi = binomial_range(runs, alpha)
+    return {"alpha": alpha, "runs": runs, "rejected": hits, "rate": hits / runs, "upper_99": hi,
+            "clopper_pearson_95": list(clopper_pearson(hits, runs)), "within_bounds": hits <= hi}
+
+
+def _rate(hits: int, runs: int, key: str) -> dict:
+    return {"runs": runs, key: hits, "rate": hits / runs, "clopper_pearson_95": list(clopper_pearson(hits, runs))}
+
+
+def _power(detected: Mapping[str, int], runs: int) -> dict:
+    return {name: _rate(k, runs, "detected") for name, k in detected.items()}
+
+
+__all__ = ["CALIBRATION_SPEC", "CALIBRATION_POSITIONS", "KNOWN_TAPS", "ALPHA_CHECK", "Calibration", "calibrate"]
