@@ -1,0 +1,72 @@
+"""summary.tex (the per-tap verdicts, the leading-order deviations and the accuracy through
+depth as booktabs tables) and the depth section of report.tex."""
+
+from __future__ import annotations
+
+from theory._latex import escape
+
+from ..checks.depth import MAIN_TAPS
+from .text import g, has_depth, short
+
+
+def _tex_name(name: str) -> str:
+    return name.replace("_", r"\_")
+
+
+def latex_summary(report) -> str:
+    """summary.tex: the per-tap verdicts and the leading-order deviations as LaTeX tables."""
+    rows = [
+        r"\begin{tabular}{llrrr}", r"\toprule",
+        r"tap & level & checks & failed & $\max|z|$ \\", r"\midrule",
+    ]
+    for tap, row in report.checks.by_tap().items():
+        rows.append(rf"\texttt{{{_tex_name(short(tap))}}} & {row['level']} & {row['checks']} & {row['failed']} & "
+                    rf"{row['max_abs_z']:.2f} \\")
+    rows += [r"\bottomrule", r"\end{tabular}", ""]
+    rows += [
+        r"\begin{tabular}{lrrrr}", r"\toprule",
+        r"tap & $m$ & leading & simulation & rel.\ error \\", r"\midrule",
+    ]
+    for r in report.leading_summary():
+        rows.append(rf"\texttt{{{_tex_name(short(r['tap']))}}} & {r['position']} & {r['leading']:.4g} & {r['sim']:.4g} & "
+                    rf"{100 * r['rel_error']:+.1f}\% \\")
+    rows += [r"\bottomrule", r"\end{tabular}"]
+    if has_depth(report):
+        rows += ["", depth_table_tex(report)]
+    return "\n".join(rows) + "\n"
+
+
+def depth_table_tex(report) -> str:
+    """Main taps x layers: largest |theory/sim - 1| over positions (best level; in
+    parentheses the largest |z|), as a booktabs tabular."""
+    layers = report.layers
+    index = {(r["layer"], r["tap"], r["quantity"]): r for r in report.depth_accuracy()}
+    out = [rf"\begin{{tabular}}{{l{'r' * layers}}}", r"\toprule",
+           "tap & " + " & ".join(f"layer {l + 1}" for l in range(layers)) + r" \\", r"\midrule"]
+    for kind in MAIN_TAPS:
+        cells = []
+        for l in range(layers):
+            r = index.get((l, kind, "var"))
+            cells.append("" if r is None else rf"{100 * r['max_abs_rel_error']:.2f}\% ({g(r['max_abs_z'], 2)})")
+        if any(cells):
+            out.append(rf"\texttt{{{_tex_name(kind)}}} & " + " & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out)
+
+
+def depth_section(report) -> tuple[str, str] | None:
+    """report.tex's "Accuracy through depth" section (title, LaTeX body); None for one attention layer."""
+    if not has_depth(report):
+        return None
+    findings = "\n".join(r"\item " + escape(f["sentence"].replace("`", "")).replace("|", "$|$")
+                         for f in report.depth_findings())
+    return (
+        "Accuracy through depth",
+        "Largest relative error $|\\text{theory}/\\text{sim} - 1|$ over the recorded positions of the variance of "
+        "one coordinate, per layer (best level; in parentheses the largest $|z|$).\n\n\\begin{center}\n"
+        + depth_table_tex(report) + "\n\\end{center}\n\n"
+        + ("\\begin{itemize}\n" + findings + "\n\\end{itemize}\n" if findings else ""),
+    )
+
+
+__all__ = ["latex_summary", "depth_table_tex", "depth_section"]
