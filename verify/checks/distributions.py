@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
+from theory import law
 from theory.taps import PRE_SOFTMAX_TAPS
 
 from .judge import Verdict
@@ -68,8 +69,6 @@ class DistributionCheck:
 
 
 def _law(spec, tap: str, position: int):
-    from theory import law
-
     try:
         return law(spec, tap, position)
     except NotImplementedError:

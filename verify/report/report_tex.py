@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from theory import derive
 from theory._latex import PACKAGES, Notation, escape, tt, write
 from theory._outputs import atomic_write_text
 
@@ -119,8 +120,6 @@ def _relative(path: Path, out: Path) -> str:
 def _derivation_input(derivation_tex, spec, out: Path, notation) -> str:
     """The path (relative to ``out``) of the derivation body to ``\\input``."""
     if derivation_tex is None:
-        from theory import derive
-
         written = write(derive(spec), out / "derivation", Notation.coerce(notation))
         path = Path(written["body"])
     else:
