@@ -52,7 +52,7 @@ def test_specs_hit_their_logit_variance_regime(spec):
 def test_exact_results_hold_exactly(spec, seed):
     # ln_eps = 0: every best-level result claims to be exact, and every check passes.
     table, sim = _simulate(spec, 300, seed)
-    assert all(level.value == "exact" for level in table.levels.values())
+    assert all(record.level.value == "exact" for record in table.values())
     checks = verify.compare(table, sim, alpha=ALPHA)
     assert checks.passed, "\n".join(c.describe() for c in checks.failed)
 
