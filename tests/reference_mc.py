@@ -107,8 +107,8 @@ def main() -> None:
     for name, fields in SPECS.items():
         spec = ModelSpec(**fields)
         mc = layer_one_mc(spec, positions, networks=args.networks, seed=args.seed, sequences=2)
-        best = predict(spec, positions, "best", taps=ATTENTION_TAPS)["predictions"]
-        lead = predict(spec, positions, "leading", taps=ATTENTION_TAPS)["predictions"]
+        best = predict(spec, positions, "best", taps=ATTENTION_TAPS).to_dict()["predictions"]
+        lead = predict(spec, positions, "leading", taps=ATTENTION_TAPS).to_dict()["predictions"]
         print(f"spec {name}: {fields}")
         for tap, per_m in mc.items():
             full = "blocks.0." + tap.replace("_sum_sq", "")

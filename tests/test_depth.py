@@ -138,8 +138,8 @@ def test_softmax_rows_interpolation_matches_direct_quadrature():
 def test_layer_one_of_the_recursion_is_the_layer_one_derivation(eps, level):
     spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=48, sigma_q=0.1, sigma_k=0.1, ln_eps=eps)
     pos = [1, 2, 5, 33, 48]
-    layer_one = predict(spec, pos, level, taps=ATTENTION_TAPS)["predictions"]
-    pred = depth_predict(spec, level).at(pos)
+    layer_one = predict(spec, pos, level, taps=ATTENTION_TAPS).to_dict()["predictions"]
+    pred = depth_predict(spec, level).at(pos).values
     for tap, per_m in layer_one.items():
         for i, m in enumerate(pos):
             for q, value in per_m[str(m)].items():
@@ -238,7 +238,7 @@ def test_recursion_structure_over_random_specs(spec):
     T = spec.seq_len
     previous = None
     for layer in range(spec.n_layers):
-        for tap in ("hook_resid_pre", "hook_resid_mid") + (() if spec.attn_only else ("hook_resid_post",)):
+        for tap in ("hook_resid_pre",) + (() if spec.attn_only else ("hook_resid_mid",)) + ("hook_resid_post",):
             K = pred.kernel(tap, layer)
             assert np.all(np.isfinite(K)) and np.allclose(K, K.T)
             scale = np.max(np.diag(K))
@@ -275,11 +275,11 @@ def test_recursion_against_simulation(name):
 
     spec = SIM_SPECS[name]
     positions = [1, 2, 4, 8, 16, 32]
-    suffixes = ["hook_resid_mid", "attn.hook_z"] + ([] if spec.attn_only else ["mlp.hook_post", "hook_resid_post"])
+    suffixes = ["hook_resid_post", "attn.hook_z"] + ([] if spec.attn_only else ["mlp.hook_post", "hook_resid_mid"])
     taps = [tap_name(s, l) for l in range(spec.n_layers) for s in suffixes]
     sim = simulate.run(spec, taps=taps, samples=1000, seed=7, positions=positions, threads=1, progress=False)
     pred = depth_predict(spec)
-    at = pred.at(positions)
+    at = pred.at(positions).values
     for tap in taps:
         tol = pred.tolerances[tap]
         for quantity in ("var", "mean"):

@@ -10,6 +10,8 @@ One deliberate difference (issue 14, item 6): an attention-only block now ends a
 ``hook_resid_post`` as in TransformerLens, so the goldens' ``hook_resid_mid`` of an
 attention-only spec is read as ``hook_resid_post``. ``GOLDEN_OLD_NAMES=1`` turns that
 reading off, to check the goldens against the code as it was before (commit of the goldens).
+One addition: ``theory predict --json`` states a declared ``tolerance`` for the layer-1 taps
+as well (verify used to derive it from the error text); the goldens' layer-1 meta had none.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ _OLD_NAMES = os.environ.get("GOLDEN_OLD_NAMES") == "1"
 
 def _rename(text: str, spec: str) -> str:
     """Item 6: an attention-only block's output tap is hook_resid_post."""
-    return text.replace("hook_resid_mid", "hook_resid_post") if spec in ATTN_ONLY and not _OLD_NAMES else text
+    if spec not in ATTN_ONLY or _OLD_NAMES:
+        return text
+    return text.replace("hook_resid_mid", "hook_resid_post").replace(r"resid\char95{}mid", r"resid\char95{}post")
 
 
 def _cli(module: str, argv: list[str]) -> str:
-    main = {"theory": "theory.cli", "simulate": "simulate.__main__", "verify": "verify._cli"}[module]
+    main = {"theory": "theory.cli", "simulate": "simulate.__main__", "verify": "verify.cli"}[module]
     mod = __import__(main, fromlist=["main"])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -84,6 +88,9 @@ def test_theory_predict_json(spec, level):
     old = json.loads(_rename((GOLDEN / "theory" / f"predict_{spec}_{level}.json").read_text(), spec))
     new = json.loads(_cli("theory", ["predict", "--spec", str(SPECS[spec]), "--level", level,
                                       "--positions", "1,2,3,5,8,13,16", "--json"]))
+    for tap, meta in new["meta"].items():
+        if "tolerance" not in old["meta"][tap]:  # layer 1 now declares its tolerance as a number too
+            assert tap.startswith("blocks.0.") and 0.0 <= meta.pop("tolerance") <= 0.05, tap
     _assert_close(new, old)
 
 

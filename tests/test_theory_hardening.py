@@ -52,7 +52,7 @@ def test_numbers_float64_cannot_carry_are_refused_before_evaluation(changes, fie
 
 def test_a_zero_input_is_predicted_as_zero_and_refused_by_derive():
     spec = ModelSpec(**SMALL, sigma_embed=0.0, ln_eps=1e-5)
-    out = predict(spec, [1, 8])
+    out = predict(spec, [1, 8]).to_dict()
     for tap, per_m in out["predictions"].items():
         for m, values in per_m.items():
             assert all(math.isfinite(v) for v in values.values()), (tap, values)
@@ -130,7 +130,7 @@ def test_answer_size_guard_for_a_billion_layers():
     with pytest.raises(ValueError, match="n_layers = 1000000000: the answer"):
         predict(spec, [1, 2])
     # asking for two layers of it is small
-    out = predict(spec, [1, 2], layers=[0, 1])
+    out = predict(spec, [1, 2], layers=[0, 1]).to_dict()
     assert len(out["predictions"]) == 30  # 15 taps a block, two blocks
 
 

@@ -67,7 +67,7 @@ def test_best_reduces_to_leading_without_logits_or_eps():
     # sigma_q = 0: every logit is 0, attention is exactly uniform, nothing couples.
     spec = ModelSpec(d_model=64, n_heads=4, seq_len=512, sigma_q=0.0, ln_eps=0.0)
     positions = [1, 3, 17, 512]
-    best, lead = (predict(spec, positions, level, taps=ATTENTION_TAPS)["predictions"] for level in ("best", "leading"))
+    best, lead = (predict(spec, positions, level, taps=ATTENTION_TAPS).to_dict()["predictions"] for level in ("best", "leading"))
     for tap in ATTENTION_TAPS:
         for p in map(str, positions):
             for q, value in lead[f"blocks.0.{tap}"][p].items():
@@ -79,14 +79,14 @@ def test_spec_changes_flow_through():
     pos = [1, 8, 64]
 
     def zvar(spec):
-        return np.array([v["var"] for v in predict(spec, pos, taps=["attn.hook_z"])["predictions"]["blocks.0.attn.hook_z"].values()])
+        return np.array([v["var"] for v in predict(spec, pos, taps=["attn.hook_z"]).to_dict()["predictions"]["blocks.0.attn.hook_z"].values()])
 
     assert np.allclose(zvar(base.replace(sigma_v=0.04)), 4 * zvar(base), rtol=1e-9)
     # The linear rule shrinks the logits by sqrt(d_head): less coupling, smaller variance.
     assert (zvar(base.replace(attn_scale="linear"))[1:] < zvar(base)[1:]).all()
     # eps lowers the LayerNorm variance.
-    v0 = predict(base.replace(ln_eps=0.0), [1], taps=["ln1.hook_normalized"])["predictions"]["blocks.0.ln1.hook_normalized"]["1"]["var"]
-    v1 = predict(base.replace(ln_eps=1e-4), [1], taps=["ln1.hook_normalized"])["predictions"]["blocks.0.ln1.hook_normalized"]["1"]["var"]
+    v0 = predict(base.replace(ln_eps=0.0), [1], taps=["ln1.hook_normalized"]).to_dict()["predictions"]["blocks.0.ln1.hook_normalized"]["1"]["var"]
+    v1 = predict(base.replace(ln_eps=1e-4), [1], taps=["ln1.hook_normalized"]).to_dict()["predictions"]["blocks.0.ln1.hook_normalized"]["1"]["var"]
     assert v0 == 1.0 and v1 < 0.9
 
 
@@ -106,11 +106,11 @@ def test_levels_and_metadata():
 
 
 def test_predict_format():
-    out = predict(ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=64), [1, 2, 64])
+    out = predict(ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=64), [1, 2, 64]).to_dict()
     assert out["measure"] == "annealed" and out["level"] == "best"
     assert list(out["predictions"]) == all_taps(2)
     assert out["meta"]["blocks.1.hook_resid_post"]["tolerance"] > 0
-    only = predict(ModelSpec(d_model=64, n_heads=4, n_layers=3, seq_len=64), [1, 64], taps=["attn.hook_z", "blocks.1.hook_resid_mid"])
+    only = predict(ModelSpec(d_model=64, n_heads=4, n_layers=3, seq_len=64), [1, 64], taps=["attn.hook_z", "blocks.1.hook_resid_mid"]).to_dict()
     assert list(only["predictions"]) == ["blocks.0.attn.hook_z", "blocks.1.hook_resid_mid"]
     with pytest.raises(ValueError, match="layers must lie in 0..2"):
         predict(ModelSpec(d_model=64, n_heads=4, n_layers=3, seq_len=64), [1], layers=[3])

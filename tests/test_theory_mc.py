@@ -31,7 +31,7 @@ def case(request):
 
 
 def _compare(spec, mc, level):
-    pred = predict(spec, POSITIONS, level, taps=ATTENTION_TAPS)["predictions"]
+    pred = predict(spec, POSITIONS, level, taps=ATTENTION_TAPS).to_dict()["predictions"]
     rows = []
     for tap, per_m in mc.items():
         is_sum_sq = tap.endswith("_sum_sq")
@@ -46,7 +46,7 @@ def _compare(spec, mc, level):
 @pytest.mark.slow
 def test_logit_variance_in_regime(case):
     spec, _ = case
-    var = predict(spec, [64], taps=["attn.hook_attn_scores"])["predictions"]["blocks.0.attn.hook_attn_scores"]["64"]["var"]
+    var = predict(spec, [64], taps=["attn.hook_attn_scores"]).to_dict()["predictions"]["blocks.0.attn.hook_attn_scores"]["64"]["var"]
     assert 0.25 < var < 0.45
 
 

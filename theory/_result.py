@@ -11,6 +11,7 @@ import numpy as np
 import sympy as sp
 
 from ._softmax import m_sym
+from ._numbers import numbers
 
 
 class Level(str, Enum):
@@ -64,36 +65,43 @@ class StepResult:
     definitions: Mapping[str, str] = field(default_factory=dict)
     symbol: str = "x"
     measure: str = "annealed"
-    evaluator: Callable[[np.ndarray], dict[str, np.ndarray]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    implied: Mapping[str, sp.Expr] = field(default_factory=dict)
+    tolerance: float | None = None
+    tolerance_source: str = ""
+    row: Callable[[np.ndarray], object] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantities", _frozen(self.quantities))
         object.__setattr__(self, "forms", _frozen(self.forms))
         object.__setattr__(self, "definitions", _frozen(self.definitions))
+        object.__setattr__(self, "implied", _frozen(self.implied))
         object.__setattr__(self, "level", Level(self.level))
 
     # ------------------------------------------------------------------ numbers
     def evaluate(self, positions) -> dict[str, np.ndarray]:
-        """Every quantity at the given query positions (numeric specs only)."""
+        """Every quantity (and the ``implied`` ones) at the given query positions (numeric specs).
+
+        The numbers come from the stated sympy expressions (``lambdify``); ``S_2(m)`` and
+        ``Xi(m)`` are implemented by the row quadrature (``row``) at the same positions.
+        """
         positions = np.atleast_1d(np.asarray(positions))
         if positions.size == 0 or (positions < 1).any() or not np.all(np.mod(positions, 1) == 0):
             raise ValueError(f"positions must be integers >= 1, got {positions.tolist()}")
         positions = positions.astype(np.int64)
-        if self.evaluator is not None:
-            return {k: np.asarray(v, dtype=float) for k, v in self.evaluator(positions).items()}
-        out = {}
-        for name, expr in self.quantities.items():
+        exprs = dict(self.quantities, **self.implied)
+        for name, expr in exprs.items():
             free = expr.free_symbols - {m_sym}
-            if free or expr.atoms(sp.core.function.AppliedUndef):
+            placeholders = {f.func.__name__ for f in expr.atoms(sp.core.function.AppliedUndef)}
+            if free or (placeholders and self.row is None) or placeholders - {"S_2", "Xi"}:
                 raise ValueError(
-                    f"{self.tap}: {name} is symbolic in {', '.join(sorted(map(str, free)))}; "
+                    f"{self.tap}: {name} is symbolic in {', '.join(sorted(map(str, free)) or sorted(placeholders))}; "
                     "give numbers for every spec field to evaluate it"
                 )
-            f = sp.lambdify(m_sym, expr, "numpy")
-            out[name] = np.broadcast_to(np.asarray(f(positions.astype(float)), dtype=float), positions.shape).copy()
-        return out
+        row = self.row(positions) if self.row is not None else None
+        out = {name: numbers(expr, positions, row) for name, expr in exprs.items()}
+        if "excess_kurtosis" in out and "var" in out and not np.any(out["var"]):
+            del out["excess_kurtosis"]  # the shape of a variable that is exactly 0 is 0/0: not a number
+        return {name: finite_or_raise(f"{self.tap} {name}", values) for name, values in out.items()}
 
     # ------------------------------------------------------------------ LaTeX
     def latex(self) -> str:

@@ -17,6 +17,7 @@ from ._guard import guarded
 from ._budget import format_count
 from ._outputs import shown
 from .derive import derive, predict
+from .positions import check_positions
 from .spec import SYMBOL_NAMES, ModelSpec
 from .steps import LEVELS
 
@@ -51,14 +52,9 @@ def _parse_positions(text: str | None, seq_len: int) -> list[int]:
     if text is None:
         return sorted({m for m in DEFAULT_POSITIONS if m <= seq_len} | {seq_len})
     try:
-        positions = [int(t) for t in _parse_list(text, "--positions")]
-    except ValueError:
-        raise CliError(f"--positions must be integers >= 1 separated by commas, got {shown(text)}") from None
-    bad = [m for m in positions if not 1 <= m <= seq_len]
-    if bad:
-        raise CliError(f"--positions must lie in 1..seq_len ({format_count(seq_len)}); got {', '.join(map(str, bad[:5]))}"
-                       f"{' ...' if len(bad) > 5 else ''}")
-    return positions
+        return check_positions(text, seq_len, name="--positions").tolist()
+    except ValueError as err:
+        raise CliError(str(err)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,7 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _latex(args) -> str:
-    from ._latex import LATEX_OUTPUTS, Notation, write
+    from ._facade import LATEX_OUTPUTS, Notation, write
     from ._outputs import check_output_dir
 
     notation = Notation.load(args.notation) if args.notation else Notation()
@@ -141,12 +137,12 @@ def _predict(args) -> str:
     result = predict(spec, _parse_positions(args.positions, int(spec.seq_len)), args.level, layers=layers,
                      progress=lambda line: print(f"theory: {line}", file=sys.stderr), force=args.force)
     if args.json:
-        return json.dumps(result, indent=2)
-    lines = [f"{'tap':34s} {'m':>6s}  quantities ({result['measure']} measure, level {result['level']})  [result level]"]
-    for tap, per_position in result["predictions"].items():
-        for m, values in per_position.items():
-            shown = "  ".join(f"{k}={v:.6g}" for k, v in values.items())
-            lines.append(f"{tap:34s} {m:>6s}  {shown}  [{result['meta'][tap]['level']}]")
+        return json.dumps(result.to_dict(), indent=2)
+    lines = [f"{'tap':34s} {'m':>6s}  quantities ({result.measure} measure, level {result.level})  [result level]"]
+    for record in result.records:
+        for m in record.positions:
+            shown = "  ".join(f"{k}={v:.6g}" for k, v in record.at(m).items())
+            lines.append(f"{record.tap:34s} {int(m):>6d}  {shown}  [{record.level.value}]")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@
 >>> derivation = derive(spec)
 >>> print(derivation["blocks.0.attn.hook_q"].best.quantities["var"])
 0.02494...
->>> predict(spec, [1, 256], taps=["attn.hook_pattern"])["predictions"]["blocks.0.attn.hook_pattern"]["1"]["sum_sq"]
+>>> predict(spec, [1, 256], taps=["attn.hook_pattern"])["blocks.0.attn.hook_pattern"].at(1)["sum_sq"]
 1.0
 """
 
@@ -16,12 +16,15 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from . import depth
 from . import steps as _steps
-from ._result import StepResult
-from ._domain import check_domain
-from .spec import ModelSpec
 from ._budget import format_bytes, format_count, resolve_memory_limit
-from .taps import ATTENTION_TAPS, MLP_TAPS, parse_tap, tap_name
+from ._domain import check_domain
+from ._result import StepResult
+from .positions import check_positions
+from .prediction import Prediction, TapPrediction
+from .spec import ModelSpec
+from .taps import block_taps, parse_tap, tap_name
 
 MEASURE = "annealed"
 
@@ -103,22 +106,10 @@ def derive(spec: ModelSpec | None = None) -> Derivation:
     spec = spec or ModelSpec()
     ctx = _steps.LayerOne.from_spec(spec)
     out = []
-    for suffix in ATTENTION_TAPS:
-        make = _steps.STEPS[suffix]
-        out.append(Step(f"blocks.0.{suffix}", make(ctx, "leading"), make(ctx, "best")))
+    for suffix, step in _steps.layer_one_steps(spec):
+        tap = f"blocks.0.{suffix}"
+        out.append(Step(tap, step(ctx, "leading", tap=tap), step(ctx, "best", tap=tap)))
     return Derivation(spec, tuple(out), ctx.constants(), ctx.nu1 == _steps.NU1)
-
-
-def _parse_positions(positions: Iterable[int], seq_len) -> np.ndarray:
-    try:
-        pos = np.asarray(list(positions))
-    except TypeError:
-        raise ValueError(f"positions must be a list of integers, got {positions!r}") from None
-    if pos.size == 0 or pos.ndim != 1 or not np.issubdtype(pos.dtype, np.number) or not np.all(np.mod(pos, 1) == 0) or (pos < 1).any():
-        raise ValueError(f"positions must be integers >= 1, got {pos.tolist()}")
-    if isinstance(seq_len, int) and (pos > seq_len).any():
-        raise ValueError(f"positions must be <= seq_len ({seq_len}), got {pos.max()}")
-    return pos.astype(np.int64)
 
 
 def predict(
@@ -135,10 +126,12 @@ def predict(
 ) -> dict:
     """Numbers for every tap of every layer at each query position m (1-based).
 
-    Returns ``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {...}}}, "meta":
-    {TAP: {"level", "error", "tolerance"}}}`` where ``"mean"``/``"var"`` describe one
+    Returns a `theory.Prediction`: tap name -> `theory.TapPrediction` (values per
+    position, level, error, assumptions, regime, declared tolerance); ``.to_dict()`` is
+    the JSON of ``python -m theory predict --json``. ``"mean"``/``"var"`` describe one
     coordinate (scores: one score ``l_mn`` pooled over keys n <= m; pattern: ``"mean"``
-    = E[a_mn], ``"sum_sq"`` = E[sum_n a_mn^2]).
+    = E[a_mn], ``"sum_sq"`` = E[sum_n a_mn^2]). ``positions`` are sorted and deduplicated
+    (`theory.positions.check_positions`).
 
     The attention taps of layer 1 (``blocks.0``) come from the layer-1 derivation
     (`derive`); every other tap from the position-kernel recursion `theory.depth`, run
@@ -153,45 +146,36 @@ def predict(
     if level not in _steps.LEVELS:
         raise ValueError(f"level must be one of {', '.join(_steps.LEVELS)}; got {level!r}")
     check_domain(spec, evaluate=True, level=level)
-    pos = _parse_positions(positions, spec.seq_len)
+    pos = check_positions(positions, spec.seq_len)
     if taps is None:
         _check_output_size(spec, layers, pos.size, force, memory_limit)
     chosen = _chosen_taps(spec, taps, layers)
-    layer_one = [t for t in chosen if parse_tap(t)[1] == 0 and parse_tap(t)[0] in ATTENTION_TAPS]
-    rest = [t for t in chosen if t not in layer_one]
-    predictions, meta = {}, {}
-    if layer_one:
+    derived = {f"blocks.0.{suffix}": step for suffix, step in _steps.layer_one_steps(spec)}
+    records = {}
+    if any(t in derived for t in chosen):
         ctx = _steps.LayerOne.from_spec(spec, with_forms=False)
-        for tap in layer_one:
-            result = _steps.STEPS[parse_tap(tap)[0]](ctx, level)
-            values = result.evaluate(pos)
-            if "excess_kurtosis" in values and "var" in values and not np.any(values["var"]):
-                del values["excess_kurtosis"]  # the shape of a variable that is exactly 0 is 0/0: not a number
-            predictions[tap] = {str(int(m)): {name: float(v[i]) for name, v in values.items()} for i, m in enumerate(pos)}
-            meta[tap] = {"level": result.level.value, "error": result.error}
+        for tap in (t for t in chosen if t in derived):
+            records[tap] = _layer_one_record(derived[tap](ctx, level, tap=tap), pos)
+    rest = [t for t in chosen if t not in derived]
     if rest:
-        from . import depth
-
         deepest = max(parse_tap(t)[1] for t in rest)
         pred = depth.predict(spec, level, progress=progress, layers=deepest + 1, keep_kernels=False,
-                            force=force, memory_limit=memory_limit, time_limit=time_limit)
+                             force=force, memory_limit=memory_limit, time_limit=time_limit)
         for tap in rest:
-            values = pred.values[tap]
-            predictions[tap] = {str(int(m)): {q: float(v[m - 1]) for q, v in values.items()} for m in pos}
-            meta[tap] = {"level": pred.levels[tap].value, "error": pred.errors[tap], "tolerance": pred.tolerances[tap]}
-    ordered = [t for t in chosen if t in predictions]
-    return {
-        "spec": spec.to_dict(),
-        "measure": MEASURE,
-        "level": level,
-        "predictions": {t: predictions[t] for t in ordered},
-        "meta": {t: meta[t] for t in ordered},
-    }
+            records[tap] = pred[tap].restrict(pos)
+    return Prediction(spec, level, tuple(records[t] for t in chosen if t in records), measure=MEASURE)
+
+
+def _layer_one_record(result: StepResult, pos) -> TapPrediction:
+    """A layer-1 step's numbers at ``pos`` as a prediction record."""
+    values = result.evaluate(pos)  # a variable that is exactly 0 has no kurtosis (0/0): left out
+    return TapPrediction(result.tap, result.level, pos, values, result.error, result.assumptions, result.regime,
+                         result.tolerance, result.tolerance_source, source="derive")
 
 
 def _chosen_taps(spec: ModelSpec, taps: Iterable[str] | None, layers: Iterable[int] | None) -> list[str]:
     n_layers = int(spec.n_layers)
-    suffixes = ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS
+    suffixes = block_taps(spec.attn_only)
     if layers is not None:
         layers = sorted({int(l) for l in layers})
         bad = [l for l in layers if not 0 <= l < n_layers]
@@ -220,7 +204,7 @@ BYTES_PER_ENTRY = 500
 
 def _check_output_size(spec: ModelSpec, layers, n_positions: int, force: bool, memory_limit: float | None) -> None:
     """Refuse an answer too large to hold (n_layers = 10^9 asks for 10^10 entries) before building it."""
-    per_layer = len(ATTENTION_TAPS if spec.attn_only else ATTENTION_TAPS + MLP_TAPS)
+    per_layer = len(block_taps(spec.attn_only))
     n_layers = len(set(layers)) if layers is not None else int(spec.n_layers)
     need = float(n_layers) * per_layer * n_positions * BYTES_PER_ENTRY
     memory_limit, source = resolve_memory_limit(memory_limit)

@@ -22,8 +22,8 @@ mapping from full tap name to a `TapPrediction`, one record per tap result with
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -55,7 +55,7 @@ class TapPrediction:
         for q, v in values.items():
             if v.shape != self.positions.shape:
                 raise ValueError(f"{self.tap}: {q} has shape {v.shape}, positions {self.positions.shape}")
-        object.__setattr__(self, "values", MappingProxyType(values))
+        object.__setattr__(self, "values", values)  # a plain dict: records cross process boundaries (pickle)
         object.__setattr__(self, "assumptions", tuple(self.assumptions))
 
     def at(self, position: int) -> dict[str, float]:
@@ -86,6 +86,9 @@ class TapPrediction:
         return out
 
 
+_DICT_KEYS = ("spec", "measure", "level", "predictions", "meta")
+
+
 @dataclass(frozen=True)
 class Prediction(Mapping[str, TapPrediction]):
     """Predictions for taps of a numeric spec at one level: tap name -> `TapPrediction`.
@@ -103,10 +106,14 @@ class Prediction(Mapping[str, TapPrediction]):
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", tuple(self.records))
         object.__setattr__(self, "_index", {r.tap: r for r in self.records})
-        object.__setattr__(self, "kernels", MappingProxyType(dict(self.kernels)))
+        object.__setattr__(self, "kernels", dict(self.kernels))
 
     # ------------------------------------------------------------ mapping
     def __getitem__(self, key) -> TapPrediction:
+        if key in _DICT_KEYS:  # the dict `theory.predict` returned before this type existed
+            warnings.warn(f"prediction[{key!r}] is the old dict form; use the Prediction's records "
+                          f"(prediction[tap].at(m)) or prediction.to_dict()[{key!r}]", DeprecationWarning, stacklevel=2)
+            return self.to_dict()[key]
         name = tap_name(key) if isinstance(key, tuple) else key
         try:
             return self._index[name]
@@ -121,6 +128,29 @@ class Prediction(Mapping[str, TapPrediction]):
         return len(self.records)
 
     # ------------------------------------------------------------ reading
+    @property
+    def levels(self) -> dict[str, Level]:
+        """``tap -> level`` (a view of the records)."""
+        return {r.tap: r.level for r in self.records}
+
+    @property
+    def tolerances(self) -> dict[str, float]:
+        """``tap -> declared relative tolerance`` where one is declared (a view of the records)."""
+        return {r.tap: r.tolerance for r in self.records if r.tolerance is not None}
+
+    @property
+    def errors(self) -> dict[str, str | None]:
+        return {r.tap: r.error for r in self.records}
+
+    @property
+    def assumptions(self) -> dict[str, tuple[str, ...]]:
+        return {r.tap: r.assumptions for r in self.records}
+
+    @property
+    def values(self) -> dict[str, Mapping[str, np.ndarray]]:
+        """``tap -> {quantity: array over positions}`` (a view of the records)."""
+        return {r.tap: r.values for r in self.records}
+
     @property
     def taps(self) -> list[str]:
         return list(self._index)

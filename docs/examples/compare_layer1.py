@@ -36,8 +36,8 @@ def main() -> None:
     start = time.time()
     result = simulate.run(spec, taps=TAPS, samples=args.samples, seed=args.seed, device="cpu", progress=False)
     print(f"spec: GPT-2 small width/init, 1 layer, eps={args.eps}; {args.samples} networks in {time.time() - start:.0f} s")
-    best = predict(spec, positions, "best", taps=ATTENTION_TAPS)["predictions"]
-    lead = predict(spec, positions, "leading", taps=ATTENTION_TAPS)["predictions"]
+    best = predict(spec, positions, "best", taps=ATTENTION_TAPS).to_dict()["predictions"]
+    lead = predict(spec, positions, "leading", taps=ATTENTION_TAPS).to_dict()["predictions"]
     for tap in TAPS:
         quantity = "sum_sq" if tap.endswith("pattern") else "var"
         for m in positions:

@@ -1,0 +1,100 @@
+"""What the depth recursion carries through a block, and how each tap's result is labelled.
+
+`Stream` holds the position kernels (T x T, positions 1..T) as the block's sublayers act
+on them (`theory.block`: stream ``x``, branch ``h``): ``K = E[x_m . x_n]/d`` of the
+residual stream, ``E`` the kernel of the normalised branch input (with ``nu2``, the
+per-position ``E|e|^4/d^2``), ``branch`` the kernel a residual write adds to ``K``.
+
+`Layer` says, for one layer at one level, how exact each kind's results are:
+
+* ``best`` at layer 1 with eps = 0 every result is exact (the layer-1 derivation; the MLP's
+  per-position moments are one-dimensional Gaussian integrals);
+* the LayerNorm opening the attention branch and the projections and logits after it are
+  exact at layer 1 at the best level for any eps (Gaussian inputs);
+* from layer 2 on everything is approximate: the Gaussian-channel closure and the
+  neglected per-network fluctuation of the kernel (`CLOSURE`, `FLUCTUATION`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .._result import Level
+from ..prediction import TapPrediction
+from ..taps import tap_name
+from ..tolerance import depth_tolerance
+
+# Assumptions shared by every approximate step (stated once, so verify can compare them).
+CLOSURE = "residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)"
+FLUCTUATION = ("per-network fluctuation of the kernel (and of the pre-activation Gram matrix) "
+               "about its mean neglected, O(1/sqrt(d))")
+
+
+@dataclass
+class Stream:
+    """The kernels of one block as the recursion walks its sublayers."""
+
+    K: np.ndarray
+    E: np.ndarray | None = None
+    nu2: np.ndarray | None = None
+    branch: np.ndarray | None = None
+    branch_label: tuple[Level, str, tuple[str, ...]] | None = None  # of the branch's last tap
+    branch_kind: str = ""  # the kind that computed ``branch`` (attention, mlp)
+    opens: str = ""  # the kind of the sublayer after the current one (a norm is labelled by the branch it opens)
+    block_assumptions: tuple[str, ...] = ()  # every branch's assumptions so far (the block output states them all)
+
+
+@dataclass
+class Layer:
+    """One layer of the recursion at one level: constants, labels, and where results go."""
+
+    spec: object
+    layer: int
+    best: bool
+    records: dict[str, TapPrediction]
+    kernels: dict[str, np.ndarray]
+    progress: Callable[[str], None] | None = None
+    positions: np.ndarray = field(default=None)
+
+    def __post_init__(self) -> None:
+        T = int(self.spec.seq_len)
+        self.positions = np.arange(1, T + 1)
+        self.pos = self.positions.astype(float)
+        self.zero = np.zeros(T)
+        self.d = int(self.spec.d_model)
+        self.eps = float(self.spec.ln_eps) if self.best else 0.0
+
+    # --- how exact, and what is assumed
+    @property
+    def first(self) -> bool:
+        return self.layer == 0
+
+    @property
+    def exact_here(self) -> bool:
+        """Layer 1 of `theory.derive` is exact at eps = 0; the closure acts only from layer 2."""
+        return self.first and self.best and self.eps == 0
+
+    @property
+    def closure(self) -> tuple[str, ...]:
+        return () if self.first else (CLOSURE, FLUCTUATION)
+
+    # --- results
+    def put(self, suffix: str, level: Level, error: str, assumptions: tuple[str, ...], **quantities) -> None:
+        """Record one tap's result at every position 1..T."""
+        name = tap_name(suffix, self.layer)
+        tolerance = 0.0 if level == Level.EXACT else depth_tolerance(suffix)
+        self.records[name] = TapPrediction(
+            tap=name, level=level, positions=self.positions, values=quantities, error=error,
+            assumptions=assumptions, regime="all m" if self.first else "d >> 1 (Gaussian channels), tau^2 moderate",
+            tolerance=tolerance, tolerance_source="exact" if level == Level.EXACT else "declared (depth recursion)",
+            source="depth")
+
+    def keep(self, suffix: str, K: np.ndarray) -> None:
+        self.kernels[tap_name(suffix, self.layer)] = K.copy()
+
+    def say(self, line: str) -> None:
+        if self.progress:
+            self.progress(line)
