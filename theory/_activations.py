@@ -42,6 +42,8 @@ import numpy as np
 import sympy as sp
 from scipy.special import erf
 
+from ._kernel_maps import correlation
+
 ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu")
 
 _a = sp.Symbol("a", real=True)
@@ -184,8 +186,6 @@ def mehler_kernel(activation: str, cov: np.ndarray, order: int = 120) -> tuple[n
     mass ``max_m (E[phi(u_m)^2] - sum_k b_k(s_m)^2)`` (Cauchy–Schwarz on the tail),
     returned as the bound.
     """
-    from ._kernel_maps import correlation
-
     cov = np.asarray(cov, dtype=float)
     var = np.diag(cov).copy()
     if np.any(var < 0):

@@ -33,7 +33,12 @@ import math
 import sys
 from functools import lru_cache
 
+import numpy as np
+
 from ._budget import format_count
+from ._layernorm import norm_moments_numeric
+from ._quadrature import row_expectations, scaled_chi2_rule
+from .quantities import logit_scale_squared, mean_logit_variance
 from .spec import ModelSpec
 
 # The softmax quadrature (`theory._quadrature`) is checked where it is used, by its own
@@ -142,20 +147,14 @@ def _check_gains(spec: ModelSpec) -> None:
 
 def layer_one_logit_variance(spec: ModelSpec) -> float:
     """``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_head (d nu_1)^2`` of layer 1 (`steps.LayerOne.tau2_bar`)."""
-    from ._layernorm import norm_moments_numeric
-
     d, d_head = _number(spec.d_model), _number(spec.d_head)
     nu1, _ = norm_moments_numeric(d, float(spec.ln_eps), float(spec.sigma_embed))
-    scale2 = 1.0 / d_head if spec.attn_scale == "sqrt" else 1.0 / (d_head * d_head)
-    sq, sk = float(spec.sigma_q), float(spec.sigma_k)
-    rho2 = d * nu1
-    return scale2 * (sq * sk) * (sq * sk) * d_head * rho2 * rho2  # products: inf, never OverflowError
+    return mean_logit_variance(logit_scale_squared(d_head, spec.attn_scale), float(spec.sigma_q), float(spec.sigma_k),
+                               d_head, d * nu1)
 
 
 def largest_node(tau2_mean: float, d_head: float, sphere_dim: float) -> float:
     """The largest ``tau_bar^2 a b`` over the mixture's Gauss nodes ``a`` (chi^2_{d_head}/d_head), ``b`` (chi^2_D/D)."""
-    from ._quadrature import scaled_chi2_rule
-
     a = float(scaled_chi2_rule(MIXTURE_NODES, d_head)[0].max())
     b = float(scaled_chi2_rule(MIXTURE_NODES, sphere_dim)[0].max())
     return tau2_mean * a * b
@@ -164,10 +163,6 @@ def largest_node(tau2_mean: float, d_head: float, sphere_dim: float) -> float:
 @lru_cache(maxsize=128)
 def quadrature_error(tau2_mean: float, d_head: float, sphere_dim: float) -> float:
     """Relative error estimate of the row quadrature at ``tau2_mean``: default rule against a 2x finer one."""
-    import numpy as np
-
-    from ._quadrature import row_expectations
-
     pos = np.array([2, 64, 4096])
     rule = dict(n_mixture=8, n_mixture_sphere=8)
     try:

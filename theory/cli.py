@@ -14,8 +14,8 @@ import json
 import sys
 
 from ._guard import guarded
-from ._budget import format_count
-from ._outputs import shown
+from ._facade import LATEX_OUTPUTS, Notation, write
+from ._outputs import check_output_dir
 from .derive import derive, predict
 from .positions import check_positions
 from .spec import SYMBOL_NAMES, ModelSpec
@@ -86,9 +86,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _latex(args) -> str:
-    from ._facade import LATEX_OUTPUTS, Notation, write
-    from ._outputs import check_output_dir
-
     notation = Notation.load(args.notation) if args.notation else Notation()
     spec = _load_spec(args.spec)
     if args.symbolic:

@@ -53,7 +53,7 @@ import numpy as np
 from ._budget import TIME_LIMIT_S, format_bytes, format_count, format_seconds, resolve_memory_limit
 from ._domain import check_domain
 from .block import block
-from .depth_maps import DEPTH_MAPS, entry, softmax_rows
+from .depth_maps import DEPTH_MAPS, entry, softmax_rows  # noqa: F401  (softmax_rows: re-exported, tests use it)
 from .depth_maps._state import Layer, Stream
 from .prediction import Prediction, TapPrediction
 from .spec import ModelSpec

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
-from scipy import integrate, special, stats
+from scipy import special, stats
 
+from .quantities import logit_scale
 from .spec import ModelSpec
 from .taps import parse_tap
 
@@ -231,7 +232,7 @@ class _VarianceGammaCdf:
 
 def _scores(spec: ModelSpec, position: int | None) -> Law:
     k = spec.d_head
-    s = 1 / math.sqrt(k) if spec.attn_scale == "sqrt" else 1.0 / k
+    s = logit_scale(k, spec.attn_scale)
     scale = s * spec.sigma_q * spec.sigma_k * spec.d_model
     r, w = _radius_rule(spec, nodes=32)
     scales = (r[:, None] * r[None, :]).ravel() * scale  # independent radii of e_m and e_n (n != m)

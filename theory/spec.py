@@ -33,7 +33,7 @@ from typing import Any, Union
 
 import sympy as sp
 
-from ._outputs import shown
+from ._outputs import atomic_write_text, shown
 
 Number = Union[int, float, sp.Expr]
 
@@ -376,8 +376,6 @@ class ModelSpec:
 
     def save(self, path: str) -> None:
         """Write the spec as JSON, atomically (temporary file and rename)."""
-        from ._outputs import atomic_write_text
-
         atomic_write_text(path, self.to_json() + "\n")
 
 

@@ -17,7 +17,6 @@ named as its entry of `theory.block.KINDS` and its theory map.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from theory import ModelSpec
 from theory.block import Sublayer
+from theory.quantities import logit_scale
 
 from .positional import POSITIONAL, Positional
 from .projections import Project
@@ -47,14 +47,9 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:], eps=eps)
 
 
-def logit_scale(rule: str, d_head: int) -> float:
-    """The attention's logit scale: 1/sqrt(d_head) (``"sqrt"``) or 1/d_head (``"linear"``)."""
-    return 1.0 / math.sqrt(d_head) if rule == "sqrt" else 1.0 / d_head
-
-
 def attention_scale(spec: ModelSpec) -> float:
     """Logit scale of ``spec``: 1/sqrt(d_head) ("sqrt") or 1/d_head ("linear")."""
-    return logit_scale(spec.attn_scale, spec.d_head)
+    return logit_scale(spec.d_head, spec.attn_scale)  # the one formula, theory.quantities
 
 
 def causal_mask(seq_len: int, device: torch.device) -> torch.Tensor:
@@ -121,7 +116,7 @@ def attention(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> 
     S, B, T, d = h.shape
     H, dh = spec.n_heads, spec.d_head
     positional = ctx.positional(sub.options["positional"], h)
-    scale = logit_scale(sub.options["attn_scale"], dh)
+    scale = logit_scale(dh, sub.options["attn_scale"])
     qkv = ctx.projection("qkv", h.reshape(S, B * T, d)).view(S, B, T, 3, H, dh)  # (S, B, T, 3, H, dh)
     q, k, v = qkv.unbind(dim=3)  # each (S, B, T, H, dh)
     ctx.tap("attn.hook_q", q)

@@ -27,7 +27,6 @@ import sympy as sp
 from .. import _layernorm
 from .._domain import check_structure
 from .._quadrature import row_expectations
-from .._softmax import m_sym
 from ..quantities import logit_scale, radius_spread
 from ..spec import ModelSpec
 
