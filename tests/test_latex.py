@@ -18,7 +18,8 @@ import sympy as sp
 from theory import ModelSpec, derive, latex
 from theory import _latex
 from theory._latex import Notation, Printer, break_lines, label, prose, visible_width
-from theory._latex_text import conditional_series
+from theory._latex import conditional_series
+from theory._softmax import row_series
 from theory.cli import main
 from theory.taps import ATTENTION_TAPS
 
@@ -73,7 +74,7 @@ def test_golden_step_result_latex(numeric):
 
 def test_golden_conditional_series():
     # S_2 given tau^2, derived by sympy (theory._softmax.row_series), as the document prints it
-    assert Notation().fill(conditional_series()) == (
+    assert Notation().fill(conditional_series(row_series("sum_sq", 2))) == (
         r"\mathbb{E}\Bigl[\sum_{n} a_{mn}^{2} \,\Big|\, \tau^{2}\Bigr] &= \frac{1}{m} + \tau^{2}\, \frac{m - 1}{m^{2}} \nonumber\\"
         "\n"
         r"&\quad + \tau^{4}\, \frac{\left(m - 1\right) \left(D m^{2} - 6 D m - 5 m^{2} + 24 m - 36\right)}"
@@ -320,18 +321,16 @@ def test_report_tex_refuses_bad_input(tmp_path):
 
 def test_forms_in_tau_bar_are_the_same_expressions(symbolic):
     """The document may print a form in tau_bar^2; the rewrite must be an identity."""
-    from theory.steps import LayerOne
-
     printer = Printer(Notation())
-    ctx = LayerOne.from_spec(SYMBOLIC, with_forms=False)
+    roots, tau2_bar = symbolic.constants["sigma_q(tau_bar^2)"], symbolic.constants["tau_bar^2"]
     rewritten = 0
     for step in symbolic.steps:
         for name, expr in step.best.forms.items():
-            short = _latex.in_tau_bar(expr, SYMBOLIC, printer)
+            short = _latex.in_tau_bar(expr, SYMBOLIC.sigma_q, roots, printer)
             if short is None:
                 continue
             rewritten += 1
             point = {s: sp.Rational(k + 3, 7) for k, s in enumerate(sorted(expr.free_symbols, key=str))}
-            back = short.subs(_latex.TAU_BAR2, ctx.tau2_bar)
+            back = short.subs(_latex.TAU_BAR2, tau2_bar)
             assert abs(float((expr - back).subs(point))) < 1e-12 * max(1.0, abs(float(expr.subs(point)))), (step.tap, name)
     assert rewritten >= 2  # the softmax and value-aggregation series at least

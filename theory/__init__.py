@@ -8,7 +8,7 @@
 
 from . import depth, taps
 from ._domain import check_domain
-from ._latex import latex
+from ._facade import latex
 from ._result import Level, StepResult
 from .derive import Derivation, Step, derive, predict
 from .information import position_information

@@ -1,19 +1,23 @@
 """LaTeX for the depth recursion (`theory.depth`): the kernel maps and, for a numeric spec,
 the predicted residual variance per layer.
 
-``depth_section(spec)`` returns an ``\\input``-able section (amsmath, booktabs) with
-numbered equations labelled ``eq:depth:<name>`` and, when the spec is numeric, a table
-``tab:depth`` of the predicted ``hook_resid_post`` (or ``hook_resid_mid``) variance at a
-few positions for every layer with each result's level. Symbols follow the same
-`Notation` as the layer-1 document, so a renamed ``sigma_o`` is renamed here too.
+``depth_section(spec, notation, prediction)`` returns an ``\\input``-able section
+(amsmath, booktabs) with numbered equations labelled ``eq:depth:<name>`` and, when the
+spec is numeric, a table ``tab:depth`` of the predicted variance of the block output
+(``hook_resid_post``; attention-only blocks end there too, as in TransformerLens) at a few
+positions for every layer with each result's level, read from ``prediction`` (what
+`theory.depth.predict` returns; the caller predicts). Symbols follow the same `Notation`
+as the layer-1 document, so a renamed ``sigma_o`` is renamed here too.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ._latex import Notation
-from .spec import ModelSpec
+from ..block import block
+from ..spec import ModelSpec
+from .notation import Notation
+
 
 _MAPS = r"""\section{Through depth: the position kernel}\label{sec:depth}
 From layer~2 on, the inputs of a layer are no longer independent across positions: the
@@ -73,29 +77,36 @@ def _latex_float(value: float) -> str:
     return text
 
 
+def _level(prediction, tap: str) -> str:
+    """The level of one tap's result: ``prediction[tap].level`` of a `theory.prediction.Prediction`
+    (``levels[tap]`` of the older `theory.depth.DepthPrediction`)."""
+    levels = getattr(prediction, "levels", None)
+    return (levels[tap] if levels is not None else prediction[tap].level).value
+
+
 def depth_section(
     spec: ModelSpec,
     notation: Notation | Mapping | None = None,
     prediction=None,
     positions: Sequence[int] | None = None,
 ) -> str:
-    """The depth recursion as a LaTeX section; for a numeric spec with a table of predictions."""
+    """The depth recursion as a LaTeX section; for a numeric spec with a table of ``prediction``
+    (required then: `theory.depth.predict(spec)`; only ``.var(tap, layer)`` and each tap's level are read)."""
     notation = Notation.coerce(notation)
     filled = notation.fill(_MAPS.replace("<<sigma_out>>", "<<sigma_mlp_out>>").replace("<<sigma_in>>", "<<sigma_mlp_in>>"))
     if spec.is_symbolic:
         return filled
-    from . import depth
-
-    pred = prediction if prediction is not None else depth.predict(spec)
+    if prediction is None:
+        raise ValueError("depth_section: a numeric spec needs its prediction (theory.depth.predict(spec)) for the table")
     T = int(spec.seq_len)
     if positions is None:
         positions = sorted({1, 2, max(1, T // 16), max(1, T // 4), T})
-    tap = "hook_resid_mid" if spec.attn_only else "hook_resid_post"
+    tap = block(spec).output_tap
     head = " & ".join(f"${notation['m']}={p}$" for p in positions)
     rows = []
     for layer in range(int(spec.n_layers)):
-        var = pred.var(tap, layer)
-        level = pred.levels[f"blocks.{layer}.{tap}"].value
+        var = prediction.var(tap, layer)
+        level = _level(prediction, f"blocks.{layer}.{tap}")
         cells = " & ".join(f"${_latex_float(float(var[p - 1]))}$" for p in positions)
         rows.append(f"{layer + 1} & {cells} & {level} \\\\")
     table = (

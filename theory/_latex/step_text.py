@@ -1,18 +1,52 @@
-"""The prose and generic equations of the derivation document (docs/theory.md as LaTeX).
+"""The per-step prose of the derivation document, keyed by tap suffix (``attn.hook_z``).
 
-Templates use ``<<key>>`` for every symbol (filled by :class:`theory._latex.Notation`),
+These tables are the text of each layer-1 step: its section heading (`HEADINGS`), the
+coordinate its quantities describe (`SUBJECT`, the left-hand sides ``Var[z_{m,j}]``) and
+its derivation in words and numbered equations (`DERIVATIONS`, docs/theory.md as LaTeX).
+They belong next to each step: they will move to the ``heading``, ``subject`` and
+``derivation`` attributes of the step entries of theory's step catalogue, and the
+renderers will read them from there. Until then they live here, in one module, so they
+move in one go.
+
+Templates use ``<<key>>`` for every symbol (filled by :class:`theory._latex.notation.Notation`),
 ``@label(name)`` for a numbered equation's label (``eq:<tap>:derivation:<name>``),
-``@ref(tap-suffix:name)`` for a reference to another step's derivation equation and
-``@scale`` for the logit scale of the spec (``d_h^{-1/2}`` or ``d_h^{-1}``).
+``@ref(tap-suffix:name)`` for a reference to another step's derivation equation,
+``@scale`` for the logit scale of the spec (``d_h^{-1/2}`` or ``d_h^{-1}``) and
+``@series_sum_sq`` for the conditional softmax series (``Derivation.constants["S_2 | tau^2"]``).
 Spec-dependent numbers never appear here: they come from the `StepResult`s.
+
+An attention-only block ends at ``hook_resid_post`` (TransformerLens' naming): its last
+step is the attention's residual write, with the text of ``hook_resid_mid``.
 """
 
 from __future__ import annotations
 
-import re
+# The left-hand side of each quantity: the coordinate the law describes.
+SUBJECT: dict[str, str] = {
+    "hook_resid_pre": "<<x>>_{<<m>>,i}",
+    "ln1.hook_normalized": "<<e>>_{<<m>>,i}",
+    "attn.hook_q": "<<q>>_{<<m>>,j}",
+    "attn.hook_k": "<<k>>_{<<n>>,j}",
+    "attn.hook_v": "<<v>>_{<<n>>,j}",
+    "attn.hook_attn_scores": "<<l>>_{<<m>><<n>>}",
+    "attn.hook_pattern": "<<a>>_{<<m>><<n>>}",
+    "attn.hook_z": "<<z>>_{<<m>>,j}",
+    "hook_attn_out": "<<o>>_{<<m>>,i}",
+    "hook_resid_mid": "<<x>>'_{<<m>>,i}",
+}
 
-# Definitions a StepResult carries that the document states in its own words.
-DEFINED_ELSEWHERE = {"S_2(m)", "Xi(m)", "tau_bar^2", "series", "m -> oo", "nu_1", "nu_2"}
+HEADINGS: dict[str, str] = {
+    "hook_resid_pre": "Embedding",
+    "ln1.hook_normalized": "LayerNorm",
+    "attn.hook_q": "Query projection",
+    "attn.hook_k": "Key projection",
+    "attn.hook_v": "Value projection",
+    "attn.hook_attn_scores": "Query--key product (attention logits)",
+    "attn.hook_pattern": "Softmax (attention weights)",
+    "attn.hook_z": "Value aggregation",
+    "hook_attn_out": "Output projection",
+    "hook_resid_mid": "Residual connection",
+}
 
 DERIVATIONS: dict[str, str] = {
     "hook_resid_pre": r"""The inputs are i.i.d.\ over positions and coordinates,
@@ -125,41 +159,7 @@ $(<<d_model>>-1)/<<tau_bar>>^{2}$.""",
 }
 
 
-def number(template: str, tap: str, spec=None) -> str:
-    """Fill ``@label``, ``@ref``, ``@scale`` and ``@series_*`` in a derivation template."""
-    layer_prefix = tap.rsplit(".", 1)[0].split(".", 2)[:2]  # ["blocks", "0"]
-    prefix = ".".join(layer_prefix)
-    text = re.sub(r"@label\(([^)]*)\)", lambda m: f"eq:{tap}:derivation:{m.group(1)}", template)
-    text = re.sub(r"@ref\(([^:]*):([^)]*)\)", lambda m: f"eq:{prefix}.{m.group(1)}:derivation:{m.group(2)}", text)
-    scale = "<<d_head>>^{-1}" if spec is not None and spec.attn_scale == "linear" else "<<d_head>>^{-1/2}"
-    text = text.replace("@scale", scale)
-    if "@series_sum_sq" in text:
-        text = text.replace("@series_sum_sq", conditional_series())
-    return text
-
-
-def conditional_series() -> str:
-    """``S_2`` given tau^2, to tau^4, derived by sympy (theory._softmax.row_series)."""
-    import sympy as sp
-
-    from ._softmax import D_sym, m_sym, row_series, v_sym
-
-    series = row_series("sum_sq", 2)
-    poly = sp.Poly(sp.expand(series), v_sym)
-    tau, m, D = sp.Symbol("TAU"), sp.Symbol("MM"), sp.Symbol("DD")
-    pieces = []
-    for (k,), coeff in sorted(poly.terms()):
-        c = sp.factor(sp.cancel(coeff.subs({m_sym: m, D_sym: D})))
-        body = sp.latex(c)
-        power = "" if k == 0 else ("<<tau>>^{2}" if k == 1 else f"<<tau>>^{{{2 * k}}}")
-        pieces.append((power, body))
-    out = []
-    for i, (power, body) in enumerate(pieces):
-        term = body if not power else f"{power}\\, {body}"
-        if term.startswith("-"):
-            out.append("- " + term[1:])
-        else:
-            out.append(("+ " if i else "") + term)
-    text = "<<E>>\\Bigl[\\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \\,\\Big|\\, <<tau>>^{2}\\Bigr] &= " + out[0] + " " + out[1] + " \\nonumber\\\\\n&\\quad " \
-        + " ".join(out[2:]) + " + O\\bigl(<<tau>>^{6}\\bigr)"
-    return text.replace("MM", "<<m>>").replace("DD", "<<D>>").replace("TAU", "<<tau>>")
+# An attention-only block's residual write is its output, hook_resid_post.
+SUBJECT["hook_resid_post"] = SUBJECT["hook_resid_mid"]
+HEADINGS["hook_resid_post"] = HEADINGS["hook_resid_mid"]
+DERIVATIONS["hook_resid_post"] = DERIVATIONS["hook_resid_mid"]
