@@ -103,21 +103,8 @@ class StepResult:
             del out["excess_kurtosis"]  # the shape of a variable that is exactly 0 is 0/0: not a number
         return {name: finite_or_raise(f"{self.tap} {name}", values) for name, values in out.items()}
 
-    # ------------------------------------------------------------------ LaTeX
-    def latex(self) -> str:
-        """The step's equations as an ``aligned`` LaTeX block (no surrounding math mode).
-
-        Floats are rounded to six significant digits, long sums are broken over lines;
-        see :func:`theory.latex` for documents, snippets and notation control.
-        """
-        from ._latex import result_latex
-
-        return result_latex(self)
-
-    def _repr_latex_(self) -> str:
-        from ._latex import result_repr
-
-        return result_repr(self)
+    # LaTeX: ``latex()`` and ``_repr_latex_`` (Jupyter) are attached by the renderer's facade
+    # (`theory._facade.install_notebook_methods`, on ``import theory``): results import no renderer.
 
     def describe(self) -> str:
         """A plain-text account: quantities, level, error, regime, assumptions."""

@@ -81,16 +81,8 @@ class Derivation(Mapping[str, Step]):
             blocks.append("best:            " + step.best.describe())
         return "\n".join(blocks)
 
-    def latex(self) -> str:
-        """The derivation body (every step, both levels, numbered equations) as LaTeX."""
-        from ._latex import latex as _latex
-
-        return _latex(self, part="body")
-
-    def _repr_latex_(self) -> str:
-        from ._latex import derivation_repr
-
-        return derivation_repr(self)
+    # LaTeX: ``latex()`` (the derivation body) and ``_repr_latex_`` are attached by
+    # `theory._facade.install_notebook_methods` on ``import theory``.
 
     def to_dict(self) -> dict:
         return {

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from theory import depth
 from theory import ModelSpec
 from theory.block import block
 
@@ -95,12 +96,6 @@ def theory_curves(spec: ModelSpec) -> tuple[list[np.ndarray] | None, str]:
     ``theory.depth`` refuses a finite vocabulary the curve of ``vocab_size = None`` is used
     (and the note says so).
     """
-    try:
-        # deferred: the depth machinery is loaded only when the theory probe runs, and a
-        # failure there must not sink the simulated probes
-        from theory import depth
-    except ImportError as err:
-        return None, f"theory.depth is not available ({err}); the theory probe was skipped"
     note = "theory.depth.predict(spec)"
     try:
         try:
