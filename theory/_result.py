@@ -31,17 +31,6 @@ def _frozen(mapping: Mapping | None) -> Mapping:
     return MappingProxyType(dict(mapping or {}))
 
 
-# How each quantity reads in LaTeX, given the tap's symbol.
-_QUANTITY_LATEX = {
-    "mean": r"\mathbb{{E}}[{x}]",
-    "var": r"\operatorname{{Var}}[{x}]",
-    "sum_sq": r"\mathbb{{E}}\Big[\sum_{{n\le m}} a_{{mn}}^2\Big]",
-    "excess_kurtosis": r"\kappa_4[{x}]",
-    "cov_coordinates": r"\operatorname{{Cov}}[{x}_i, {x}_j]",
-    "coupling": r"\Xi(m)",
-}
-
-
 @dataclass(frozen=True)
 class StepResult:
     """One step of the layer at one level (``"leading"``: the paper; ``"best"``: ours).
