@@ -77,13 +77,6 @@ def _latex_float(value: float) -> str:
     return text
 
 
-def _level(prediction, tap: str) -> str:
-    """The level of one tap's result: ``prediction[tap].level`` of a `theory.prediction.Prediction`
-    (``levels[tap]`` of the older `theory.depth.DepthPrediction`)."""
-    levels = getattr(prediction, "levels", None)
-    return (levels[tap] if levels is not None else prediction[tap].level).value
-
-
 def depth_section(
     spec: ModelSpec,
     notation: Notation | Mapping | None = None,
@@ -91,7 +84,8 @@ def depth_section(
     positions: Sequence[int] | None = None,
 ) -> str:
     """The depth recursion as a LaTeX section; for a numeric spec with a table of ``prediction``
-    (required then: `theory.depth.predict(spec)`; only ``.var(tap, layer)`` and each tap's level are read)."""
+    (required then: the `theory.prediction.Prediction` of `theory.depth.predict(spec)`; only
+    ``.var(tap, layer)`` and ``prediction[tap].level`` are read)."""
     notation = Notation.coerce(notation)
     filled = notation.fill(_MAPS.replace("<<sigma_out>>", "<<sigma_mlp_out>>").replace("<<sigma_in>>", "<<sigma_mlp_in>>"))
     if spec.is_symbolic:
@@ -106,7 +100,7 @@ def depth_section(
     rows = []
     for layer in range(int(spec.n_layers)):
         var = prediction.var(tap, layer)
-        level = _level(prediction, f"blocks.{layer}.{tap}")
+        level = prediction[f"blocks.{layer}.{tap}"].level.value
         cells = " & ".join(f"${_latex_float(float(var[p - 1]))}$" for p in positions)
         rows.append(f"{layer + 1} & {cells} & {level} \\\\")
     table = (
