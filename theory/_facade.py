@@ -9,38 +9,25 @@ the results import no renderer.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Mapping
 
 from . import depth as _depth
-from ._latex import LATEX_OUTPUTS, SERIES_KEY, Notation, body, depth_section, document, step_snippet, symbol_table
+from ._latex import LATEX_OUTPUTS, Notation, body, depth_section, document, step_snippet, symbol_table
 from ._latex import write as _write
 from ._latex.notebook import derivation_repr, result_latex, result_repr
 from ._result import StepResult
-from ._softmax import row_series
 from .derive import Derivation, derive
 from .spec import ModelSpec
 
 PARTS = ("document", "body", "symbols", "depth")
 
 
-def _with_series(derivation: Derivation) -> Derivation:
-    """The derivation with the conditional softmax series its text prints (``constants[SERIES_KEY]``).
-
-    Transitional: once `theory.steps.LayerOne.constants` carries ``"S_2 | tau^2"`` this is
-    the identity, and goes.
-    """
-    if SERIES_KEY in derivation.constants:
-        return derivation
-    return dataclasses.replace(derivation, constants={**derivation.constants, SERIES_KEY: row_series("sum_sq", 2)})
-
-
 def _derivation(spec_or_derivation) -> Derivation:
     if isinstance(spec_or_derivation, Derivation):
-        return _with_series(spec_or_derivation)
+        return spec_or_derivation
     if spec_or_derivation is None or isinstance(spec_or_derivation, ModelSpec):
-        return _with_series(derive(spec_or_derivation))
+        return derive(spec_or_derivation)
     raise TypeError(f"expected a ModelSpec or a Derivation, got {type(spec_or_derivation).__name__}")
 
 

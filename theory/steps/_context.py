@@ -27,6 +27,7 @@ import sympy as sp
 from .. import _layernorm
 from .._domain import check_structure
 from .._quadrature import row_expectations
+from .._softmax import row_series
 from ..quantities import logit_scale, radius_spread
 from ..spec import ModelSpec
 
@@ -138,6 +139,8 @@ class LayerOne:
             "nu_2": self.nu2,
             "rho^2": self.rho2,
             "tau_bar^2": self.tau2_bar,
+            # the small-tau series of S_2 given the logit variance (printed by the pattern's derivation)
+            "S_2 | tau^2": row_series("sum_sq", SERIES_ORDER),
         }
         if sp.sympify(self.eps) != 0:
             out["delta"] = self.c_share_spread_printed
