@@ -42,9 +42,9 @@ def test_table_covers_every_tap_of_every_layer(report):
     depth = predict(SPEC)
     idx = np.asarray(report.positions) - 1
     for tap in ("blocks.0.mlp.hook_post", "blocks.1.attn.hook_z", "blocks.1.hook_resid_post"):
-        np.testing.assert_allclose(table[tap].values["var"], depth.values[tap]["var"][idx])
-        assert table[tap].level == depth.levels[tap]
-    np.testing.assert_allclose(table["blocks.0.mlp.hook_post"].values["mean"], depth.values["blocks.0.mlp.hook_post"]["mean"][idx])
+        np.testing.assert_allclose(table[tap].values["var"], depth[tap].values["var"][idx])
+        assert table[tap].level == depth[tap].level and table[tap].tolerance == depth[tap].tolerance
+    np.testing.assert_allclose(table["blocks.0.mlp.hook_post"].values["mean"], depth["blocks.0.mlp.hook_post"].values["mean"][idx])
     # The simulation recorded them all and every one is checked.
     assert {c.tap for c in report.checks} == expected
     assert report.passed, [c.describe() for c in report.checks.failed]

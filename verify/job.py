@@ -1,8 +1,7 @@
 """The main job: derive, simulate, compare, calibrate -- and the `Report` it produces.
 
-The theory checked is the layer-1 derivation (`theory.derive`) for the attention taps of
-layer 1 and the depth recursion (`theory.depth.predict`) for every other tap of every
-layer; `Report.depth_accuracy` sums the checks up per layer and `Report.depth_findings`
+The theory checked is theory's prediction (`theory.predict`): the layer-1 derivation for
+the attention taps of layer 1 and the depth recursion for every other tap of every layer; `Report.depth_accuracy` sums the checks up per layer and `Report.depth_findings`
 says where the error grows with depth and which assumptions the deeper layers add.
 `verify.write_report` turns a `Report` into files.
 """
@@ -17,7 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from theory import ModelSpec, derive
+from theory import ModelSpec
+from theory._domain import check_domain, check_structure
 from theory.positions import check_positions
 
 from .checks.calibration import CALIBRATION_POSITIONS, CALIBRATION_SPEC, Calibration, calibrate
@@ -27,7 +27,7 @@ from .checks.distributions import LAW_TAPS, DistributionCheck, distribution_chec
 from .checks.judge import DEFAULT_ALPHA, CheckSet, compare
 from .checks.mutants import MUTANTS, attention_residual, expected_shift
 from .checks.statistics import critical_z
-from .checks.theory import TheoryTable, logit_variance, needs_depth, theory_table
+from .checks.theory import TheoryTable, logit_variance, theory_table
 from .presets import DEFAULT_SPEC, PRESETS, Preset, positions_for
 
 CALIBRATION_SEED_OFFSET = 1_000_003  # calibration seeds: seed + offset + run
@@ -160,7 +160,7 @@ def run(
     command: str = "",
 ) -> Report:
     """The main job: the theory of every tap of every layer of ``spec`` at both levels
-    (layer-1 attention from `theory.derive`, the rest from `theory.depth.predict`),
+    (`theory.predict`: layer-1 attention from the derivation, the rest from the depth recursion),
     simulate it, judge every check, compare the paper's leading order, apply the formula
     mutants to the same simulation, and calibrate the checks (small spec, many seeds).
 
@@ -173,7 +173,7 @@ def run(
     another process holds a core (measured ~10x slower); on an idle machine, or with the
     calibration off, more threads are ~1.5x faster.
     """
-    import simulate
+    import simulate  # deferred: torch is imported only when a simulation is asked for
 
     spec, p, samples = _checked_inputs(spec, preset, samples, seed, threads, device)
     pos = check_positions(positions, int(spec.seq_len)).tolist() if positions is not None \
@@ -215,8 +215,7 @@ def run(
 
 def _checked_inputs(spec, preset, samples, seed, threads, device) -> tuple[ModelSpec, Preset, int]:
     """The spec, preset and sample size of a run; ValueError for bad input, before any work."""
-    import simulate
-    from theory._domain import check_domain, check_structure
+    import simulate  # deferred: torch is imported only when a simulation is asked for
 
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
@@ -226,7 +225,7 @@ def _checked_inputs(spec, preset, samples, seed, threads, device) -> tuple[Model
         raise ValueError("verify needs a numeric spec (every field a number)")
     # theory's one domain check, at both levels, before any simulation (d_model = 2 once cost 41 s first)
     check_domain(spec, evaluate=True, level="best")
-    check_structure(spec)  # derive runs too: it refuses sigma_embed = 0
+    check_structure(spec)  # the layer-1 derivation refuses sigma_embed = 0
     samples = p.samples if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
@@ -239,19 +238,10 @@ def _checked_inputs(spec, preset, samples, seed, threads, device) -> tuple[Model
 
 
 def _theory(spec: ModelSpec, pos: list[int], progress: bool) -> tuple[TheoryTable, TheoryTable]:
-    """The best and the leading level's tables (one derivation for both)."""
-    _stage("verify: deriving layer 1 (sympy) ...", progress)
-    derivation = derive(spec)
-    depth_best = depth_leading = None
-    if needs_depth(spec):
-        from theory.depth import predict
-
-        _stage(f"verify: depth recursion over {spec.n_layers} layer(s), T = {spec.seq_len} ...", progress)
-        say = (lambda line: _stage("  " + line, progress)) if progress else None
-        depth_best = predict(spec, "best", progress=say)
-        depth_leading = predict(spec, "leading")
-    return (theory_table(spec, pos, "best", derivation, depth_best),
-            theory_table(spec, pos, "leading", derivation, depth_leading))
+    """The best and the leading level's tables (`theory.predict`)."""
+    _stage(f"verify: theory of {spec.n_layers} layer(s) at {len(pos)} positions, T = {spec.seq_len} ...", progress)
+    say = (lambda line: _stage("  " + line, progress)) if progress else None
+    return theory_table(spec, pos, "best", progress=say), theory_table(spec, pos, "leading")
 
 
 def _judge(spec: ModelSpec, best: TheoryTable, sim, alpha: float, position: int):

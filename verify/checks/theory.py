@@ -16,13 +16,13 @@ Formula mutants (`verify.checks.mutants`) are tables whose records carry other n
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import numpy as np
 
-from theory import Derivation, Level, ModelSpec, derive
+from theory import Level, ModelSpec, predict
+from theory._domain import layer_one_logit_variance
 from theory.positions import check_positions
 from theory.prediction import Prediction, TapPrediction
 
@@ -111,71 +111,33 @@ class TheoryTable(Mapping[str, TapPrediction]):
                         for r in self.prediction.records)
         return TheoryTable(dataclasses.replace(self.prediction, records=records, kernels={}), label)
 
+    def __reduce__(self):
+        """Pickled as its records' fields: theory's records hold read-only mappings, which
+        do not pickle, and the main job sends the calibration's table to a second process."""
+        records = [{f.name: dict(r.values) if f.name == "values" else getattr(r, f.name)
+                    for f in dataclasses.fields(r)} for r in self.prediction.records]
+        p = self.prediction
+        return _rebuild, (p.spec, p.level, p.measure, self.label, records)
 
-def theory_table(
-    spec: ModelSpec,
-    positions,
-    level: str = "best",
-    derivation: Derivation | None = None,
-    depth=None,
-) -> TheoryTable:
-    """Theory's prediction for every tap of every layer of ``spec`` at ``positions`` (1-based).
 
-    The layer-1 attention taps come from ``derivation`` (`theory.derive`, derived when
-    not given); every other tap -- the MLP of layer 1, every tap of the deeper layers --
-    from ``depth`` (`theory.depth.predict` at the same ``level``; computed when not given
-    and the spec has such taps).
+def _rebuild(spec: ModelSpec, level: str, measure: str, label: str, records: list[dict]) -> TheoryTable:
+    prediction = Prediction(spec=spec, level=level, records=tuple(TapPrediction(**r) for r in records), measure=measure)
+    return TheoryTable(prediction, label)
+
+
+def theory_table(spec: ModelSpec, positions, level: str = "best", *, progress=None) -> TheoryTable:
+    """Theory's prediction (`theory.predict`) for every tap of every layer of ``spec`` at
+    ``positions`` (1-based), labelled by ``level``.
+
+    The layer-1 attention taps come from the layer-1 derivation, every other tap -- the
+    MLP of layer 1, every tap of the deeper layers -- from the depth recursion, each with
+    the level, assumptions and tolerance theory declares. ``progress`` (a callable taking
+    one line) hears the depth recursion layer by layer.
     """
     if level not in ("best", "leading"):
         raise ValueError(f"level must be 'best' or 'leading', got {level!r}")
     pos = check_positions(positions, int(spec.seq_len))
-    derivation = derivation if derivation is not None else derive(spec)
-    records = [_layer_one_record(spec, derivation[tap].at(level), tap, pos) for tap in derivation]
-    if needs_depth(spec):
-        if depth is None:
-            from theory.depth import predict
-
-            depth = predict(spec, level)
-        elif depth.level != level or depth.spec != spec:
-            raise ValueError(f"the depth prediction passed is level {depth.level!r} of another spec; "
-                             f"need level {level!r} of this spec")
-        done = set(derivation)
-        records += [_depth_record(depth, tap, pos) for tap in depth.values if tap not in done]
-    return TheoryTable(Prediction(spec, level, tuple(records)), level)
-
-
-def _layer_one_record(spec: ModelSpec, result, tap: str, pos: np.ndarray) -> TapPrediction:
-    numbers = result.evaluate(pos)
-    values = {q: np.asarray(numbers[q], dtype=float) for q in quantities_of(tap) if q in numbers}
-    return TapPrediction(tap, result.level, pos, values, result.error, tuple(result.assumptions),
-                         tolerance=_layer_one_tolerance(spec, result), source="derive")
-
-
-def _depth_record(depth, tap: str, pos: np.ndarray) -> TapPrediction:
-    idx = pos - 1
-    quantities = depth.values[tap]
-    values = {q: np.asarray(quantities[q], dtype=float)[idx] for q in quantities_of(tap) if q in quantities}
-    tolerance = float(depth.tolerances[tap]) if tap in depth.tolerances else None
-    return TapPrediction(tap, depth.levels[tap], pos, values, depth.errors.get(tap),
-                         tuple(depth.assumptions.get(tap, ())), tolerance=tolerance, source="depth")
-
-
-# Until theory's layer-1 steps declare their tolerance (issue 14, item 3): the exact
-# level 0; the approximate best level (eps > 0) max(1e-4, tau_bar^2 delta^2); otherwise 5%.
-def _layer_one_tolerance(spec: ModelSpec, result) -> float:
-    if result.level == Level.EXACT:
-        return 0.0
-    if "tau_bar^2 delta^2" in (result.error or ""):
-        d, d_head = int(spec.d_model), int(spec.d_head)
-        s2 = 1.0 / d_head if spec.attn_scale == "sqrt" else 1.0 / d_head**2
-        c = d * float(spec.ln_eps) / float(spec.sigma_embed) ** 2
-        from theory._layernorm import norm_moments_numeric
-
-        nu1, _ = norm_moments_numeric(d, float(spec.ln_eps), float(spec.sigma_embed))
-        tau2 = s2 * float(spec.sigma_q) ** 2 * float(spec.sigma_k) ** 2 * d_head * (d * nu1) ** 2
-        delta = c / (d - 1 + c) * math.sqrt(2.0 / max(d - 1, 1))
-        return max(1e-4, tau2 * delta**2)
-    return 0.05
+    return TheoryTable(predict(spec, pos, level, progress=progress), level)
 
 
 def relative_tolerance(table: TheoryTable, tap: str) -> float:
@@ -189,12 +151,8 @@ def relative_tolerance(table: TheoryTable, tap: str) -> float:
     return float(record.tolerance)
 
 
-def logit_variance(spec: ModelSpec) -> float:
-    """``tau_bar^2``, the mean logit variance of layer 1 (theory's
-    `theory._domain.layer_one_logit_variance`)."""
-    from theory._domain import layer_one_logit_variance
-
-    return layer_one_logit_variance(spec)
+# tau_bar^2, the mean logit variance of layer 1: theory's, re-exported.
+logit_variance = layer_one_logit_variance
 
 
 __all__ = ["TheoryTable", "theory_table", "relative_tolerance", "logit_variance", "quantities_of", "suffix_of",
