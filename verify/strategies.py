@@ -27,6 +27,7 @@ from typing import Sequence
 from hypothesis import strategies as st
 
 from theory import ModelSpec
+from theory.quantities import logit_scale_squared
 
 # Regimes of the mean logit variance tau_bar^2.
 SMALL_LOGITS = (0.0, 0.1)  # nearly uniform attention: the paper's leading order is close
@@ -73,7 +74,7 @@ def _specs(draw, max_d_model, min_d_model, max_seq_len, min_seq_len, max_heads, 
     sigma_o = draw(_log_uniform(*sigma_range))
     tau2 = draw(st.floats(*logit_variance))
     ratio = draw(_log_uniform(0.25, 4.0))  # sigma_q / sigma_k
-    s2 = 1.0 / d_head if scale == "sqrt" else 1.0 / d_head**2
+    s2 = logit_scale_squared(d_head, scale)
     rho2 = d * _nu1_estimate(d, eps, sigma_embed)
     product = math.sqrt(tau2 / (s2 * d_head * rho2**2))  # sigma_q sigma_k
     sigma_q, sigma_k = math.sqrt(product * ratio), math.sqrt(product / ratio)
