@@ -46,7 +46,7 @@ def _imports(path: Path) -> list[tuple[str, ast.AST]]:
 
 
 def test_the_renderers_are_found():
-    assert {"notation", "printer", "prose", "step_text", "steps", "document", "depth", "notebook"} <= {p.stem for p in RENDERERS}
+    assert {"notation", "printer", "prose", "steps", "document", "depth", "notebook"} <= {p.stem for p in RENDERERS}
 
 
 @pytest.mark.parametrize("path", RENDERERS, ids=lambda p: p.name)

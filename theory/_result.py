@@ -32,6 +32,18 @@ def _frozen(mapping: Mapping | None) -> Mapping:
 
 
 @dataclass(frozen=True)
+class StepText:
+    """The prose of a step in the derivation document: heading, LaTeX subject, derivation.
+
+    Written next to each step (``TEXT`` in `theory.steps.<kind>`); the renderers print it.
+    """
+
+    heading: str
+    subject: str
+    derivation: str
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One step of the layer at one level (``"leading"``: the paper; ``"best"``: ours).
 
@@ -58,6 +70,7 @@ class StepResult:
     tolerance: float | None = None
     tolerance_source: str = ""
     row: Callable[[np.ndarray], object] | None = field(default=None, repr=False, compare=False)
+    text: StepText | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantities", _frozen(self.quantities))
@@ -128,4 +141,4 @@ def finite_or_raise(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-__all__ = ["Level", "StepResult", "finite_or_raise"]
+__all__ = ["Level", "StepResult", "StepText", "finite_or_raise"]

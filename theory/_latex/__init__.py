@@ -16,7 +16,7 @@ Modules
 * `printer` -- :class:`Printer` (sympy's ``LatexPrinter`` with the notation, floats to six
   digits), line widths and :func:`break_lines`, the rewrite in ``tau_bar^2``.
 * `prose` -- ASCII math in sentences (levels, errors, assumptions) as LaTeX; escaping.
-* `step_text` -- each step's heading, subject and derivation text, keyed by tap suffix.
+* (each step's heading, subject and derivation text arrive with its result: `StepResult.text`, written next to the step in `theory.steps.<kind>.TEXT`)
 * `steps` -- :func:`step_snippet`: one step as an ``\\input``-able subsection; labels.
 * `document` -- the sections, :func:`body`, :func:`document`, :func:`write` (``--out DIR``).
 * `depth` -- :func:`depth_section`: the depth recursion and its table of predictions.

@@ -26,7 +26,6 @@ from ..spec import ModelSpec
 from .notation import MEANING_ORDER, MEANINGS, Notation
 from .printer import LINE_WIDTH, Printer, break_lines, visible_width
 from .prose import escape, tt
-from .step_text import HEADINGS
 from .steps import label, step_snippet
 
 PACKAGES = r"""\usepackage[margin=1.1in]{geometry}
@@ -153,7 +152,7 @@ def summary_table(derivation, notation: Notation) -> str:
         lead_key = key if key in step.leading.quantities else next(iter(step.leading.quantities))
         suffix = step.tap.split(".", 2)[-1]
         rows.append(
-            f"{HEADINGS.get(suffix, escape(step.best.title))} & {tt(suffix)} & "
+            f"{step.best.text.heading if step.best.text else escape(step.best.title)} & {tt(suffix)} & "
             f"\\eqref{{{label(step.tap, 'leading', lead_key)}}} & \\eqref{{{label(step.tap, 'best', key)}}} & "
             f"{step.best.level.value} \\\\"
         )

@@ -16,7 +16,6 @@ from .._result import StepResult
 from .notation import Notation
 from .printer import Printer, break_lines
 from .prose import escape
-from .step_text import SUBJECT
 from .steps import form_lhs, quantity_lhs
 
 
@@ -24,8 +23,7 @@ def result_latex(result: StepResult, notation: Notation | Mapping | None = None)
     """One `StepResult` as an ``aligned`` block (no math delimiters): its quantities, then its forms."""
     notation = Notation.coerce(notation)
     printer = Printer(notation)
-    suffix = result.tap.split(".", 2)[-1]
-    subject = notation.fill(SUBJECT[suffix]) if suffix in SUBJECT else result.symbol
+    subject = notation.fill(result.text.subject) if result.text else result.symbol
     rows = []
     for name, expr in result.quantities.items():
         lines = break_lines(expr, printer)

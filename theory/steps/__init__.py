@@ -27,6 +27,7 @@ the spec and ``level`` one of `LEVELS`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -39,9 +40,24 @@ from ._context import LEVELS, NU1, NU2, PLACEHOLDERS, S2, SERIES_ORDER, TAU_BAR2
 
 Step = Callable[..., StepResult]
 
+# every step's prose, from the module of its kind
+_TEXT = {**residual.TEXT, **layernorm.TEXT, **attention.TEXT}
+
+
+def _with_text(step: Step, text) -> Step:
+    """The step, its result carrying the step's prose (``TEXT`` of its module)."""
+    def with_text(ctx: LayerOne, level: str, tap: str) -> StepResult:
+        return replace(step(ctx, level, tap=tap), text=text)
+    with_text.__name__, with_text.__doc__ = step.__name__, step.__doc__
+    return with_text
+
 
 def steps_of(sub: Sublayer) -> dict[str, Step]:
     """The layer-1 steps a declared sublayer contributes, by the tap suffix each produces."""
+    return {suffix: _with_text(step, _TEXT[suffix]) for suffix, step in _bare_steps_of(sub).items()}
+
+
+def _bare_steps_of(sub: Sublayer) -> dict[str, Step]:
     if sub.kind == "layernorm":
         return {sub.taps[0].suffix: layernorm.layernorm}
     if sub.kind == "attention":
@@ -58,7 +74,7 @@ def steps_of(sub: Sublayer) -> dict[str, Step]:
 def layer_one_steps(spec) -> list[tuple[str, Step]]:
     """``(tap suffix, step)`` for the derived taps of ``spec``: the entry and the first branch."""
     first_branch = block(spec, 0).branches()[0]
-    out: list[tuple[str, Step]] = [(ENTRY_TAP, residual.embedding)]
+    out: list[tuple[str, Step]] = [(ENTRY_TAP, _with_text(residual.embedding, _TEXT[ENTRY_TAP]))]
     for sub in first_branch:
         out += list(steps_of(sub).items())
     return out
@@ -69,7 +85,8 @@ def _bind(step: Step, suffix: str) -> Callable[[LayerOne, str], StepResult]:
 
 
 # suffix -> step(ctx, level) for the block with an MLP (its attention branch)
-STEPS: dict[str, Callable[[LayerOne, str], StepResult]] = {ENTRY_TAP: _bind(residual.embedding, ENTRY_TAP)}
+STEPS: dict[str, Callable[[LayerOne, str], StepResult]] = {
+    ENTRY_TAP: _bind(_with_text(residual.embedding, _TEXT[ENTRY_TAP]), ENTRY_TAP)}
 for _sub in FULL_BLOCK.branches()[0]:
     STEPS.update({_suffix: _bind(_step, _suffix) for _suffix, _step in steps_of(_sub).items()})
 assert tuple(STEPS) == ATTENTION_TAPS, "every layer-1 tap has exactly one theory step"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .._moments import MomentSequence, chi2_mgf, chi2_moment
-from .._result import Level, StepResult
+from .._result import Level, StepResult, StepText
 from .._softmax import D_sym, m_sym, row_large_m, row_series, v_sym
 from ..tolerance import DEFAULT_TOLERANCE, from_order
 from ._context import PLACEHOLDERS, S2, SERIES_ORDER, LayerOne, Xi, tidy
@@ -314,6 +314,115 @@ def leading_row_step(ctx, tap, title, var, symbol) -> StepResult:
         **_tolerance(approximate=True),
     )
 
+
+# ---------------------------------------------------------------- text of the derivation document
+# Each step's heading, the coordinate its quantities describe (the LaTeX subject) and its
+# derivation in words and numbered equations, keyed by tap suffix. Templates: ``<<key>>`` for
+# every symbol (`theory._latex.notation.Notation`), ``@label(name)``/``@ref(tap:name)`` for
+# equations, ``@scale`` for the logit scale, ``@series_sum_sq`` for the softmax series
+# (``Derivation.constants["S_2 | tau^2"]``); no spec-dependent number.
+TEXT: dict[str, StepText] = {
+    "attn.hook_q": StepText(
+        heading="Query projection",
+        subject="<<q>>_{<<m>>,j}",
+        derivation=r"""Given $<<e>>_{<<m>>}$, one coordinate of the query is a sum of independent Gaussians,
+\begin{align}
+<<q>>_{<<m>>,j} = \sum_{i} (<<W>>_{q})_{ji}\, <<e>>_{<<m>>,i} \;\Big|\; <<e>>_{<<m>>} \sim \mathcal{N}\bigl(0, <<sigma_q>>^{2}\lVert <<e>>_{<<m>>}\rVert^{2}\bigr), \label{@label(conditional)}
+\end{align}
+a Gaussian scale mixture over $\lVert <<e>>\rVert$ (Gaussian when $<<ln_eps>> = 0$):
+$<<Var>>[<<q>>_{<<m>>,j}] = <<sigma_q>>^{2}\, <<E>>\lVert <<e>>\rVert^{2}$ and excess kurtosis
+$3\,<<E>>\lVert <<e>>\rVert^{4}/(<<E>>\lVert <<e>>\rVert^{2})^{2} - 3 = 3<<nu_2>>/<<nu_1>>^{2} - 3$.""",
+    ),
+    "attn.hook_k": StepText(
+        heading="Key projection",
+        subject="<<k>>_{<<n>>,j}",
+        derivation=r"""As for the query (equation~\eqref{@ref(attn.hook_q:conditional)}), with $<<W>>_{k}$ and $<<sigma_k>>$.""",
+    ),
+    "attn.hook_v": StepText(
+        heading="Value projection",
+        subject="<<v>>_{<<n>>,j}",
+        derivation=r"""As for the query (equation~\eqref{@ref(attn.hook_q:conditional)}), with $<<W>>_{v}$ and $<<sigma_v>>$.""",
+    ),
+    "attn.hook_attn_scores": StepText(
+        heading="Query--key product (attention logits)",
+        subject="<<l>>_{<<m>><<n>>}",
+        derivation=r"""The logit of query $<<m>>$ and key $<<n>> \le <<m>>$ is a scaled sum of $<<d_head>>$ products,
+\begin{align}
+<<l>>_{<<m>><<n>>} = <<s>> \sum_{j=1}^{<<d_head>>} <<q>>_{<<m>>,j}\, <<k>>_{<<n>>,j}, \qquad <<s>> = @scale. \label{@label(product)}
+\end{align}
+Given the two radii the terms are i.i.d.\ products of independent Gaussians, so $<<l>>_{<<m>><<n>>}$ is
+variance-gamma (a modified Bessel $K$ density) with excess kurtosis $6/<<d_head>>$ when $<<ln_eps>>=0$.
+For $<<n>> \ne <<m>>$ the radii are independent, for $<<n>> = <<m>>$ the same radius appears twice:
+\begin{align}
+<<Var>>[<<l>>_{<<m>><<n>>}] &= <<s>>^{2}<<sigma_q>>^{2}<<sigma_k>>^{2}<<d_head>> \times
+\begin{cases} (<<E>>\lVert <<e>>\rVert^{2})^{2} = <<d_model>>^{2}<<nu_1>>^{2}, & <<n>> \ne <<m>>,\\
+<<E>>\lVert <<e>>\rVert^{4} = <<d_model>>^{2}<<nu_2>>, & <<n>> = <<m>>, \end{cases} \label{@label(radii)}
+\end{align}
+and pooled over the $<<m>>$ keys $<<n>> \le <<m>>$ the variance is
+$<<s>>^{2}<<sigma_q>>^{2}<<sigma_k>>^{2}<<d_head>><<d_model>>^{2}\bigl((<<m>>-1)<<nu_1>>^{2} + <<nu_2>>\bigr)/<<m>>$.""",
+    ),
+    "attn.hook_pattern": StepText(
+        heading="Softmax (attention weights)",
+        subject="<<a>>_{<<m>><<n>>}",
+        derivation=r"""The weights $<<a>>_{<<m>><<n>>} = e^{<<l>>_{<<m>><<n>>}}/\sum_{<<n>>'\le <<m>>} e^{<<l>>_{<<m>><<n>>'}}$ of one row are exchangeable, so
+$<<E>>[<<a>>_{<<m>><<n>>}] = 1/<<m>>$ exactly. Their spread is measured by
+\begin{align}
+<<S_2>>(<<m>>) = <<E>>\Bigl[\sum_{<<n>>\le <<m>>} <<a>>_{<<m>><<n>>}^{2}\Bigr], \qquad <<S_2>>(1) = 1. \label{@label(s2)}
+\end{align}
+The query-side vector $u = <<s>> <<W>>_{k}^{\top} <<q>>_{<<m>>}$ is independent of every key direction
+(when $<<ln_eps>>=0$, $<<q>>_{<<m>>}$ depends on $<<e>>_{<<m>>}$ only through $\lVert <<e>>_{<<m>>}\rVert$), so given $u$ the logits of
+row $<<m>>$ are i.i.d.:
+\begin{align}
+<<l>>_{<<m>><<n>>} = \sqrt{<<D>> <<tau>>^{2}}\, c_{<<n>>}, \qquad
+<<tau>>^{2} = <<tau_bar>>^{2}\, \frac{\chi^{2}_{<<d_head>>}}{<<d_head>>}\,\frac{\chi^{2}_{<<D>>}}{<<D>>}, \qquad <<D>> = <<d_model>> - 1, \label{@label(row)}
+\end{align}
+with $c_{<<n>>}$ one coordinate of a uniform unit vector in $\mathbb{R}^{<<D>>}$. Expanding
+$\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2}$ in the logits and taking the moments of the i.i.d.\ sums by set
+partitions gives, given $<<tau>>^{2}$,
+\begin{align}
+@series_sum_sq \label{@label(series)}
+\end{align}
+and the law of large numbers gives $<<m>> <<S_2>>(<<m>>) \to <<E>>[e^{<<tau>>^{2}}]$, which averaged over
+$\chi^{2}_{<<d_head>>}$ is $\bigl(1 - 2<<tau_bar>>^{2}/<<d_head>>\bigr)^{-<<d_head>>/2}$. For numeric specifications
+$<<S_2>>(<<m>>)$ is computed by quadrature from $1/S^{2} = \int_{0}^{\infty} t\, e^{-tS}\,dt$:
+\begin{align}
+<<S_2>>(<<m>>) = <<m>> \int_{0}^{\infty} t\, \psi(t)\, \phi(t)^{<<m>>-1}\, dt, \qquad
+\phi(t) = <<E>>\bigl[e^{-t e^{<<l>>}}\bigr], \quad \psi(t) = <<E>>\bigl[e^{2<<l>>} e^{-t e^{<<l>>}}\bigr], \label{@label(quadrature)}
+\end{align}
+with a relative error below $10^{-8}$.""",
+    ),
+    "attn.hook_z": StepText(
+        heading="Value aggregation",
+        subject="<<z>>_{<<m>>,j}",
+        derivation=r"""With $<<v>>_{<<n>>} = <<W>>_{v} <<e>>_{<<n>>}$ and $<<W>>_{v}$ averaged first,
+\begin{align}
+<<Var>>[<<z>>_{<<m>>,j}] = <<sigma_v>>^{2}\, <<E>>\Bigl[\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \lVert <<e>>_{<<n>>}\rVert^{2}
+ + \sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'} \langle <<e>>_{<<n>>}, <<e>>_{<<n>>'}\rangle\Bigr]. \label{@label(split)}
+\end{align}
+Treating the weights as independent of the values keeps only the first term,
+$<<sigma_v>>^{2}<<rho>>^{2}<<S_2>>(<<m>>)$; uniform attention then gives the paper's $<<sigma_v>>^{2}<<d_model>>/<<m>>$.
+But a weight and the key it multiplies share the direction $<<e>>_{<<n>>}$. Writing
+$<<e>>_{<<n>>} = <<rho>>\bigl(c_{<<n>>}\hat u + \sqrt{1-c_{<<n>>}^{2}}\, w_{<<n>>}\bigr)$ with $w_{<<n>>}$ uniform and independent of
+the logits, $\langle <<e>>_{<<n>>}, <<e>>_{<<n>>'}\rangle$ averages to $<<rho>>^{2} c_{<<n>>} c_{<<n>>'}$ given the weights, and
+$c_{<<n>>} = <<l>>_{<<m>><<n>>}/\sqrt{<<D>><<tau>>^{2}}$ (equation~\eqref{@ref(attn.hook_pattern:row)}):
+\begin{align}
+<<Var>>[<<z>>_{<<m>>,j}] &= <<sigma_v>>^{2}<<rho>>^{2}\Bigl(<<S_2>>(<<m>>) + \frac{<<Xi>>(<<m>>)}{<<d_model>>-1}\Bigr), \label{@label(coupling)}\\
+<<Xi>>(<<m>>) &= <<E>>\Bigl[\sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'}\, \frac{<<l>>_{<<m>><<n>>} <<l>>_{<<m>><<n>>'}}{<<tau>>^{2}}\Bigr]. \label{@label(xi)}
+\end{align}
+$<<Xi>>(1) = 0$ and $<<Xi>>(<<m>>) \to <<tau_bar>>^{2}$ as $<<m>>\to\infty$: the weighted average leans towards each
+query's direction $\hat u$, and this part of the variance does not shrink with $<<m>>$. The
+shrinkage flattens into the floor $<<sigma_v>>^{2}<<rho>>^{2}<<tau_bar>>^{2}/(<<d_model>>-1)$ once $<<m>>$ exceeds about
+$(<<d_model>>-1)/<<tau_bar>>^{2}$.""",
+    ),
+    "hook_attn_out": StepText(
+        heading="Output projection",
+        subject="<<o>>_{<<m>>,i}",
+        derivation=r"""The heads are concatenated and $<<o>>_{<<m>>} = <<W>>_{o} <<z>>_{<<m>>}$ with $<<W>>_{o}$ independent and of mean zero:
+\begin{align}
+<<Var>>[<<o>>_{<<m>>,i}] = <<sigma_o>>^{2}\, <<d_model>>\, <<Var>>[<<z>>_{<<m>>,j}]. \label{@label(projection)}
+\end{align}""",
+    ),
+}
 
 __all__ = ["projection", "scores", "pattern", "z", "attn_out", "value_average_variance", "attention_output_variance",
            "mixed_series", "large_m_limit", "row_step", "leading_row_step", "variance_forms"]

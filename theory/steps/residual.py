@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .._result import Level, StepResult
+from .._result import Level, StepResult, StepText
 from ._context import LayerOne
 from .attention import attention_output_variance, leading_row_step, row_step, variance_forms
 
@@ -56,5 +56,32 @@ def residual(ctx: LayerOne, level: str, tap: str = "blocks.0.hook_resid_mid") ->
         "x'",
     )
 
+
+# ---------------------------------------------------------------- text of the derivation document
+# Each step's heading, the coordinate its quantities describe (the LaTeX subject) and its
+# derivation in words and numbered equations, keyed by tap suffix. Templates: ``<<key>>`` for
+# every symbol (`theory._latex.notation.Notation`), ``@label(name)``/``@ref(tap:name)`` for
+# equations, ``@scale`` for the logit scale, ``@series_sum_sq`` for the softmax series
+# (``Derivation.constants["S_2 | tau^2"]``); no spec-dependent number.
+TEXT: dict[str, StepText] = {
+    "hook_resid_pre": StepText(
+        heading="Embedding",
+        subject="<<x>>_{<<m>>,i}",
+        derivation=r"""The inputs are i.i.d.\ over positions and coordinates,
+\begin{align}
+<<x>>_{<<m>>} \sim \mathcal{N}\bigl(0, <<sigma_embed>>^{2} I_{<<d_model>>}\bigr), \label{@label(input)}
+\end{align}
+so one coordinate is Gaussian with mean $0$ and variance $<<sigma_embed>>^{2}$, exactly.""",
+    ),
+    "hook_resid_mid": StepText(
+        heading="Residual connection",
+        subject="<<x>>'_{<<m>>,i}",
+        derivation=r"""$<<E>>[<<x>>_{<<m>>,i}<<o>>_{<<m>>,i}] = 0$ because $<<W>>_{o}$ has mean zero and is independent of $<<x>>$, so the variances add:
+\begin{align}
+<<Var>>[<<x>>'_{<<m>>,i}] = <<sigma_embed>>^{2} + <<Var>>[<<o>>_{<<m>>,i}]. \label{@label(add)}
+\end{align}""",
+    ),
+}
+TEXT["hook_resid_post"] = TEXT["hook_resid_mid"]  # an attention-only block's residual write is its output
 
 __all__ = ["embedding", "residual"]
