@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import types
 
 import numpy as np
@@ -146,7 +147,7 @@ def _fake_depth(calls):
 
 def test_pipeline_is_reproducible_and_has_the_results_layout(monkeypatch):
     calls = []
-    monkeypatch.setattr(theory, "depth", _fake_depth(calls), raising=False)
+    monkeypatch.setattr(sys.modules["simulate.experiments.probe.experiment"], "depth", _fake_depth(calls))
     cfg = ProbeConfig(spec=TINY, positionals=("none", "learned", "alibi"), sequences=24, networks=2, seed=3,
                       sigmas=(0.1,), sweep_probes=("variance_only",), mlp_epochs=2, mlp_hidden=16)
     first, _ = probe_experiment(cfg, progress=False)
@@ -168,7 +169,7 @@ def test_pipeline_is_reproducible_and_has_the_results_layout(monkeypatch):
 
 
 def test_cli_writes_every_output(tmp_path, monkeypatch):
-    monkeypatch.setattr(theory, "depth", _fake_depth([]), raising=False)
+    monkeypatch.setattr(sys.modules["simulate.experiments.probe.experiment"], "depth", _fake_depth([]))
     spec_path = tmp_path / "spec.json"
     TINY.replace(n_layers=1).save(str(spec_path))
     out = tmp_path / "out"
