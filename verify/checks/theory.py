@@ -111,19 +111,6 @@ class TheoryTable(Mapping[str, TapPrediction]):
                         for r in self.prediction.records)
         return TheoryTable(dataclasses.replace(self.prediction, records=records, kernels={}), label)
 
-    def __reduce__(self):
-        """Pickled as its records' fields: theory's records hold read-only mappings, which
-        do not pickle, and the main job sends the calibration's table to a second process."""
-        records = [{f.name: dict(r.values) if f.name == "values" else getattr(r, f.name)
-                    for f in dataclasses.fields(r)} for r in self.prediction.records]
-        p = self.prediction
-        return _rebuild, (p.spec, p.level, p.measure, self.label, records)
-
-
-def _rebuild(spec: ModelSpec, level: str, measure: str, label: str, records: list[dict]) -> TheoryTable:
-    prediction = Prediction(spec=spec, level=level, records=tuple(TapPrediction(**r) for r in records), measure=measure)
-    return TheoryTable(prediction, label)
-
 
 def theory_table(spec: ModelSpec, positions, level: str = "best", *, progress=None) -> TheoryTable:
     """Theory's prediction (`theory.predict`) for every tap of every layer of ``spec`` at
