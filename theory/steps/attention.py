@@ -186,9 +186,14 @@ def value_average_variance(ctx: LayerOne, level: str) -> sp.Expr:
     return ctx.sigma_v**2 * ctx.rho2 * (S2(m_sym) + Xi(m_sym) / ctx.sphere_dim)
 
 
-def attention_output_variance(ctx: LayerOne, level: str) -> sp.Expr:
+def output_variance(ctx: LayerOne, z_var: sp.Expr) -> sp.Expr:
     """``Var(o_i) = sigma_o^2 d Var(z_j)``: ``o_i = sum_k W_o[i, k] z_k`` over the d coordinates of the heads."""
-    return ctx.sigma_o**2 * ctx.d * value_average_variance(ctx, level)
+    return ctx.sigma_o**2 * ctx.d * z_var
+
+
+def attention_output_variance(ctx: LayerOne, level: str) -> sp.Expr:
+    """`output_variance` of the value average at ``level``."""
+    return output_variance(ctx, value_average_variance(ctx, level))
 
 
 def z(ctx: LayerOne, level: str, tap: str = "blocks.0.attn.hook_z") -> StepResult:
@@ -229,7 +234,7 @@ def attn_out(ctx: LayerOne, level: str, tap: str = "blocks.0.hook_attn_out") -> 
         tap,
         "Output projection W_o z: variance sigma_o^2 d Var(z_j), exact given Var(z)",
         {"mean": sp.Integer(0), "var": attention_output_variance(ctx, "best")},
-        variance_forms(ctx, lambda zv: ctx.sigma_o**2 * ctx.d * zv),
+        variance_forms(ctx, lambda zv: output_variance(ctx, zv)),
         "o",
     )
 
@@ -424,5 +429,5 @@ $(<<d_model>>-1)/<<tau_bar>>^{2}$.""",
     ),
 }
 
-__all__ = ["projection", "scores", "pattern", "z", "attn_out", "value_average_variance", "attention_output_variance",
+__all__ = ["projection", "scores", "pattern", "z", "attn_out", "value_average_variance", "output_variance", "attention_output_variance",
            "mixed_series", "large_m_limit", "row_step", "leading_row_step", "variance_forms"]

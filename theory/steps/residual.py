@@ -10,7 +10,7 @@ import sympy as sp
 
 from .._result import Level, StepResult, StepText
 from ._context import LayerOne
-from .attention import attention_output_variance, leading_row_step, row_step, variance_forms
+from .attention import attention_output_variance, leading_row_step, output_variance, row_step, variance_forms
 
 
 def embedding(ctx: LayerOne, level: str, tap: str = "blocks.0.hook_resid_pre") -> StepResult:
@@ -52,7 +52,7 @@ def residual(ctx: LayerOne, level: str, tap: str = "blocks.0.hook_resid_mid") ->
         tap,
         "Residual x + W_o z: variances add (x and W_o z are uncorrelated)",
         {"mean": sp.Integer(0), "var": ctx.sigma_e**2 + attention_output_variance(ctx, "best")},
-        variance_forms(ctx, lambda zv: ctx.sigma_e**2 + ctx.sigma_o**2 * ctx.d * zv),
+        variance_forms(ctx, lambda zv: ctx.sigma_e**2 + output_variance(ctx, zv)),
         "x'",
     )
 
