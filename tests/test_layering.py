@@ -127,13 +127,13 @@ def test_dependencies_point_one_way(package, forbidden):
 
 # theory's layers, lowest first; a module may import only its own layer or lower ones
 THEORY_LAYERS = [
-    ("leaves", ["theory.spec", "theory.taps", "theory.block", "theory.positions", "theory.quantities",
+    ("leaves", ["theory.spec", "theory._spec_schedule", "theory._hf_config", "theory.taps", "theory.block", "theory.positions", "theory.quantities",
                 "theory.tolerance", "theory._budget", "theory._outputs", "theory._argparse", "theory._guard"]),
     ("maths", ["theory._moments", "theory._softmax", "theory._quadrature", "theory._layernorm",
                "theory._activations", "theory._kernel_maps", "theory._domain", "theory._numbers"]),
     ("results", ["theory._result", "theory.prediction"]),
     ("steps and depth maps", ["theory.steps", "theory.depth_maps", "theory.depth", "theory.derive",
-                              "theory.laws", "theory.information"]),
+                              "theory.laws", "theory.information", "theory.quenched"]),
     ("renderers", ["theory._latex"]),
     ("facade and CLI", ["theory._facade", "theory.cli", "theory.__main__", "theory"]),
 ]

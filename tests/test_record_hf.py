@@ -30,7 +30,7 @@ def _gpt2_from(model: NoPETransformer):
     spec = model.spec
     config = transformers.GPT2Config(
         vocab_size=spec.vocab_size, n_positions=spec.seq_len, n_embd=spec.d_model, n_layer=spec.n_layers,
-        n_head=spec.n_heads, n_inner=spec.d_mlp, activation_function="gelu_new", layer_norm_epsilon=spec.ln_eps,
+        n_head=spec.n_heads, n_inner=spec.mlp_width, activation_function="gelu_new", layer_norm_epsilon=spec.ln_eps,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     hf = transformers.GPT2LMHeadModel(config).double().eval()

@@ -79,7 +79,7 @@ def test_forward_stops_after_the_last_recorded_tap():
 
     def project(layer, kind, inp):
         calls.append((layer, kind))
-        d_out = {"qkv": 3 * spec.d_model, "o": spec.d_model, "in": spec.d_mlp, "out": spec.d_model}[kind]
+        d_out = {"qkv": 3 * spec.d_model, "o": spec.d_model, "in": spec.mlp_width, "out": spec.d_model}[kind]
         return inp.new_zeros(*inp.shape[:-1], d_out)
 
     x = torch.randn(1, 1, spec.seq_len, spec.d_model)

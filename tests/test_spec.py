@@ -19,7 +19,7 @@ def test_defaults_are_gpt2_small():
     spec = ModelSpec()
     for name, value in GPT2_SMALL.items():
         assert getattr(spec, name) == value
-    assert spec.d_head == 64 and spec.d_mlp == 3072
+    assert spec.d_head == 64 and spec.mlp_width == 3072 and spec.d_mlp is None
     assert spec.vocab_size is None and spec.positional == "none" and spec.norm == "pre"
 
 
@@ -29,6 +29,8 @@ def test_fields_are_exactly_the_issue_list():
         "d_model", "n_heads", "n_layers", "seq_len", "sigma_embed", "sigma_q", "sigma_k", "sigma_v",
         "sigma_o", "sigma_mlp_in", "sigma_mlp_out", "ln_eps", "attn_scale", "mlp_ratio", "activation",
         "norm", "attn_only", "positional", "output_scaling", "vocab_size",
+        # modern decoder blocks (issue 16), appended so that existing specs stay unchanged
+        "normalization", "mlp", "d_mlp", "n_kv_heads", "qk_norm", "rope_theta", "attn_temperature",
     ]
 
 

@@ -22,8 +22,8 @@ Two independent routes, and the recursion uses the first:
      ``E[phi_N(a + bZ)]`` (a Gaussian integral sympy evaluates), and Stein's lemma
      ``E[Z f(Z)] = E[f'(Z)]`` gives ``a E[Phi(a+bZ)] + b^2 E[phi_N(a+bZ)]``, i.e.
      ``a Phi(a/r) + (b^2/r) phi_N(a/r)``, ``r = sqrt(1 + b^2)``.
-   * The tanh GELU has no closed form; tests hold route 1 against scipy's adaptive
-     ``dblquad`` for it.
+   * The tanh GELU and SiLU (SwiGLU's gate, ``x sigmoid(x)``) have no closed form;
+     tests hold route 1 against scipy's adaptive ``dblquad`` for them.
 
    Tests require the two routes to agree to 1e-10 for ReLU and GELU.
 
@@ -40,11 +40,11 @@ from functools import lru_cache
 
 import numpy as np
 import sympy as sp
-from scipy.special import erf
+from scipy.special import erf, expit
 
 from ._kernel_maps import correlation
 
-ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu")
+ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "silu")
 
 _a = sp.Symbol("a", real=True)
 _b = sp.Symbol("b", positive=True)
@@ -68,8 +68,8 @@ def conditional_mean(activation: str) -> sp.Expr:
         # phi(a + bz) = a + bz on z > -a/b, else 0.
         expr = sp.integrate((_a + _b * _z) * _normal_pdf(_z), (_z, -_a / _b, sp.oo), conds="none")
         return sp.simplify(expr.rewrite(sp.erf))
-    if activation == "gelu_tanh":
-        raise ValueError("the tanh GELU has no closed-form conditional mean; use mehler_kernel")
+    if activation in ("gelu_tanh", "silu"):
+        raise ValueError(f"{activation} has no closed-form conditional mean; use mehler_kernel")
     if activation == "gelu":
         # E[phi_N(a + bZ)]: a Gaussian integral; E[Phi(a + bZ)] its integral over a from -oo.
         density = sp.integrate(_normal_pdf(_a + _b * _z) * _normal_pdf(_z), (_z, -sp.oo, sp.oo), conds="none")
@@ -95,6 +95,8 @@ def activation_function(activation: str):
     if activation == "gelu_tanh":
         k = math.sqrt(2.0 / math.pi)
         return lambda x: 0.5 * x * (1.0 + np.tanh(k * (x + 0.044715 * x**3)))
+    if activation == "silu":  # SwiGLU's gate, x sigmoid(x) (expit is stable for large |x|)
+        return lambda x: x * expit(x)
     raise ValueError(f"activation must be one of {', '.join(ACTIVATION_NAMES)}; got {activation!r}")
 
 

@@ -126,7 +126,7 @@ def check_structure(spec: ModelSpec, zero_input_ok: bool = False) -> None:
 
 
 def _check_gains(spec: ModelSpec) -> None:
-    d, d_mlp = _number(spec.d_model), _number(spec.d_mlp)
+    d, d_mlp = _number(spec.d_model), _number(spec.mlp_width)
     sq, sk, sv = float(spec.sigma_q), float(spec.sigma_k), float(spec.sigma_v)
     so, sin, sout = float(spec.sigma_o_effective), float(spec.sigma_mlp_in), float(spec.sigma_mlp_out_effective)
     gains = [

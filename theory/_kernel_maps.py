@@ -30,19 +30,20 @@ def correlation(cov: np.ndarray) -> np.ndarray:
         return np.where(scale > 0, cov / np.where(scale > 0, scale, 1.0), 0.0)
 
 
-def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48):
+def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48, dof: int | None = None):
     """Per position ``(nu_1, nu_2, g) = (E[R], E[R^2], E[sqrt(R)])``, ``R = |e|^2/d``.
 
     With the ``D = d - 1`` centred channels Gaussian of variance ``var``,
     ``|P x|^2 = var X``, ``X ~ chi^2_D`` and ``R = X / (X + c)``, ``c = d eps / var``
     (LayerNorm divides by ``sqrt(|P x|^2/d + eps)``). Gauss rule for the chi-square law
-    (Golub–Welsch); ``R = 1`` exactly when ``eps = 0``.
+    (Golub–Welsch); ``R = 1`` exactly when ``eps = 0``. RMSNorm removes no mean: ``dof = d``
+    (``|x|^2 = var chi^2_d``), the same formula otherwise.
     """
     var = np.asarray(var, dtype=float)
     if eps == 0:
         one = np.ones_like(var)
         return one, one, one
-    x, w = gamma_rule(n, (d - 1) / 2.0)
+    x, w = gamma_rule(n, ((d - 1) if dof is None else dof) / 2.0)
     X = 2.0 * x  # chi^2_D nodes
     # A zero input (var = 0) has LayerNorm output 0 when eps > 0: c = inf, R = 0.
     with np.errstate(divide="ignore"):
@@ -64,7 +65,7 @@ def gaussian_cosine_mean(r: np.ndarray, dim: int) -> np.ndarray:
     return r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, r * r)
 
 
-def layernorm_kernel(K: np.ndarray, d: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``E[e_m . e_n]/d`` of the LayerNorm outputs, and ``nu_2`` per position.
 
     ``e_m . e_n / d = cos(Px_m, Px_n) sqrt(R_m R_n)``. The diagonal is ``nu_1`` (exact
@@ -72,12 +73,13 @@ def layernorm_kernel(K: np.ndarray, d: int, eps: float) -> tuple[np.ndarray, np.
     ``D = d - 1`` dimensions (`gaussian_cosine_mean`), with correlation ``r = K_mn /
     sqrt(K_mm K_nn)`` -- centring does not change it, the channels being i.i.d. -- times
     ``E[sqrt(R_m)] E[sqrt(R_n)]`` (radii treated as independent of the angle: exact at
-    eps = 0, where R = 1).
+    eps = 0, where R = 1). RMSNorm: ``dof = d`` (no centring), the sphere of all d dimensions.
     """
+    dof = d - 1 if dof is None else dof
     var = np.diag(K).copy()
-    nu1, nu2, g = layernorm_radius_moments(var, d, eps)
+    nu1, nu2, g = layernorm_radius_moments(var, d, eps, dof=dof)
     corr = correlation(K)
-    E = gaussian_cosine_mean(corr, d - 1) * np.outer(g, g)
+    E = gaussian_cosine_mean(corr, dof) * np.outer(g, g)
     np.fill_diagonal(E, nu1)
     return E, nu2
 

@@ -89,7 +89,7 @@ def memory_estimate(spec: ModelSpec, layers: int, keep_kernels: bool) -> float:
     about 1 kB of Python objects each)."""
     T, L = float(spec.seq_len), float(layers)
     kept = (2 if spec.attn_only else 3) * L if keep_kernels else 0.0
-    per_layer = len(block_taps(spec.attn_only))
+    per_layer = len(block_taps(spec))
     return (kept + WORKING_KERNELS) * T * T * 8.0 + L * per_layer * (3 * T * 8.0 + 1000.0)
 
 

@@ -166,7 +166,7 @@ def _layer_one_record(result: StepResult, pos) -> TapPrediction:
 
 def _chosen_taps(spec: ModelSpec, taps: Iterable[str] | None, layers: Iterable[int] | None) -> list[str]:
     n_layers = int(spec.n_layers)
-    suffixes = block_taps(spec.attn_only)
+    suffixes = block_taps(spec)
     if layers is not None:
         layers = sorted({int(l) for l in layers})
         bad = [l for l in layers if not 0 <= l < n_layers]
@@ -195,7 +195,7 @@ BYTES_PER_ENTRY = 500
 
 def _check_output_size(spec: ModelSpec, layers, n_positions: int, force: bool, memory_limit: float | None) -> None:
     """Refuse an answer too large to hold (n_layers = 10^9 asks for 10^10 entries) before building it."""
-    per_layer = len(block_taps(spec.attn_only))
+    per_layer = len(block_taps(spec))
     n_layers = len(set(layers)) if layers is not None else int(spec.n_layers)
     need = float(n_layers) * per_layer * n_positions * BYTES_PER_ENTRY
     memory_limit, source = resolve_memory_limit(memory_limit)

@@ -34,6 +34,7 @@ from typing import Any, Union
 import sympy as sp
 
 from ._outputs import atomic_write_text, shown
+from ._spec_schedule import AttnTemperature, at_layer, check_positional, check_qk_norm
 
 Number = Union[int, float, sp.Expr]
 
@@ -42,6 +43,8 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 NORMS = ("pre",)
 POSITIONALS = ("none", "learned", "sinusoidal", "rope", "alibi")
 OUTPUT_SCALINGS = ("none", "gpt2")
+NORMALIZATIONS = ("layernorm", "rmsnorm")
+MLPS = ("standard", "swiglu")
 
 # Fields that count things (positive integers) and fields that are standard deviations.
 SIZE_FIELDS = ("d_model", "n_heads", "n_layers", "seq_len", "mlp_ratio")
@@ -160,6 +163,29 @@ class ModelSpec:
     vocab_size : int | None
         None: continuous Gaussian token embeddings; an integer: ids drawn uniformly
         from a random embedding table of that many rows.
+
+    Modern decoder blocks (Llama, Qwen, SmolLM3, Llama 4; docs/modern-blocks.md):
+
+    positional : also a list with one entry per layer from "none" | "rope" | "alibi"
+        (SmolLM3 and Llama 4 make every fourth layer "none"); see `positional_at`.
+    normalization : "layernorm" | "rmsnorm"
+        RMSNorm is ``x / sqrt(mean(x^2) + eps)`` (no mean removal, gain 1; ``ln_eps`` is its eps).
+    mlp : "standard" | "swiglu"
+        "standard" is ``W_out phi(W_in x)`` with ``activation``; "swiglu" is
+        ``W_down (silu(W_gate x) * (W_up x))``, ``W_gate``, ``W_up`` with std ``sigma_mlp_in``
+        and ``W_down`` with ``sigma_mlp_out``.
+    d_mlp : int | None
+        The MLP's hidden width; None means ``mlp_ratio * d_model``. `mlp_width` is the width used.
+    n_kv_heads : int | None
+        Grouped-query attention: the number of key/value heads, a divisor of ``n_heads``
+        (None: ``n_heads``, ordinary multi-head attention). See `kv_heads`.
+    qk_norm : bool | list of bool
+        RMS-normalise each head's q and k over ``d_head`` (gain 1, eps ``ln_eps``) before RoPE,
+        for the whole model or per layer (Llama 4: on the RoPE layers only). See `qk_norm_at`.
+    rope_theta : float > 0
+        RoPE's base (rotate-half convention as in Hugging Face Llama, positions 0..T-1).
+    attn_temperature : None | {"floor_scale": F, "scale": s}
+        Llama 4's query temperature on the "none" layers, `AttnTemperature`.
     """
 
     d_model: Number = 768
@@ -182,6 +208,13 @@ class ModelSpec:
     positional: str = "none"
     output_scaling: str = "none"
     vocab_size: int | None = None
+    normalization: str = "layernorm"
+    mlp: str = "standard"
+    d_mlp: int | None = None
+    n_kv_heads: int | None = None
+    qk_norm: bool | tuple[bool, ...] = False
+    rope_theta: float = 10000.0
+    attn_temperature: AttnTemperature | None = None
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -199,8 +232,9 @@ class ModelSpec:
         self._check_choice("attn_scale", ATTN_SCALES)
         self._check_choice("activation", ACTIVATIONS)
         self._check_choice("norm", NORMS)
-        self._check_choice("positional", POSITIONALS)
+        object.__setattr__(self, "positional", check_positional(self.positional, self.n_layers, POSITIONALS))
         self._check_choice("output_scaling", OUTPUT_SCALINGS)
+        self._check_modern_block()
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"attn_only must be true or false, got {shown(self.attn_only)}")
         if self.vocab_size is not None:
@@ -209,6 +243,33 @@ class ModelSpec:
             if vocab < 1:
                 raise ValueError(f"{allowed}, got {vocab}")
             object.__setattr__(self, "vocab_size", vocab)
+
+    def _check_modern_block(self) -> None:
+        """The fields of modern decoder blocks (see the class docstring)."""
+        self._check_choice("normalization", NORMALIZATIONS)
+        self._check_choice("mlp", MLPS)
+        if self.d_mlp is not None:
+            allowed = "d_mlp must be null (mlp_ratio * d_model) or an integer >= 1"
+            width = _as_integer(self.d_mlp, allowed)
+            if width < 1:
+                raise ValueError(f"{allowed}, got {width}")
+            object.__setattr__(self, "d_mlp", width)
+        if self.n_kv_heads is not None:
+            allowed = "n_kv_heads must be null (= n_heads) or an integer >= 1 that divides n_heads"
+            kv = _as_integer(self.n_kv_heads, allowed)
+            if kv < 1:
+                raise ValueError(f"{allowed}, got {kv}")
+            if not _is_symbolic(self.n_heads) and self.n_heads % kv:
+                divisors = [k for k in range(1, self.n_heads + 1) if self.n_heads % k == 0]
+                raise ValueError(f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads}); "
+                                 f"allowed n_kv_heads are {', '.join(map(str, divisors))}")
+            object.__setattr__(self, "n_kv_heads", kv)
+        object.__setattr__(self, "qk_norm", check_qk_norm(self.qk_norm, self.n_layers))
+        theta = self.rope_theta
+        if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not math.isfinite(float(theta)) or theta <= 1:
+            raise ValueError(f"rope_theta must be a finite number > 1 (Llama uses 10000 or 500000), got {shown(theta)}")
+        object.__setattr__(self, "rope_theta", float(theta))
+        object.__setattr__(self, "attn_temperature", AttnTemperature.parse(self.attn_temperature))
 
     def _check_size(self, name: str) -> None:
         value = getattr(self, name)
@@ -274,9 +335,32 @@ class ModelSpec:
         return self.d_model // self.n_heads
 
     @property
-    def d_mlp(self) -> Number:
-        """Width of the MLP hidden layer, ``mlp_ratio * d_model``."""
-        return self.mlp_ratio * self.d_model
+    def mlp_width(self) -> Number:
+        """Width of the MLP hidden layer: ``d_mlp`` when given, else ``mlp_ratio * d_model``."""
+        return self.d_mlp if self.d_mlp is not None else self.mlp_ratio * self.d_model
+
+    @property
+    def kv_heads(self) -> Number:
+        """The number of key/value heads: ``n_kv_heads``, or ``n_heads`` when it is null."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    def positional_at(self, layer: int) -> str:
+        """The positional scheme of 0-based ``layer`` (the whole-model string, or its list entry)."""
+        return at_layer(self.positional, layer)
+
+    def qk_norm_at(self, layer: int) -> bool:
+        """Whether 0-based ``layer`` RMS-normalises its queries and keys."""
+        return at_layer(self.qk_norm, layer)
+
+    def temperature_at(self, layer: int) -> AttnTemperature | None:
+        """The query temperature of 0-based ``layer``: `attn_temperature` on "none" layers, else None."""
+        return self.attn_temperature if self.positional_at(layer) == "none" else None
+
+    @property
+    def positional_schemes(self) -> tuple[str, ...]:
+        """The distinct positional schemes the model uses, in order of first appearance."""
+        layers = self.positional if isinstance(self.positional, tuple) else (self.positional,)
+        return tuple(dict.fromkeys(layers))
 
     @property
     def residual_write_scale(self) -> Number:
@@ -320,6 +404,10 @@ class ModelSpec:
             value = getattr(self, f.name)
             if isinstance(value, sp.Basic):
                 value = {"symbol": str(value)} if _is_symbolic(value) else float(value)
+            elif isinstance(value, tuple):  # a per-layer schedule
+                value = list(value)
+            elif isinstance(value, AttnTemperature):
+                value = value.to_dict()
             out[f.name] = value
         return out
 
@@ -340,7 +428,7 @@ class ModelSpec:
             )
         kwargs = {}
         for name, value in data.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and name != "attn_temperature":
                 value = _symbol_from_json(name, value)
             kwargs[name] = value
         return cls(**kwargs)

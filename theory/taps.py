@@ -18,12 +18,12 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Union
 
-from .block import FULL_BLOCK, BlockShape, block as _block
+from .block import ALL_TAPS, FULL_BLOCK, BlockShape, block as _block
 
 # Per-layer taps in forward order: suffix after ``blocks.{l}.``, with a one-line meaning
 # and the shape of the tensor in a simulation (S networks, B sequences, T positions).
 # Read from the one block declaration (`theory.block`).
-LAYER_TAPS: dict[str, str] = {t.suffix: t.meaning for t in FULL_BLOCK.taps}
+LAYER_TAPS: dict[str, str] = {t.suffix: t.meaning for t in ALL_TAPS}
 
 # The taps of the attention branch of a block with an MLP (entry, ln1, attention, its
 # residual write): those the layer-1 derivation covers (`attention_taps` for a spec).
@@ -37,15 +37,18 @@ PRE_SOFTMAX_TAPS: tuple[str, ...] = tuple(f"blocks.0.{s}" for s in ATTENTION_TAP
 MLP_TAPS: tuple[str, ...] = FULL_BLOCK.tap_suffixes[len(ATTENTION_TAPS):]
 
 
-def block_taps(attn_only: bool = False) -> tuple[str, ...]:
+def block_taps(spec_or_attn_only=False) -> tuple[str, ...]:
     """The tap suffixes of one block in forward order (an attention-only block ends at
-    ``hook_resid_post``, as in TransformerLens)."""
-    return _block(BlockShape(attn_only)).tap_suffixes
+    ``hook_resid_post``, as in TransformerLens), for a `ModelSpec` or, given a bool, for
+    the standard block with or without its MLP. Every layer of a spec has the same taps."""
+    if isinstance(spec_or_attn_only, bool):
+        return _block(BlockShape(spec_or_attn_only)).tap_suffixes
+    return _block(spec_or_attn_only).tap_suffixes
 
 
-def attention_taps(attn_only: bool = False) -> tuple[str, ...]:
+def attention_taps(spec_or_attn_only=False) -> tuple[str, ...]:
     """The attention branch's taps (entry to its residual write): layer 1's derived taps."""
-    taps = block_taps(attn_only)
+    taps = block_taps(spec_or_attn_only)
     return taps[: len(ATTENTION_TAPS)]
 
 

@@ -21,8 +21,10 @@ from theory.block import block
 # The projections each sublayer kind applies, in the order a sample draws them: the
 # attention's fused Q/K/V projection (d_model -> 3 * n_heads * d_head) and its output
 # projection W_o (d_model -> d_model); the MLP's W_in (d_model -> d_mlp) and W_out
-# (d_mlp -> d_model). Kinds without weights (layernorm, residual) draw nothing.
-SUBLAYER_PROJECTIONS = {"attention": ("qkv", "o"), "mlp": ("in", "out")}
+# (d_mlp -> d_model); SwiGLU's fused gate and up projections W_gate, W_up (d_model ->
+# 2 * d_mlp, gate first) and W_down (d_mlp -> d_model). Kinds without weights (layernorm,
+# rmsnorm, residual) draw nothing.
+SUBLAYER_PROJECTIONS = {"attention": ("qkv", "o"), "mlp": ("in", "out"), "swiglu": ("gate_up", "down")}
 
 Project = Callable[[int, str, torch.Tensor], torch.Tensor]
 
@@ -33,8 +35,10 @@ def projection_shape(spec: ModelSpec, kind: str) -> tuple[int, int]:
     return {
         "qkv": (3 * spec.n_heads * spec.d_head, d),
         "o": (d, d),
-        "in": (spec.d_mlp, d),
-        "out": (d, spec.d_mlp),
+        "in": (spec.mlp_width, d),
+        "out": (d, spec.mlp_width),
+        "gate_up": (2 * spec.mlp_width, d),
+        "down": (d, spec.mlp_width),
     }[kind]
 
 
@@ -51,7 +55,8 @@ def output_scale(spec: ModelSpec, kind: str) -> torch.Tensor | float:
             [spec.sigma_q] * width + [spec.sigma_k] * width + [spec.sigma_v] * width,
             dtype=torch.float64,
         )
-    return {"o": spec.sigma_o_effective, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out_effective}[kind]
+    return {"o": spec.sigma_o_effective, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out_effective,
+            "gate_up": spec.sigma_mlp_in, "down": spec.sigma_mlp_out_effective}[kind]
 
 
 def psd_root(gram: torch.Tensor) -> torch.Tensor:

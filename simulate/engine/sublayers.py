@@ -7,8 +7,10 @@ new ``(x, h)``; `FORWARD` maps each kind of `theory.block.KINDS` to its function
 holds the keys equal). Shapes: S networks, B sequences per network, T positions::
 
     layernorm   h = LN(x)                                  (S, B, T, d)
+    rmsnorm     h = x / sqrt(mean(x^2) + eps)              (S, B, T, d)
     attention   h = W_o softmax(scale q k^T [+ bias]) v    (S, B, T, d), per head of h
     mlp         h = W_out phi(W_in h)                      (S, B, T, d)
+    swiglu      h = W_down (silu(W_gate h) * W_up h)       (S, B, T, d)
     residual    x = x + h                                  (S, B, T, d)
 
 A new kind (RMSNorm, SwiGLU, ...) is a new function here and a new entry of `FORWARD`,
@@ -45,6 +47,14 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     torch's fused kernel computes exactly this (one pass instead of five).
     """
     return F.layer_norm(x, x.shape[-1:], eps=eps)
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over the last axis, gain 1 (no mean removal).
+
+    torch's fused kernel computes exactly this (Hugging Face's ``LlamaRMSNorm`` at weight 1).
+    """
+    return F.rms_norm(x, x.shape[-1:], eps=eps)
 
 
 def attention_scale(spec: ModelSpec) -> float:
@@ -101,6 +111,13 @@ class Context:
 def layernorm(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = LN(x)``: the branch starts from the normalised stream."""
     h = layer_norm(x, sub.options["eps"])  # (S, B, T, d)
+    ctx.tap(f"{sub.name}.hook_normalized", h)
+    return x, h
+
+
+def rmsnorm(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = x / rms(x)``: the branch starts from the RMS-normalised stream."""
+    h = rms_norm(x, sub.options["eps"])  # (S, B, T, d)
     ctx.tap(f"{sub.name}.hook_normalized", h)
     return x, h
 
@@ -179,6 +196,20 @@ def mlp(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[
     return x, out
 
 
+def swiglu(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = W_down (silu(W_gate h) * (W_up h))`` (Llama's MLP; TransformerLens' ``GatedMLP`` taps)."""
+    S, B, T, d = h.shape
+    gate_up = ctx.projection("gate_up", h.reshape(S, B * T, d)).view(S, B, T, 2, -1)  # (S, B, T, 2, d_mlp)
+    gate, up = gate_up.unbind(dim=3)  # each (S, B, T, d_mlp)
+    ctx.tap("mlp.hook_pre", gate)
+    ctx.tap("mlp.hook_pre_linear", up)
+    post = F.silu(gate) * up  # (S, B, T, d_mlp)
+    ctx.tap("mlp.hook_post", post)
+    out = ctx.projection("down", post.reshape(S, B * T, -1)).view(S, B, T, d)  # (S, B, T, d)
+    ctx.tap("hook_mlp_out", out)
+    return x, out
+
+
 def residual(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     """``x = x + h``: the branch is written into the stream (``hook_resid_mid``/``_post``)."""
     x = x + h  # (S, B, T, d)
@@ -191,7 +222,9 @@ SublayerForward = Callable[[Sublayer, torch.Tensor, torch.Tensor, Context], tupl
 # The registry: kind of `theory.block.KINDS` -> its forward function, under the same name.
 FORWARD: dict[str, SublayerForward] = {
     "layernorm": layernorm,
+    "rmsnorm": rmsnorm,
     "attention": attention,
     "mlp": mlp,
+    "swiglu": swiglu,
     "residual": residual,
 }

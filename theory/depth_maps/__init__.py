@@ -8,8 +8,10 @@ the registry's keys equal to `theory.block.KINDS` (and to simulate's forward reg
 kind       map                             layer-1 step / forward function
 =========  ==============================  ===========================================
 layernorm  `layernorm.layernorm`           `theory.steps.layernorm` / simulate's ``layernorm``
+rmsnorm    `rmsnorm.rmsnorm`               (this map) / simulate's ``rmsnorm``
 attention  `attention.attention`           `theory.steps.attention` / simulate's ``attention``
 mlp        `mlp.mlp`                       (this map) / simulate's ``mlp``
+swiglu     `swiglu.swiglu`                 (this map) / simulate's ``swiglu``
 residual   `residual.residual`             `theory.steps.residual` / simulate's ``residual``
 =========  ==============================  ===========================================
 """
@@ -20,7 +22,10 @@ from .attention import attention, softmax_rows
 from .layernorm import layernorm
 from .mlp import mlp
 from .residual import entry, residual
+from .rmsnorm import rmsnorm
+from .swiglu import swiglu
 
-DEPTH_MAPS = {"layernorm": layernorm, "attention": attention, "mlp": mlp, "residual": residual}
+DEPTH_MAPS = {"layernorm": layernorm, "rmsnorm": rmsnorm, "attention": attention, "mlp": mlp,
+              "swiglu": swiglu, "residual": residual}
 
-__all__ = ["DEPTH_MAPS", "entry", "softmax_rows", "layernorm", "attention", "mlp", "residual"]
+__all__ = ["DEPTH_MAPS", "entry", "softmax_rows", "layernorm", "rmsnorm", "attention", "mlp", "swiglu", "residual"]

@@ -25,7 +25,7 @@ def mlp(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = W_out phi(W_in h)``: pre-activation, activation and output taps, and ``K_mlp``."""
     spec, zero, d = at.spec, at.zero, at.d
     activation = sub.options["activation"]
-    s_in, s_out, d_mlp = float(spec.sigma_mlp_in), float(spec.sigma_mlp_out_effective), int(spec.d_mlp)
+    s_in, s_out, d_mlp = float(spec.sigma_mlp_in), float(spec.sigma_mlp_out_effective), int(spec.mlp_width)
     level, error, assumptions = mlp_label(at)
     pre_cov = s_in**2 * d * stream.E
     at.put("mlp.hook_pre", level, error, assumptions[:1], mean=zero, var=np.diag(pre_cov).copy())

@@ -14,7 +14,7 @@ from .._result import Level
 from ..block import ENTRY_TAP, Sublayer
 from ._state import Layer, Stream
 
-_GAINS = {"attention": "sigma_o, sigma_v", "mlp": "sigma_mlp_in, sigma_mlp_out"}
+_GAINS = {"attention": "sigma_o, sigma_v", "mlp": "sigma_mlp_in, sigma_mlp_out", "swiglu": "sigma_mlp_in, sigma_mlp_out"}
 
 
 def entry(stream: Stream, at: Layer) -> None:

@@ -112,8 +112,8 @@ class MLP(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.phi = ACTIVATIONS[spec.activation]
-        self.W_in = nn.Linear(spec.d_model, spec.d_mlp, bias=False)
-        self.W_out = nn.Linear(spec.d_mlp, spec.d_model, bias=False)
+        self.W_in = nn.Linear(spec.d_model, spec.mlp_width, bias=False)
+        self.W_out = nn.Linear(spec.mlp_width, spec.d_model, bias=False)
         self.hook_pre, self.hook_post = HookPoint(), HookPoint()
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
@@ -292,7 +292,7 @@ class NoPETransformer(nn.Module):
 def parameter_count(spec: ModelSpec) -> int:
     """Parameters of `NoPETransformer(spec)` without building it."""
     d = spec.d_model
-    per_layer = 3 * spec.n_heads * spec.d_head * d + d * d + (0 if spec.attn_only else 2 * d * spec.d_mlp)
+    per_layer = 3 * spec.n_heads * spec.d_head * d + d * d + (0 if spec.attn_only else 2 * d * spec.mlp_width)
     pos = spec.seq_len * d if spec.positional == "learned" else 0
     return spec.vocab_size * d + pos + spec.n_layers * per_layer
 
