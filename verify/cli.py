@@ -22,6 +22,7 @@ from theory._outputs import check_output_dir
 from .job import run
 from .presets import PRESETS
 from .report import console_summary, write_report
+from .sweep.cli import main as sweep_main
 
 
 SMALL_SAMPLE = 30  # below this many networks the report warns that its errors are rough
@@ -106,6 +107,8 @@ def _prepare_out(path: str, spec_path: str | None) -> None:
 @guarded("verify")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:  # python -m verify sweep ...: regime maps (verify.sweep, docs/sweep.md)
+        return sweep_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # a usage error (one line on stderr, status 2) or --help (0)
