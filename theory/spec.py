@@ -28,11 +28,13 @@ import dataclasses
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Union
 
 import sympy as sp
 
+from ._hf_config import read_hf_config
 from ._outputs import atomic_write_text, shown
 from ._spec_schedule import AttnTemperature, at_layer, check_positional, check_qk_norm
 
@@ -445,6 +447,32 @@ class ModelSpec:
         except ValueError as err:  # e.g. an integer literal of more than 4300 digits
             raise ValueError(f"spec is not valid JSON: {shown(str(err))}") from None
         return cls.from_dict(data)
+
+    @classmethod
+    def from_hf_config(cls, source: Any, *, strict: bool = False, **overrides: Any) -> "ModelSpec":
+        """The spec of a Hugging Face model at initialisation, from its ``config.json``.
+
+        ``source``: a dict or the path of a config of the GPT-2, Llama, Qwen2/Qwen3,
+        SmolLM3 or Llama-4-text families (`theory._hf_config` has the key mapping).
+        ``overrides`` replace fields (``seq_len=512`` for a short context of a
+        long-context model). Keys the spec does not express are reported in a
+        ``UserWarning`` (``strict=True``: a ValueError); `theory._hf_config.read_hf_config`
+        returns the full reading (used / ignored / not understood).
+
+        >>> spec = ModelSpec.from_hf_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+        ...     "num_key_value_heads": 2, "num_hidden_layers": 2, "intermediate_size": 128,
+        ...     "max_position_embeddings": 32, "rms_norm_eps": 1e-6, "rope_theta": 500000.0})
+        >>> spec.normalization, spec.mlp, spec.kv_heads, spec.positional, spec.rope_theta
+        ('rmsnorm', 'swiglu', 2, 'rope', 500000.0)
+        """
+        reading = read_hf_config(source, **overrides)
+        if reading.not_understood:
+            message = (f"Hugging Face config ({reading.family}): not understood: "
+                       + "; ".join(f"{k} ({why})" for k, why in reading.not_understood.items()))
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return cls(**reading.fields)
 
     @classmethod
     def load(cls, path: str) -> "ModelSpec":
