@@ -31,18 +31,26 @@ def test_sinusoidal_table_by_hand():
 
 
 # ---------------------------------------------------------------- RoPE (Su et al. 2021)
-def test_rope_rotates_interleaved_pairs_by_hand():
+def test_rope_rotates_half_pairs_by_hand():
+    """Rotate-half (Hugging Face Llama): coordinates (i, i + d_head/2) form pair i."""
     cos, sin = rope_angles(3, 4)
     x = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).expand(3, 1, 4)  # (T, H=1, dh)
     out = rope_rotate(x, cos, sin)
     assert torch.equal(out[0], x[0])  # position 0: no rotation
     for p in (1, 2):
         a, b = p * 1.0, p / 100.0  # theta_0 = 1, theta_1 = 10000^(-2/4) = 1/100
+        # pair 0 = (x_0, x_2) = (1, 3) by a; pair 1 = (x_1, x_3) = (2, 4) by b
         want = [
-            1 * math.cos(a) - 2 * math.sin(a), 1 * math.sin(a) + 2 * math.cos(a),
-            3 * math.cos(b) - 4 * math.sin(b), 3 * math.sin(b) + 4 * math.cos(b),
+            1 * math.cos(a) - 3 * math.sin(a), 2 * math.cos(b) - 4 * math.sin(b),
+            3 * math.cos(a) + 1 * math.sin(a), 4 * math.cos(b) + 2 * math.sin(b),
         ]
         assert torch.allclose(out[p, 0], torch.tensor(want, dtype=torch.float64), atol=1e-14)
+
+
+def test_rope_theta_sets_the_base():
+    cos, sin = rope_angles(3, 4, base=500000.0)
+    angle = torch.tensor([[0.0, 0.0], [1.0, 500000.0 ** -0.5], [2.0, 2 * 500000.0 ** -0.5]], dtype=torch.float64)
+    assert torch.allclose(cos, torch.cos(angle), atol=1e-15) and torch.allclose(sin, torch.sin(angle), atol=1e-15)
 
 
 def test_rope_preserves_norms_and_makes_scores_relative():
@@ -87,12 +95,12 @@ def _reference_attention(spec, x, Wq, Wk, Wv, pos_table=None):
     e = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + spec.ln_eps)
     q, k, v = (e @ Wq.T).view(T, H, dh), (e @ Wk.T).view(T, H, dh), (e @ Wv.T).view(T, H, dh)
     if spec.positional == "rope":
-        def rot(vec, p):
+        def rot(vec, p):  # pair i = coordinates (i, i + dh/2), angle p theta_i
             out = vec.clone()
             for i in range(dh // 2):
                 a = p * 10000.0 ** (-2 * i / dh)
                 R = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=vec.dtype)
-                out[2 * i:2 * i + 2] = R @ vec[2 * i:2 * i + 2]
+                out[[i, i + dh // 2]] = R @ vec[[i, i + dh // 2]]
             return out
         q = torch.stack([torch.stack([rot(q[p, h], p) for h in range(H)]) for p in range(T)])
         k = torch.stack([torch.stack([rot(k[p, h], p) for h in range(H)]) for p in range(T)])

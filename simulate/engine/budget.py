@@ -98,13 +98,16 @@ class RunSizes:
     item: float  # bytes per element (4 or 8)
     taps: tuple  # ((suffix or None, count, layer or -1), ...) None: the widest tap
     memory_budget: float
+    qkv_ratio: float = 3.0  # width of the fused Q/K/V projection / d_model ((H + 2 H_kv) / H)
+    gated: bool = False  # SwiGLU: the MLP's first projection is gate and up (2 d_mlp wide)
 
 
-def tap_groups(taps: Any, n_layers: float, attn_only: bool) -> tuple:
+def tap_groups(taps: Any, n_layers: float, spec_or_attn_only: Any) -> tuple:
     """``taps`` (as `simulate.run` takes it) as ``((suffix, count, last layer), ...)`` without
-    listing a network's taps (that is O(n_layers)); a callable counts as every tap."""
+    listing a network's taps (that is O(n_layers)); a callable counts as every tap of the
+    spec's block (`theory.taps.block_taps`: a SwiGLU block adds ``mlp.hook_pre_linear``)."""
     if taps is None or callable(taps):
-        return tuple((s, n_layers, n_layers - 1) for s in block_taps(attn_only))
+        return tuple((s, n_layers, n_layers - 1) for s in block_taps(spec_or_attn_only))
     items = [taps] if isinstance(taps, (str, tuple)) else taps
     try:
         items = list(items)
@@ -132,20 +135,23 @@ def run_sizes(spec, *, taps, samples, batch, chunk_size, positions, reservoir, m
         n_pos = min(n_pos, size_value(spec.seq_len))
     return RunSizes(
         d_model=size_value(spec.d_model), n_heads=size_value(spec.n_heads), n_layers=size_value(spec.n_layers),
-        seq_len=size_value(spec.seq_len), mlp_ratio=size_value(spec.mlp_ratio), vocab_size=size_value(spec.vocab_size),
+        seq_len=size_value(spec.seq_len), mlp_ratio=size_value(spec.mlp_width) / size_value(spec.d_model),
+        vocab_size=size_value(spec.vocab_size),
         attn_only=bool(spec.attn_only), learned=spec.positional == "learned", samples=size_value(samples),
         batch=size_value(batch), chunk_size=size_value(chunk_size), positions=n_pos, reservoir=size_value(reservoir),
         quenched=measure == "quenched", method=method, item=float(dtype_bytes),
-        taps=tap_groups(taps, size_value(spec.n_layers), bool(spec.attn_only)), memory_budget=size_value(memory_budget),
+        taps=tap_groups(taps, size_value(spec.n_layers), spec), memory_budget=size_value(memory_budget),
+        qkv_ratio=(size_value(spec.n_heads) + 2 * size_value(spec.kv_heads)) / size_value(spec.n_heads),
+        gated=spec.mlp == "swiglu",
     )
 
 
 def layer_projections(z: RunSizes) -> list[tuple[float, float]]:
     """(d_out, d_in) of each projection of a layer (the attention's, then the MLP's)."""
     d, dmlp = z.d_model, z.mlp_ratio * z.d_model
-    kinds = [(3 * z.d_model, d), (d, d)]  # qkv (n_heads * d_head <= d_model), o
+    kinds = [(z.qkv_ratio * z.d_model, d), (d, d)]  # qkv ((n_heads + 2 n_kv_heads) d_head), o
     if not z.attn_only:
-        kinds += [(dmlp, d), (d, dmlp)]
+        kinds += [((2 if z.gated else 1) * dmlp, d), (d, dmlp)]  # in (SwiGLU: gate and up), out
     return kinds
 
 
@@ -160,7 +166,7 @@ def _tap_elements(z: RunSizes, suffix: str | None) -> float:
     R = z.batch * z.seq_len
     if suffix in MASKED_TAPS:
         return z.batch * z.n_heads * z.seq_len * z.seq_len
-    if suffix in ("mlp.hook_pre", "mlp.hook_post"):
+    if suffix in ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"):
         return R * z.mlp_ratio * z.d_model
     if suffix is None:  # unknown: the widest
         return max(R * max(z.mlp_ratio, 1.0) * z.d_model, z.batch * z.n_heads * z.seq_len * z.seq_len)
@@ -183,7 +189,7 @@ def unit_bytes(z: RunSizes) -> float:
     """The working memory one unit adds to a chunk: the plan's normals, one layer's live
     tensors, the statistics' temporaries (`default_chunk` sizes `run`'s chunks by it)."""
     R, item = z.batch * z.seq_len, z.item
-    wide = max(3 * z.d_model, 0.0 if z.attn_only else z.mlp_ratio * z.d_model)
+    wide = max(d_out for d_out, _ in layer_projections(z))
     act = (4 * R * wide + 6 * R * z.d_model + 2 * R * R) * item
     if any(s in MASKED_TAPS for s, _, _ in z.taps):
         act += 6 * z.n_heads * R * z.seq_len * item
@@ -226,7 +232,7 @@ def run_estimate(z: RunSizes) -> dict[str, float]:
             device += 2 * z.vocab_size * d * item
         if z.learned:
             device += T * d * item
-    wide = max(3 * d, 0.0 if z.attn_only else dmlp)
+    wide = max(d_out for d_out, _ in layer_projections(z))
     live = (4 * R * wide + 6 * R * d + 2 * R * R) * item
     if gram_any:
         live += 4 * R * R * 8  # the float64 eigen-decomposition fallback

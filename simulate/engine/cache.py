@@ -70,7 +70,7 @@ def activations(
         measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8, memory_budget=0, device=dev,
         force=bool(force),
     )
-    tap_list = select_taps(taps, spec.n_layers, spec.attn_only)
+    tap_list = select_taps(taps, spec.n_layers, spec)
     with Sampler(spec, seed=seed, measure=measure, method=method, batch=batch, device=dev, dtype=dt) as sampler:
         cache = sampler.taps(0, samples, tap_list)
     meta = {"seed": seed, "measure": measure, "method": method, "device": str(dev), "dtype": str(dt).replace("torch.", "")}

@@ -23,6 +23,7 @@ from theory import ModelSpec
 from theory.block import ENTRY_TAP, block
 from theory.taps import all_taps
 
+from .positional import input_scheme
 from .projections import Project
 from .stats import MASKED_TAPS
 from .sublayers import FORWARD, Context
@@ -57,7 +58,7 @@ def last_needed(spec: ModelSpec, record: Iterable[str]) -> str | None:
     record = list(record)
     if not record:
         return None
-    order = {name: i for i, name in enumerate(all_taps(spec.n_layers, spec.attn_only))}
+    order = {name: i for i, name in enumerate(all_taps(spec.n_layers, spec))}  # the spec's own block (SwiGLU's taps)
     unknown = [t for t in record if t not in order]
     if unknown:
         raise ValueError(
@@ -87,8 +88,11 @@ def forward(
     a table to ``x`` before the first block (``hook_resid_pre`` of layer 0 includes it);
     ``rope`` rotates q and k after ``hook_q``/``hook_k`` (which stay unrotated, as in
     TransformerLens); ``alibi`` adds its bias to the logits (``hook_attn_scores`` includes
-    it). ``pos_embed`` is the learned table (S or 1, T, d); by default the one ``project``
-    carries (`Projections.pos_embed`).
+    it); a per-layer ``positional`` list picks each layer's scheme (`ModelSpec.positional_at`).
+    The attention options of `theory.block` add grouped-query attention, QK-norm and the
+    NoPE-layer temperature (`simulate.engine.sublayers.attention`; k and v then have
+    n_kv_heads heads). ``pos_embed`` is the learned table (S or 1, T, d); by default the
+    one ``project`` carries (`Projections.pos_embed`).
     """
     record = set(record)
     recorder = _TapRecorder(record, last_needed(spec, record) if stop_after == "auto" else stop_after)
@@ -97,7 +101,7 @@ def forward(
         pos_embed = getattr(project, "pos_embed", None)  # the network's learned table, if any
     try:
         # the network's input: the spec's positional scheme adds its table here, if it has one
-        x = ctx.positional(spec.positional, x).embed(x, pos_embed)  # (S, B, T, d)
+        x = ctx.positional(input_scheme(spec), x).embed(x, pos_embed)  # (S, B, T, d)
         for layer in range(spec.n_layers):
             x = _block(spec, layer, x, ctx.at(layer, _prefixed(recorder, layer)))  # (S, B, T, d)
     except _StopForward:

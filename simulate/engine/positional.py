@@ -9,7 +9,8 @@ exactly three places, each the identity for ``none``:
 * `Positional.rotate`: each head's q and k after ``hook_q``/``hook_k`` (``rope``);
 * `Positional.bias`: added to the scaled logits, inside ``hook_attn_scores`` (``alibi``).
 
-A new scheme (per-layer RoPE, ALiBi variants, ...) is a new subclass and a new entry.
+A new scheme (ALiBi variants, ...) is a new subclass and a new entry. A layer's scheme is
+the attention sublayer's option, so a per-layer schedule (SmolLM3, Llama 4) needs nothing here.
 Each variant follows its reference paper:
 
 * ``learned`` -- absolute position embeddings added to the token embeddings, as GPT-2's
@@ -28,17 +29,21 @@ Each variant follows its reference paper:
   dominates the residual stream by a factor ~``1 / (sqrt(2) sigma_embed)`` in norm. (Vaswani
   et al. multiply the *token* embeddings by ``sqrt(d_model)`` instead; our token embeddings
   follow the spec's ``sigma_embed``, so we keep the table as defined and say so.)
-* ``rope`` -- rotary embeddings of Su et al. 2021 (RoFormer, eq. 34), applied to each head's
-  query and key after the projection: for 0-based position ``p`` and pair ``i`` of a head of
-  width ``d_head`` (``theta_i = 10000^(-2i / d_head)``),
+* ``rope`` -- rotary embeddings of Su et al. 2021 (RoFormer), applied to each head's query
+  and key after the projection, in the **rotate-half convention of Hugging Face Llama**
+  (GPT-NeoX): for 0-based position ``p`` and frequency ``i < d_head/2`` of a head of width
+  ``d_head`` (``theta_i = rope_theta^(-2i / d_head)``, `ModelSpec.rope_theta`, 10000 by
+  default), coordinates ``i`` and ``i + d_head/2`` form the pair
 
-      (x_{2i}, x_{2i+1}) -> (x_{2i} cos(p theta_i) - x_{2i+1} sin(p theta_i),
-                             x_{2i} sin(p theta_i) + x_{2i+1} cos(p theta_i)).
+      (x_i, x_{i+d/2}) -> (x_i cos(p theta_i) - x_{i+d/2} sin(p theta_i),
+                           x_{i+d/2} cos(p theta_i) + x_i sin(p theta_i)),
 
-  We use the **paper's interleaved pairs** ``(2i, 2i+1)``. GPT-NeoX / LLaMA pair ``(i, i +
-  d_head/2)`` ("rotate_half"); the two differ by a fixed permutation of a head's coordinates,
-  and since ``W_q`` and ``W_k`` have i.i.d. entries the random networks they give have the same
-  law. Rotations preserve norms, and ``R_m q . R_n k`` depends on ``m - n`` only.
+  i.e. ``x cos + rotate_half(x) sin`` with ``rotate_half(x) = (-x_2, x_1)``. The paper's
+  interleaved pairs ``(2i, 2i+1)`` (Llama 4's complex form) are a fixed permutation of a
+  head's coordinates: for i.i.d. ``W_q``, ``W_k`` the same law, and the same logits for
+  weights whose rows are permuted alike. Rotations preserve norms, and ``R_m q . R_n k``
+  depends on ``m - n`` only. A spec may use RoPE on some layers only (``positional`` as a
+  per-layer list, `ModelSpec.positional_at`).
 * ``alibi`` -- attention with linear biases of Press et al. 2022: the logit of query ``m`` and
   key ``n <= m`` in head ``h`` gets ``-slope_h (m - n)`` after the ``1/sqrt(d_head)`` scale.
   Slopes: for ``H`` a power of two, the geometric sequence starting at ``2^(-8/H)`` with that
@@ -75,28 +80,28 @@ def sinusoidal_table(seq_len: int, d_model: int, *, device=None, dtype=torch.flo
     return table.to(dtype)
 
 
-def rope_angles(seq_len: int, d_head: int, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos(p theta_i)`` and ``sin(p theta_i)``, each (seq_len, d_head // 2), float64."""
+def rope_angles(seq_len: int, d_head: int, *, base: float = ROPE_BASE, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos(p theta_i)`` and ``sin(p theta_i)``, each (seq_len, d_head // 2), float64, with
+    ``theta_i = base^(-2i / d_head)`` and 0-based positions ``p``."""
     if d_head % 2:
         raise ValueError(f"positional 'rope' rotates pairs of coordinates: d_head must be even, got {d_head}")
     pos = torch.arange(seq_len, device=device, dtype=torch.float64).unsqueeze(1)  # (T, 1)
-    theta = ROPE_BASE ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float64) / d_head)  # (dh/2,)
+    theta = float(base) ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float64) / d_head)  # (dh/2,)
     angle = pos * theta  # (T, dh/2)
     return torch.cos(angle), torch.sin(angle)
 
 
 def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs ``(2i, 2i+1)`` of ``x`` (..., T, H, d_head) by position.
+    """Rotate the pairs ``(i, i + d_head/2)`` of ``x`` (..., T, H, d_head) by position
+    (rotate-half, as Hugging Face Llama): ``x cos + rotate_half(x) sin``.
 
     ``cos``, ``sin`` are (T, d_head // 2) from `rope_angles`.
     """
-    even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, H, dh/2)
+    half = x.shape[-1] // 2
+    first, second = x[..., :half], x[..., half:]  # (..., T, H, dh/2)
     c = cos.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
     s = sin.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
-    out = torch.empty_like(x)  # (..., T, H, dh)
-    out[..., 0::2] = even * c - odd * s
-    out[..., 1::2] = even * s + odd * c
-    return out
+    return torch.cat((first * c - second * s, second * c + first * s), dim=-1)  # (..., T, H, dh)
 
 
 def alibi_slopes(n_heads: int) -> list[float]:
@@ -127,12 +132,21 @@ def alibi_bias(n_heads: int, seq_len: int, *, device=None, dtype=torch.float32) 
 
 
 def check_positional(spec: ModelSpec) -> None:
-    """Refuse, at the boundary, a spec whose positional variant cannot be realised."""
-    if spec.positional == "rope" and spec.d_head % 2:
+    """Refuse, at the boundary, a spec whose positional variant cannot be realised: RoPE on
+    any layer needs an even ``d_head``."""
+    if "rope" in spec.positional_schemes and spec.d_head % 2:
+        layers = [l for l in range(spec.n_layers) if spec.positional_at(l) == "rope"]
+        where = "" if isinstance(spec.positional, str) else f" (on layer(s) {', '.join(map(str, layers))})"
         raise ValueError(
-            f"positional 'rope' rotates pairs of coordinates: d_head = d_model / n_heads must be even, "
+            f"positional 'rope'{where} rotates pairs of coordinates: d_head = d_model / n_heads must be even, "
             f"got {spec.d_head}"
         )
+
+
+def input_scheme(spec: ModelSpec) -> str:
+    """The scheme acting on the network's input: the whole-model string (a per-layer list
+    holds only layer-level schemes, so its input scheme is ``none``)."""
+    return spec.positional if isinstance(spec.positional, str) else "none"
 
 
 class Positional:
@@ -145,8 +159,9 @@ class Positional:
     name = "none"
     bias: torch.Tensor | None = None  # (H, T, T) added to the scaled logits, or None
 
-    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype, *, rope_theta: float = ROPE_BASE):
         self.n_heads, self.d_head, self.seq_len, self.device, self.dtype = n_heads, d_head, seq_len, device, dtype
+        self.rope_theta = rope_theta
 
     def embed(self, x: torch.Tensor, pos_embed: torch.Tensor | None) -> torch.Tensor:
         """The network's input ``x`` (S, B, T, d) with the scheme's position table added."""
@@ -187,13 +202,13 @@ class Sinusoidal(Positional):
 
 
 class Rope(Positional):
-    """RoFormer's rotation of each head's interleaved pairs of q and k by position."""
+    """RoFormer's rotation of each head's q and k by position (rotate-half pairs, base ``rope_theta``)."""
 
     name = "rope"
 
-    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
-        super().__init__(n_heads, d_head, seq_len, device, dtype)
-        self.cos, self.sin = rope_angles(seq_len, d_head, device=device)  # each (T, dh/2), float64
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype, *, rope_theta: float = ROPE_BASE):
+        super().__init__(n_heads, d_head, seq_len, device, dtype, rope_theta=rope_theta)
+        self.cos, self.sin = rope_angles(seq_len, d_head, base=rope_theta, device=device)  # each (T, dh/2), float64
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return rope_rotate(q, self.cos, self.sin), rope_rotate(k, self.cos, self.sin)  # each (S, B, T, H, dh)
@@ -204,8 +219,8 @@ class Alibi(Positional):
 
     name = "alibi"
 
-    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype):
-        super().__init__(n_heads, d_head, seq_len, device, dtype)
+    def __init__(self, n_heads: int, d_head: int, seq_len: int, device, dtype: torch.dtype, *, rope_theta: float = ROPE_BASE):
+        super().__init__(n_heads, d_head, seq_len, device, dtype, rope_theta=rope_theta)
         self.bias = alibi_bias(n_heads, seq_len, device=device, dtype=dtype)  # (H, T, T)
 
 

@@ -19,7 +19,9 @@ from theory import ModelSpec
 from theory.block import block
 
 # The projections each sublayer kind applies, in the order a sample draws them: the
-# attention's fused Q/K/V projection (d_model -> 3 * n_heads * d_head) and its output
+# attention's fused Q/K/V projection (d_model -> (n_heads + 2 n_kv_heads) d_head: the
+# queries of every head, then the keys and the values of the key/value heads, which
+# grouped-query attention makes fewer) and its output
 # projection W_o (d_model -> d_model); the MLP's W_in (d_model -> d_mlp) and W_out
 # (d_mlp -> d_model); SwiGLU's fused gate and up projections W_gate, W_up (d_model ->
 # 2 * d_mlp, gate first) and W_down (d_mlp -> d_model). Kinds without weights (layernorm,
@@ -33,7 +35,7 @@ def projection_shape(spec: ModelSpec, kind: str) -> tuple[int, int]:
     """``(d_out, d_in)`` of a projection kind."""
     d = spec.d_model
     return {
-        "qkv": (3 * spec.n_heads * spec.d_head, d),
+        "qkv": ((spec.n_heads + 2 * spec.kv_heads) * spec.d_head, d),
         "o": (d, d),
         "in": (spec.mlp_width, d),
         "out": (d, spec.mlp_width),
@@ -50,9 +52,9 @@ def projection_kinds(spec: ModelSpec, layer: int = 0) -> tuple[str, ...]:
 def output_scale(spec: ModelSpec, kind: str) -> torch.Tensor | float:
     """The sigma(s) multiplying a projection of standard-normal weights."""
     if kind == "qkv":
-        width = spec.n_heads * spec.d_head
+        width, kv_width = spec.n_heads * spec.d_head, spec.kv_heads * spec.d_head
         return torch.tensor(
-            [spec.sigma_q] * width + [spec.sigma_k] * width + [spec.sigma_v] * width,
+            [spec.sigma_q] * width + [spec.sigma_k] * kv_width + [spec.sigma_v] * kv_width,
             dtype=torch.float64,
         )
     return {"o": spec.sigma_o_effective, "in": spec.sigma_mlp_in, "out": spec.sigma_mlp_out_effective,
@@ -191,14 +193,24 @@ class Projections:
         return None if entry is None else entry[1] * self.spec.sigma_embed
 
     def weight(self, layer: int, name: str) -> torch.Tensor:
-        """The scaled weight matrix ``name`` of ``layer``, shape (S, d_out, d_in)."""
-        kind = {"W_q": "qkv", "W_k": "qkv", "W_v": "qkv", "W_o": "o", "W_in": "in", "W_out": "out"}[name]
+        """The scaled weight matrix ``name`` of ``layer``, shape (S, d_out, d_in).
+
+        ``W_q`` (H d_head rows), ``W_k``, ``W_v`` (n_kv_heads d_head rows each), ``W_o``;
+        the MLP's ``W_in``, ``W_out``; SwiGLU's ``W_gate``, ``W_up``, ``W_down``.
+        """
+        kind = {"W_q": "qkv", "W_k": "qkv", "W_v": "qkv", "W_o": "o", "W_in": "in", "W_out": "out",
+                "W_gate": "gate_up", "W_up": "gate_up", "W_down": "down"}[name]
         form, normals = self.draws[(layer, kind)]
         if form != "W":
             raise ValueError(f"{name} of layer {layer} was never drawn: the Gram fast path drew its output")
+        spec = self.spec
         if kind == "qkv":
-            width = self.spec.n_heads * self.spec.d_head
-            part = ("W_q", "W_k", "W_v").index(name)
-            sigma = (self.spec.sigma_q, self.spec.sigma_k, self.spec.sigma_v)[part]
-            return normals[:, part * width:(part + 1) * width] * sigma
-        return normals * output_scale(self.spec, kind)
+            width, kv_width = spec.n_heads * spec.d_head, spec.kv_heads * spec.d_head
+            start, stop, sigma = {"W_q": (0, width, spec.sigma_q),
+                                  "W_k": (width, width + kv_width, spec.sigma_k),
+                                  "W_v": (width + kv_width, width + 2 * kv_width, spec.sigma_v)}[name]
+            return normals[:, start:stop] * sigma
+        if kind == "gate_up":
+            part = ("W_gate", "W_up").index(name)
+            return normals[:, part * spec.mlp_width:(part + 1) * spec.mlp_width] * output_scale(spec, kind)
+        return normals * output_scale(spec, kind)

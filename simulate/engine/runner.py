@@ -169,7 +169,7 @@ def _job(spec, taps, samples, seed, *, positions, measure, device, dtype, chunk_
         reservoir=reservoir, measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8,
         memory_budget=memory_budget, device=dev, force=bool(force), memory_limit=memory_limit, time_limit=time_limit,
     )
-    tap_list = list(dict.fromkeys(select_taps(taps, spec.n_layers, spec.attn_only)))  # unique, in order
+    tap_list = list(dict.fromkeys(select_taps(taps, spec.n_layers, spec)))  # unique, in order
     if not tap_list:
         raise ValueError("the tap filter selected no taps")
     pos = check_positions(positions, spec.seq_len)

@@ -9,11 +9,12 @@ holds the keys equal). Shapes: S networks, B sequences per network, T positions:
     layernorm   h = LN(x)                                  (S, B, T, d)
     rmsnorm     h = x / sqrt(mean(x^2) + eps)              (S, B, T, d)
     attention   h = W_o softmax(scale q k^T [+ bias]) v    (S, B, T, d), per head of h
+                (GQA, QK-norm, per-layer RoPE/ALiBi/NoPE, NoPE-layer temperature)
     mlp         h = W_out phi(W_in h)                      (S, B, T, d)
     swiglu      h = W_down (silu(W_gate h) * W_up h)       (S, B, T, d)
     residual    x = x + h                                  (S, B, T, d)
 
-A new kind (RMSNorm, SwiGLU, ...) is a new function here and a new entry of `FORWARD`,
+A new kind is a new function here and a new entry of `FORWARD`,
 named as its entry of `theory.block.KINDS` and its theory map.
 """
 
@@ -92,12 +93,25 @@ class Context:
         """``sigma * rows @ W^T`` of this layer's projection ``kind`` (see `Projections`)."""
         return self.project(self.layer, kind, rows)
 
-    def positional(self, name: str, like: torch.Tensor) -> Positional:
-        """The pass's instance of positional scheme ``name`` (`POSITIONAL`), for tensors like ``like``."""
-        key = ("positional", name)
+    def positional(self, name: str, like: torch.Tensor, rope_theta: float | None = None) -> Positional:
+        """The pass's instance of positional scheme ``name`` (`POSITIONAL`), for tensors like
+        ``like`` (RoPE with base ``rope_theta``, by default the spec's)."""
+        theta = float(self.spec.rope_theta if rope_theta is None else rope_theta)
+        key = ("positional", name, theta)
         if key not in self.shared:
             spec = self.spec
-            self.shared[key] = POSITIONAL[name](spec.n_heads, spec.d_head, like.shape[2], like.device, like.dtype)
+            self.shared[key] = POSITIONAL[name](spec.n_heads, spec.d_head, like.shape[2], like.device, like.dtype,
+                                                rope_theta=theta)
+        return self.shared[key]
+
+    def temperature(self, temperature, like: torch.Tensor) -> torch.Tensor:
+        """``tau(p)`` of `theory._spec_schedule.AttnTemperature` for p = 0..T-1, shaped
+        (T, 1, 1) to multiply queries (S, B, T, H, d_head); made once per pass."""
+        T = like.shape[2]
+        key = ("temperature", temperature.floor_scale, temperature.scale, T)
+        if key not in self.shared:
+            factors = torch.tensor(temperature.factors(T), dtype=torch.float64, device=like.device)  # (T,)
+            self.shared[key] = factors.to(like.dtype).view(T, 1, 1)
         return self.shared[key]
 
     def causal_mask(self, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -125,21 +139,37 @@ def rmsnorm(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tu
 def attention(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = W_o z`` with ``z_m = sum_{n <= m} softmax_n(scale q_m.k_n [+ bias_mn]) v_n`` per head.
 
-    ``q, k, v = W_{q,k,v} h``; the positional scheme (``options["positional"]``) may rotate
-    q and k (RoPE: after ``hook_q``/``hook_k``, which stay unrotated as in TransformerLens)
-    and bias the logits (ALiBi: inside ``hook_attn_scores``).
+    ``q, k, v = W_{q,k,v} h`` (``hook_q``, ``hook_k``, ``hook_v``: the projections, as in
+    TransformerLens). Then, by the layer's options (`theory.block`), in this order (Llama 4's):
+
+    * ``qk_norm``: each head's q and k divided by its RMS over ``d_head``
+      (``q / sqrt(mean(q^2) + eps)``, gain 1, eps ``qk_norm_eps``); RMS normalisation commutes
+      with the RoPE rotation (it preserves each head's norm), so before or after RoPE gives
+      the same values;
+    * ``positional``: ``rope`` rotates q and k (base ``rope_theta``), ``alibi`` biases the
+      logits (inside ``hook_attn_scores``), ``none`` does nothing;
+    * ``temperature`` (NoPE layers): the query at 0-based position p is multiplied by tau(p);
+    * grouped-query attention (``n_kv_heads`` < H): k and v have ``n_kv_heads`` heads
+      (``hook_k``/``hook_v`` (S, B, T, n_kv_heads, d_head), as TransformerLens' GQA); key/value
+      head j serves the query heads ``j g .. j g + g - 1``, ``g = H / n_kv_heads`` (Hugging
+      Face's ``repeat_kv``).
     """
-    spec = ctx.spec
+    spec, opts = ctx.spec, sub.options
     S, B, T, d = h.shape
     H, dh = spec.n_heads, spec.d_head
-    positional = ctx.positional(sub.options["positional"], h)
-    scale = logit_scale(dh, sub.options["attn_scale"])
-    qkv = ctx.projection("qkv", h.reshape(S, B * T, d)).view(S, B, T, 3, H, dh)  # (S, B, T, 3, H, dh)
-    q, k, v = qkv.unbind(dim=3)  # each (S, B, T, H, dh)
+    Hkv = opts.get("n_kv_heads") or H
+    positional = ctx.positional(opts["positional"], h, opts.get("rope_theta"))
+    scale = logit_scale(dh, opts["attn_scale"])
+    qkv = ctx.projection("qkv", h.reshape(S, B * T, d)).view(S, B, T, H + 2 * Hkv, dh)  # (S, B, T, H + 2 Hkv, dh)
+    q, k, v = qkv.split((H, Hkv, Hkv), dim=3)  # (S, B, T, H, dh), (S, B, T, Hkv, dh) twice
     ctx.tap("attn.hook_q", q)
     ctx.tap("attn.hook_k", k)
     ctx.tap("attn.hook_v", v)
-    q, k = positional.rotate(q, k)  # each (S, B, T, H, dh)
+    if opts.get("qk_norm"):
+        q, k = rms_norm(q, opts["qk_norm_eps"]), rms_norm(k, opts["qk_norm_eps"])  # over d_head
+    q, k = positional.rotate(q, k)  # each (S, B, T, H or Hkv, dh)
+    if opts.get("temperature") is not None:
+        q = q * ctx.temperature(opts["temperature"], q)  # (S, B, T, H, dh): tau(p) at position p
     if ctx.hand_written:
         z = _softmax_average(q, k, v, scale, positional.bias, ctx)  # (S, B, T, H, dh)
     else:
@@ -151,8 +181,14 @@ def attention(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> 
 
 
 def _softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Context) -> torch.Tensor:
-    """The hand-written path: scores -> pattern -> z, each materialised (and tapped)."""
-    T = q.shape[2]
+    """The hand-written path: scores -> pattern -> z, each materialised (and tapped).
+
+    Grouped-query attention repeats each key/value head for its query heads first
+    (``repeat_interleave``: kv head j serves query heads j g .. j g + g - 1).
+    """
+    T, H = q.shape[2], q.shape[3]
+    if k.shape[3] != H:
+        k, v = k.repeat_interleave(H // k.shape[3], dim=3), v.repeat_interleave(H // v.shape[3], dim=3)  # (S, B, T, H, dh)
     # matmul over a fixed (S, B, H) batch layout: the numbers of one network do not
     # depend on how many networks share the chunk (einsum may regroup axes)
     # (contiguous copies too: with S = B = 1 a strided view would reach BLAS with
@@ -170,16 +206,19 @@ def _softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Cont
 
 
 def _fused_softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Context) -> torch.Tensor:
-    """The fused kernel: the same causal softmax average, the pattern never materialised."""
+    """The fused kernel: the same causal softmax average, the pattern never materialised
+    (grouped-query attention by the kernel's own ``enable_gqa``: k, v are never repeated)."""
     S, B, T, H, dh = q.shape
+    Hkv = k.shape[3]
     mask = None if bias is None else bias.masked_fill(~ctx.causal_mask(T, q.device), float("-inf"))  # (H, T, T)
     fused = F.scaled_dot_product_attention(
         q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
-        k.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
-        v.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
+        k.reshape(S * B, T, Hkv, dh).transpose(1, 2),  # (S*B, Hkv, T, dh)
+        v.reshape(S * B, T, Hkv, dh).transpose(1, 2),  # (S*B, Hkv, T, dh)
         attn_mask=mask,
         is_causal=bias is None,
         scale=scale,
+        enable_gqa=Hkv != H,
     )  # (S*B, H, T, dh)
     return fused.transpose(1, 2).reshape(S, B, T, H, dh)  # (S, B, T, H, dh)
 
