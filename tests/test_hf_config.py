@@ -141,3 +141,32 @@ def test_temperature_is_llama4s_formula():
     assert t.factor(0) == 1.0 and t.factor(8190) == 1.0
     assert t.factor(8191) == pytest.approx(1 + 0.1 * math.log(2), rel=1e-15)
     assert t.factor(3 * 8192 - 1) == pytest.approx(1 + 0.1 * math.log(4), rel=1e-15)
+
+
+# ---------------------------------------------------------------- python -m theory spec --from-hf
+def _theory_cli(argv, capsys):
+    from theory.cli import main
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_writes_the_spec_of_a_config_and_says_what_it_did_not_understand(tmp_path, capsys):
+    target = tmp_path / "smollm3-4.json"
+    code, out, err = _theory_cli(["spec", "--from-hf", str(CONFIGS / "smollm3-3b.json"),
+                                  "--set", "seq_len=64,n_layers=4", "--out", str(target)], capsys)
+    assert code == 0 and "wrote" in out and "used model_type" in err
+    spec = ModelSpec.load(str(target))
+    assert spec.positional == ("rope", "rope", "rope", "none") and spec.n_layers == 4 and spec.seq_len == 64
+    code, out, err = _theory_cli(["spec", "--from-hf", str(CONFIGS / "llama-3.2-1b.json")], capsys)
+    assert code == 0 and "not understood: rope_scaling" in err and json.loads(out)["n_kv_heads"] == 8
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["spec", "--from-hf", "missing.json"], "cannot read Hugging Face config"),
+    (["spec", "--from-hf", str(CONFIGS / "gpt2.json"), "--set", "seq_len"], "--set takes FIELD=VALUE"),
+    (["spec", "--from-hf", str(CONFIGS / "gpt2.json"), "--set", "n_heads=7"], "must be divisible by n_heads"),
+])
+def test_cli_bad_input_is_one_line_and_status_2(argv, match, capsys):
+    code, out, err = _theory_cli(argv, capsys)
+    assert code == 2 and match in err and "Traceback" not in err and err.count("\n") == 1

@@ -226,7 +226,7 @@ def read_hf_config(source: Any, **overrides: Any) -> HFConfigReading:
     """Read a Hugging Face config (a dict or a ``config.json`` path) into spec fields.
 
     ``overrides`` replace fields after reading (``seq_len=256`` to simulate a short context
-    of a long-context model). Raises ValueError naming the key for what the spec cannot
+    of a long-context model; a smaller ``n_layers`` keeps the first layers' schedules). Raises ValueError naming the key for what the spec cannot
     represent; see the module docstring for the mapping.
     """
     config = load_config(source)
@@ -244,6 +244,12 @@ def read_hf_config(source: Any, **overrides: Any) -> HFConfigReading:
     reading.fields.update({name: sigma for name in (
         "sigma_embed", "sigma_q", "sigma_k", "sigma_v", "sigma_o", "sigma_mlp_in", "sigma_mlp_out")})
     reading.fields.update(overrides)
+    layers = overrides.get("n_layers")
+    if isinstance(layers, int) and not isinstance(layers, bool):  # the first n_layers layers of the model
+        for name in ("positional", "qk_norm"):
+            schedule = reading.fields.get(name)
+            if name not in overrides and isinstance(schedule, list) and len(schedule) > layers:
+                reading.fields[name] = schedule[:layers]
     seq_len = reading.fields.get("seq_len")
     chunk, window = reading.fields.pop("_chunk", None), reading.fields.pop("_window", None)
     if chunk is not None and isinstance(seq_len, int) and seq_len > chunk:

@@ -3,6 +3,7 @@
     python -m theory derive [--spec SPEC.json] [--symbolic d_model,sigma_q,...] [--format text|latex|json]
     python -m theory predict [--spec SPEC.json] [--positions 1,2,8,256] [--level best|leading] [--layers all|0,3] [--json] [--force]
     python -m theory latex [--spec SPEC.json] [--symbolic d_model,...] [--notation NOTATION.json] [--depth] --out DIR
+    python -m theory spec --from-hf CONFIG.json [--set seq_len=256,...] [--out SPEC.json]
 
 Bad input exits with status 2 and a one-line message on stderr, never a traceback.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ._guard import guarded
+from ._hf_config import read_hf_config
 from ._facade import LATEX_OUTPUTS, Notation, write
 from ._outputs import check_output_dir
 from .derive import derive, predict
@@ -82,7 +85,44 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--notation", help='JSON object mapping our symbols to yours, e.g. {"sigma_q": "\\\\sigma_{Q}", "d_model": "D"} (JSON escapes the backslash)')
     t.add_argument("--depth", action="store_true", help="add the depth recursion (every layer; a table of predictions for numeric specs) and write depth.tex")
     t.add_argument("--out", required=True, help="directory to write into (created if missing)")
+    h = sub.add_parser("spec", help="write the ModelSpec of a Hugging Face config.json (and say what it did not understand)")
+    h.add_argument("--from-hf", required=True, metavar="CONFIG.json", help="a Hugging Face config of the GPT-2, Llama, "
+                   "Qwen2/Qwen3, SmolLM3 or Llama-4-text families")
+    h.add_argument("--set", default="", metavar="FIELD=VALUE,...", help="override fields after reading, e.g. "
+                   "seq_len=256,n_layers=4 (values are JSON: numbers, true/false, null)")
+    h.add_argument("--out", help="write the spec JSON here (default: print it)")
     return parser
+
+
+def _overrides(text: str) -> dict:
+    """``--set a=1,b=true`` as a dict of JSON values (a bare word is a string)."""
+    out = {}
+    for item in _parse_list(text, "--set") if text else []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--set takes FIELD=VALUE pairs separated by commas, got {item!r}")
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value.strip()
+    return out
+
+
+def _spec(args) -> str:
+    reading = read_hf_config(args.from_hf, **_overrides(args.set))
+    spec = ModelSpec.from_dict(reading.fields)
+    print(f"theory: {reading.summary()}".replace("\n", "\ntheory: "), file=sys.stderr)
+    if args.out:
+        target = Path(args.out)
+        check_output_dir(target.resolve().parent, "--out", inputs=[args.from_hf], will_write=[target.name])
+        if target.resolve() == Path(args.from_hf).resolve():
+            raise CliError(f"--out {args.out!r} is the config being read; give another file")
+        try:
+            spec.save(args.out)
+        except OSError as err:
+            raise CliError(f"cannot write {args.out}: {err.strerror}") from None
+        return f"wrote {args.out}"
+    return spec.to_json()
 
 
 def _latex(args) -> str:
@@ -147,7 +187,7 @@ def _predict(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        output = {"derive": _derive, "predict": _predict, "latex": _latex}[args.command](args)
+        output = {"derive": _derive, "predict": _predict, "latex": _latex, "spec": _spec}[args.command](args)
     except (CliError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -32,8 +32,8 @@ def layernorm(ctx: LayerOne, level: str, tap: str = "blocks.0.ln1.hook_normalize
 
     >>> from theory import ModelSpec
     >>> from theory.steps import LayerOne
-    >>> layernorm(LayerOne.from_spec(ModelSpec(d_model=64, ln_eps=0.0)), "best").quantities["var"]
-    1
+    >>> float(layernorm(LayerOne.from_spec(ModelSpec(d_model=64, n_heads=4, ln_eps=0.0)), "best").quantities["var"])
+    1.0
     """
     if level == "leading":
         return StepResult(
