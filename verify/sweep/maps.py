@@ -181,6 +181,8 @@ def boundary_figure(title: str, axis: tuple[str, list], theory: dict, sim: dict,
                 fontsize=7)
     _set_axis(ax, "x", name, values, xc, xe, xs)
     ax.set_yscale("log")
+    found = [m for tol in CONTOURS for m, *_ in list(theory[tol]) + list(sim[tol]) if math.isfinite(m)]
+    ax.set_ylim(0.8, 1.25 * max(found, default=10.0))
     ax.set_ylabel("m up to which the leading order holds")
     ax.legend(fontsize=7, loc="best")
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9)

@@ -301,7 +301,11 @@ def write_maps(folder: Path, *, maps: Path | None = None, x: str | None = None, 
             fig = heat_map(title, (x, [_plain(v) for v in ds[x].values]), (y, [_plain(v) for v in ds[y].values]),
                            errors, noises, missing, paper, _slice_note(fixed))
             written += [str(maps / n) for n in save_figure(fig, maps, _file_name(tap, layer))]
-    bfixed = {**fixed, **({y: _nearest_paper(y, [_plain(v) for v in ds[y].values])} if y else {})}
+    bfixed = dict(fixed)
+    if y:  # the boundary is drawn along x: y held nearest the paper's value among the values with results
+        done = (status == STATUS["done"]).any(x).values
+        values = [_plain(v) for v, d in zip(ds[y].values, done) if d] or [_plain(v) for v in ds[y].values]
+        bfixed[y] = _nearest_paper(y, values)
     written += [str(maps / n) for n in _boundary(ds, x, bfixed, maps)]
     rows = regime_rows(ds, chosen or available_taps(ds)[:6])
     names = [Path(w).name for w in written]
