@@ -7,7 +7,9 @@
   as in `theory.block`;
 * ``"gpt2"``: Hugging Face ``GPT2Model``/``GPT2LMHeadModel`` (``h.{l}.ln_1``, ``attn.c_attn``, ...);
 * ``"llama"``: Hugging Face LLaMA-family decoders (``LlamaModel``, ``MistralModel``,
-  ``Qwen2Model``, ...: ``layers.{l}.input_layernorm``, ``self_attn.q_proj``, ...);
+  ``Qwen2Model``, ``Qwen3Model``, ``SmolLM3Model``, ``Llama4TextModel``, ...:
+  ``layers.{l}.input_layernorm``, ``self_attn.q_proj``, ``mlp`` or Llama 4's
+  ``feed_forward``, ...);
 * ``"auto"`` (default): the first of these whose modules the model has;
 * a dict ``{tap: site}`` for anything else (see `resolve_sites`).
 
@@ -15,9 +17,13 @@ Conventions of the built-in Hugging Face maps (the same as TransformerLens'): ``
 .hook_normalized`` is the normalised input *before* the gain and bias (LayerNorm for GPT-2,
 RMSNorm ``x / sqrt(mean(x^2) + eps)`` for LLaMA), recomputed from the norm module's input;
 q/k/v are the projections before any rotary embedding (TransformerLens' ``hook_q``, not
-``hook_rot_q``); ``hook_z`` is the input of the output projection; ``mlp.hook_pre`` is GPT-2's
-``c_fc`` output and LLaMA's gate projection; ``mlp.hook_post`` is the input of the MLP's
-down projection. Hugging Face computes attention weights inside a function, not a module,
+``hook_rot_q``) and before Qwen3's / Llama 4's QK-norm; with grouped-query attention k and v
+have the key/value heads' width; ``hook_z`` is the input of the output projection;
+``mlp.hook_pre`` is GPT-2's ``c_fc`` output and LLaMA's gate projection,
+``mlp.hook_pre_linear`` LLaMA's up projection (TransformerLens' ``GatedMLP``);
+``mlp.hook_post`` is the input of the MLP's down projection. A Llama 4 mixture-of-experts
+layer has no single gate or up projection: its MLP taps are left out (the residual taps
+stay). Hugging Face computes attention weights inside a function, not a module,
 so ``hook_attn_scores``/``hook_pattern`` are not available from its models. (Both model
 families have an MLP in every block, so their blocks have ``hook_resid_mid``.)
 """
@@ -129,7 +135,8 @@ def gpt2_sites(model: nn.Module) -> dict[str, Site]:
 
 def llama_sites(model: nn.Module) -> dict[str, Site]:
     """Hugging Face LLaMA-family decoders (``model.layers.{l}``); see the module docstring."""
-    found = _find_layers(module_names(model), "layers", "input_layernorm")
+    modules = module_names(model)
+    found = _find_layers(modules, "layers", "input_layernorm")
     if found is None:
         return {}
     root, n = found
@@ -146,11 +153,16 @@ def llama_sites(model: nn.Module) -> dict[str, Site]:
             p + "hook_attn_out": Site(f"{b}.self_attn.o_proj"),
             p + "hook_resid_mid": Site(f"{b}.post_attention_layernorm", "input"),
             p + "ln2.hook_normalized": Site(f"{b}.post_attention_layernorm", "input", _rms_norm),
-            p + "mlp.hook_pre": Site(f"{b}.mlp.gate_proj"),
-            p + "mlp.hook_post": Site(f"{b}.mlp.down_proj", "input"),
-            p + "hook_mlp_out": Site(f"{b}.mlp"),
             p + "hook_resid_post": Site(b),
         })
+        mlp = next((f"{b}.{name}" for name in ("mlp", "feed_forward") if f"{b}.{name}.gate_proj" in modules), None)
+        if mlp is not None:  # a dense gated MLP (a mixture of experts has no single gate)
+            sites.update({
+                p + "mlp.hook_pre": Site(f"{mlp}.gate_proj"),
+                p + "mlp.hook_pre_linear": Site(f"{mlp}.up_proj"),
+                p + "mlp.hook_post": Site(f"{mlp}.down_proj", "input"),
+                p + "hook_mlp_out": Site(mlp),
+            })
     return sites
 
 
