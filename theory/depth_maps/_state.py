@@ -45,6 +45,10 @@ class Stream:
     branch_kind: str = ""  # the kind that computed ``branch`` (attention, mlp)
     opens: str = ""  # the kind of the sublayer after the current one (a norm is labelled by the branch it opens)
     block_assumptions: tuple[str, ...] = ()  # every branch's assumptions so far (the block output states them all)
+    # per-network fluctuation of the keys' spread (`theory.depth_maps._fluctuation`): the relative
+    # variance kappa_m of the stream's per-network key spread, and the attention branch's own part
+    spread_rel_var: np.ndarray | None = None
+    branch_spread_rel_var: np.ndarray | None = None
 
 
 @dataclass

@@ -21,72 +21,126 @@ Leading level: uniform attention, ``A = U``.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import CubicSpline
 
 from .._domain import check_logit_variance
 from .._kernel_maps import key_spread, uniform_average
-from .._quadrature import row_expectations
+from .._row_law import chi2_mixture, gamma_factor_rule, row_law, sphere_key_law
 from .._result import Level
 from ..block import Sublayer
 from ..quantities import logit_scale_squared
+from ._fluctuation import attention_spread_rel_var
 from ._state import Layer, Stream
 from .layernorm import opening_label
 
 # Row quadrature is exact at every position up to this one and interpolated in log m
-# (cubic spline of m S_2(m) and Xi(m), both smooth in log m) on this many points beyond.
+# (cubic spline of m S_2(m), Xi(m) and m^2 E[(sum a^2)^2], smooth in log m) on this many points beyond.
 _EXACT_ROWS = 32
 _LOG_ROWS = 48
 # Effective logit variances within this relative range share one quadrature.
 _TAU_RTOL = 1e-4
-# Chebyshev nodes in tau^2 by the ratio max/min over rows (measured: relative error of
-# S_2 below 1e-7 with these counts up to a ratio of 8; tests).
-_TAU_NODES = ((2.0, 5), (4.0, 7), (math.inf, 9))
+# Chebyshev nodes in tau^2 by the ratio max/min over the logit variances needed (measured:
+# relative error of S_2 below 1e-7 with these counts up to a ratio of 8; tests); beyond, in log tau^2.
+_TAU_NODES = ((2.0, 5), (4.0, 7), (8.0, 9))
+_LOG_TAU_NODES = ((64.0, 11), (np.inf, 13))
+# Gauss nodes of the Gamma law of the per-network spread factor W (`_fluctuation`).
+_W_NODES = 6
 
-def softmax_rows(tau2: np.ndarray, d_head: int, sphere_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """``S_2(m)`` and ``Xi(m)`` for m = 1..T at per-row effective logit variances ``tau2`` (T,).
 
-    Exact quadrature (`row_expectations`) at m <= 32 and on 48 log-spaced rows beyond,
-    a cubic spline in log m in between; a spread of ``tau2`` over rows is handled by
-    polynomial interpolation in tau^2 through 5-9 Chebyshev nodes (both are analytic in
-    tau^2). Tests compare with direct quadrature (relative 2e-6 for S_2).
+@dataclass(frozen=True)
+class RowAverages:
+    """Row expectations at m = 1..T averaged over the per-network spread factor ``W`` (mean 1)."""
+
+    sum_sq: np.ndarray  # E_W[S_2(tau^2 W)]
+    sum_sq2: np.ndarray  # E_W[E[(sum a^2)^2](tau^2 W)]
+    diag: np.ndarray  # E_W[W (S_2(tau^2 W) - 1/m)]   (the softmax's share of the diagonal of A, per unit spread)
+    coupling: np.ndarray  # E_W[W Xi(tau^2 W)]
+
+
+def _lagrange(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Lagrange weights of points ``x`` (any shape) on ``nodes``: shape ``x.shape + (len(nodes),)``."""
+    weights = np.ones(x.shape + (nodes.size,))
+    for j in range(nodes.size):
+        for i in range(nodes.size):
+            if i != j:
+                weights[..., j] *= (x - nodes[i]) / (nodes[j] - nodes[i])
+    return weights
+
+
+def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarray | None = None) -> RowAverages:
+    """Softmax row expectations at per-row logit variances ``tau2`` (T,), averaged over ``W``.
+
+    ``W`` has mean 1 and relative variance ``kappa`` (T,) per row (Gamma law, 6 Gauss nodes;
+    a point mass where ``kappa = 0``). Exact quadrature (`theory._row_law.row_law`, the
+    layer-1 law) at m <= 32 and on 48 log-spaced rows beyond, a cubic spline in log m in
+    between; the logit variances ``tau2_m W`` needed are reached by polynomial
+    interpolation through 5-13 Chebyshev nodes in tau^2 (in log tau^2 past a ratio of 8).
+    Tests compare with direct quadrature.
     """
     T = tau2.size
     pos = np.arange(1, T + 1)
+    kappa = np.zeros(T) if kappa is None else np.asarray(kappa, dtype=float)
     grid = np.unique(np.concatenate([pos[:_EXACT_ROWS], np.round(np.geomspace(min(T, _EXACT_ROWS), T, _LOG_ROWS)).astype(int)]))
     # 8 + 6 mixture nodes: relative error < 1e-6 up to tau^2 = 2 (tests; 12 is the default)
     n_sphere = 6 if sphere_dim >= 100 else 8
-    active = tau2[1:] if T > 1 else tau2
-    lo, hi = float(active.min()), float(active.max())
+    mixture = chi2_mixture(d_head, sphere_dim, 8, n_sphere)
+    law = sphere_key_law(64, sphere_dim)
 
-    def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray]:
-        rows = row_expectations(grid, t2, d_head, sphere_dim, n_mixture=8, n_mixture_sphere=n_sphere)
+    def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = row_law(grid, t2, law, mixture=mixture)
+        xi = rows.coupling
         if grid.size == T:
-            return rows.sum_sq, rows.coupling
-        lm = np.log(grid)
-        s2 = CubicSpline(lm, grid * rows.sum_sq)(np.log(pos)) / pos
-        xi = CubicSpline(lm, rows.coupling)(np.log(pos))
-        return s2, xi
+            return rows.sum_sq, xi, rows.sum_sq2
+        lm, lp = np.log(grid), np.log(pos)
+        s2 = CubicSpline(lm, grid * rows.sum_sq)(lp) / pos
+        s2sq = CubicSpline(lm, grid.astype(float) ** 2 * rows.sum_sq2)(lp) / pos.astype(float) ** 2
+        return s2, CubicSpline(lm, xi)(lp), s2sq
 
+    # the per-row rule of W
+    w_nodes = np.ones((T, 1))
+    w_weights = np.ones((T, 1))
+    if (kappa[1:] > 1e-12).any():
+        w_nodes, w_weights = np.ones((T, _W_NODES)), np.zeros((T, _W_NODES))
+        w_weights[:, 0] = 1.0
+        for m in range(1, T):
+            if kappa[m] > 1e-12:
+                w_nodes[m], w_weights[m] = gamma_factor_rule(_W_NODES, float(kappa[m]))
+    targets = tau2[:, None] * w_nodes  # (T, J)
+    active = targets[1:] if T > 1 else targets
+    lo, hi = float(active.min()), float(active.max())
     if hi <= lo * (1 + _TAU_RTOL) or hi == 0:
-        s2, xi = on_grid(0.5 * (lo + hi))
+        s2, xi, s2sq = (np.broadcast_to(v[:, None], targets.shape) for v in on_grid(0.5 * (lo + hi)))
     else:
-        count = next(n for ratio, n in _TAU_NODES if hi <= ratio * lo)
+        lo = max(lo, hi * 1e-8)
+        ratio = hi / lo
+        if ratio <= _TAU_NODES[-1][0]:
+            count = next(n for r, n in _TAU_NODES if ratio <= r)
+            x, a, b = targets, lo, hi
+        else:
+            count = next(n for r, n in _LOG_TAU_NODES if ratio <= r)
+            x, a, b = np.log(np.maximum(targets, lo)), np.log(lo), np.log(hi)
         k = np.arange(count)
-        nodes = 0.5 * (lo + hi) + 0.5 * (hi - lo) * np.cos((2 * k + 1) * np.pi / (2 * count))
-        tables = [on_grid(float(t)) for t in nodes]
-        # Lagrange weights of each row's tau^2 on the nodes
-        weights = np.ones((T, count))
-        for j in range(count):
-            for i in range(count):
-                if i != j:
-                    weights[:, j] *= (tau2 - nodes[i]) / (nodes[j] - nodes[i])
-        s2 = sum(weights[:, j] * tables[j][0] for j in range(count))
-        xi = sum(weights[:, j] * tables[j][1] for j in range(count))
-    s2[0], xi[0] = 1.0, 0.0  # one key: a_11 = 1
-    return s2, xi
+        nodes = 0.5 * (a + b) + 0.5 * (b - a) * np.cos((2 * k + 1) * np.pi / (2 * count))
+        tables = [on_grid(float(t if x is targets else np.exp(t))) for t in nodes]
+        weights = _lagrange(x, nodes)  # (T, J, count)
+        s2, xi, s2sq = (np.einsum("tjc,ct->tj", weights, np.array([tab[i] for tab in tables])) for i in range(3))
+    inv = 1.0 / pos
+    sum_sq = (w_weights * s2).sum(1)
+    sum_sq2 = (w_weights * s2sq).sum(1)
+    diag = (w_weights * w_nodes * (s2 - inv[:, None])).sum(1)
+    coupling = (w_weights * w_nodes * xi).sum(1)
+    sum_sq[0], sum_sq2[0], diag[0], coupling[0] = 1.0, 1.0, 0.0, 0.0  # one key: a_11 = 1
+    return RowAverages(sum_sq, sum_sq2, diag, coupling)
+
+
+def softmax_rows(tau2: np.ndarray, d_head: int, sphere_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``S_2(m)`` and ``Xi(m)`` for m = 1..T at per-row effective logit variances ``tau2`` (T,)
+    (`row_averages` without the spread's fluctuation)."""
+    rows = row_averages(tau2, d_head, sphere_dim)
+    return rows.sum_sq, rows.coupling
 
 
 def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
@@ -110,10 +164,14 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
         spread = key_spread(E, U)
         tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread
         check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, at.layer, d_head, D)
-        s2, xi = softmax_rows(tau2, d_head, D)
-        at.say(f"layer {at.layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}")
+        kappa = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
+        rows = row_averages(tau2, d_head, D, kappa)
+        s2 = rows.sum_sq
+        at.say(f"layer {at.layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}, "
+               f"spread fluctuation {kappa.max():.3g}")
         A = U.copy()
-        A[np.diag_indices(T)] += spread * (s2 - 1.0 / pos) + spread * xi / D
+        A[np.diag_indices(T)] += spread * rows.diag + spread * rows.coupling / D
+        stream.branch_spread_rel_var = attention_spread_rel_var(rows.sum_sq, rows.sum_sq2, int(spec.n_heads))
         att_assume = closure + (
             "softmax rows: keys with the same spread about their centroid, treated as i.i.d.",
             "off-diagonal attention terms uniform (E[a_mk a_nk'] = 1/(mn), m != n)",
@@ -121,6 +179,7 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     else:
         s2 = 1.0 / pos
         A = U
+        stream.branch_spread_rel_var = None
         att_assume = closure + ("uniform attention a_mn = 1/m",)
     err_att = ("exact (quadrature, relative < 1e-6)" if at.exact_here else
                "layer 1: O(tau^2 delta^2); deeper: measured per layer by verify" if at.best else

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernel_maps import key_spread, uniform_average
 from .._result import Level
+from ._fluctuation import combine
 from ..block import ENTRY_TAP, Sublayer
 from ._state import Layer, Stream
 
@@ -28,6 +30,12 @@ def entry(stream: Stream, at: Layer) -> None:
 def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``x = x + h``: add the branch's kernel, check it stays finite, keep the kernel."""
     level, error, assumptions = stream.branch_label
+    if stream.branch_kind == "attention" and stream.branch_spread_rel_var is not None:
+        # the per-network fluctuation of the keys' spread (`_fluctuation.combine`); an MLP write follows its input
+        T = stream.K.shape[0]
+        before = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
+        v, w = key_spread(stream.K, uniform_average(stream.K)), key_spread(stream.branch, uniform_average(stream.branch))
+        stream.spread_rel_var = combine(before, v, w, stream.branch_spread_rel_var)
     stream.K = stream.K + stream.branch
     suffix = sub.taps[0].suffix
     at.put(suffix, level, error, stream.block_assumptions, mean=at.zero, var=np.diag(stream.K).copy())
