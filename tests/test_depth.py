@@ -313,7 +313,7 @@ def test_position_information_follows_the_kernel():
 
     spec = ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=32)
     pred = depth_predict(spec)
-    info = position_information(spec, prediction=pred)
+    info = position_information(spec, prediction=pred, noise="chi2")
     K = pred.kernel("hook_resid_post", 1)
     np.testing.assert_allclose(info.mean["blocks.1.hook_resid_post"], np.diag(K), rtol=1e-15)
     np.testing.assert_allclose(info.var["blocks.1.hook_resid_post"], 2 * np.diag(K) ** 2 / 64, rtol=1e-15)

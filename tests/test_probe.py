@@ -1,18 +1,19 @@
-"""Position probes (issue #8): known answers on synthetic signals, seeds, results layout, CLI."""
+"""Position probes (issues #8, #17): known answers on planted signals, seeds, results layout, CLI,
+and the quenched theory's predicted probe error against the measured one."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
-import theory
 from simulate.experiments.probe import cli as _probe_cli
 from simulate.experiments.probe import (
     ProbeConfig,
+    fit_scalar,
+    mean_cosines,
+    tune_mlp,
     fit_mlp,
     fit_ridge,
     fit_variance_only,
@@ -23,7 +24,8 @@ from simulate.experiments.probe import (
     theory_resolution,
 )
 from theory import ModelSpec
-from tests.simulate_helpers import one_thread  # noqa: F401
+from theory.information import predicted_probe
+from tests.simulate_helpers import one_thread  # noqa: F401  (the fixture, by name)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,67 +128,144 @@ def test_mlp_probe_classifies_positions_and_is_seeded():
     assert np.array_equal(est.point, again.point)
 
 
+# ---------------------------------------------------------------- planted signals of known strength
+def _planted_log_s(n, T, sd, seed):
+    rng = np.random.default_rng(seed)
+    mu = -np.log(np.arange(1, T + 1.0))  # a 1/m variance
+    return mu, np.exp(mu[None, :] + sd * rng.normal(size=(n, T)))
+
+
+def test_variance_only_probe_reaches_the_bayes_error_of_a_planted_law():
+    T, sd = 32, 0.25
+    mu, s_tr = _planted_log_s(400, T, sd, 10)
+    _, s_te = _planted_log_s(300, T, sd, 11)
+    est = fit_variance_only(s_tr, s_te)
+    measured = position_metrics(est.point, est.cls, np.tile(np.arange(1, T + 1), 300))
+    pred = predicted_probe(mu, np.full(T, sd**2))
+    assert measured["mae"] == pytest.approx(pred["mae"], rel=0.08)
+    assert measured["r2_log"] == pytest.approx(pred["r2_log"], abs=0.03)
+    weak = predicted_probe(mu, np.full(T, (2 * sd) ** 2))["mae"]
+    assert weak > 1.4 * pred["mae"]  # the test can tell a planted strength from twice the noise
+
+
+def test_a_full_state_probe_with_the_log_norm_reads_norm_coded_position():
+    """Position only in the norm of a 16-dim Gaussian state: the MLP on state + log-norm must come
+    close to the Bayes error of the norm, the linear probe must find nothing."""
+    T, d = 8, 16
+    rng = np.random.default_rng(12)
+    scale = np.sqrt(1.0 / np.arange(1, T + 1))
+
+    def data(n):
+        X = rng.normal(size=(n, T, d)) * scale[None, :, None]
+        logn = np.log((X**2).mean(axis=-1))
+        return np.concatenate([X, logn[..., None]], axis=-1).reshape(n * T, d + 1), np.tile(np.arange(1, T + 1), n)
+
+    (X_tr, y_tr), (X_va, y_va), (X_te, y_te) = data(300), data(60), data(100)
+    est, cfg = tune_mlp(X_tr, y_tr, X_va, y_va, X_te, T, seed=1, grid=((64, 3e-3),), epochs=40)
+    full = position_metrics(est.point, est.cls, y_te)["mae"]
+    # the law of log(chi^2_d/d) at this d: mean log(1/m) + psi(d/2) - log(d/2), variance psi'(d/2)
+    from scipy.special import polygamma
+    var = float(polygamma(1, d / 2))
+    bayes = predicted_probe(np.log(scale**2), np.full(T, var))["mae"]
+    assert full < 1.15 * bayes
+    ridge = fit_ridge(X_tr[:, :d], y_tr.astype(float), X_va[:, :d], y_va.astype(float), X_te[:, :d], T)
+    assert position_metrics(ridge.point, ridge.cls, y_te)["r2"] < 0.05
+    assert est.info["epochs"] >= 1 and cfg == (64, 3e-3)
+
+
+def test_mean_cosines_and_the_cosine_probe_on_a_planted_prefix_average():
+    rng = np.random.default_rng(13)
+    T, d, n = 8, 64, 200
+    v = rng.normal(size=(n, T, d))
+    h = np.cumsum(v, axis=1) / np.arange(1, T + 1)[None, :, None]  # uniform causal average
+    cos = mean_cosines(h)
+    u = h / np.linalg.norm(h, axis=-1, keepdims=True)
+    loop = np.array([[sum(u[k, i] @ u[k, j] for j in range(T) if j != i) / (T - 1) for i in range(T)] for k in range(3)])
+    np.testing.assert_allclose(cos[:3], loop, rtol=1e-12)
+    m = np.arange(1, T + 1)
+    expected = [(np.sqrt(np.minimum(i, m) / np.maximum(i, m)).sum() - 1) / (T - 1) for i in m]
+    np.testing.assert_allclose(cos.mean(axis=0), expected, atol=0.03)
+    est = fit_scalar(cos[:150], cos[150:])
+    chance = np.mean(np.abs(m - np.median(m)))
+    assert position_metrics(est.point, est.cls, np.tile(m, 50))["mae"] < 0.8 * chance  # non-monotone: a middle peak
+    noise = fit_scalar(rng.normal(size=(150, T)), rng.normal(size=(50, T)))
+    assert position_metrics(noise.point, noise.cls, np.tile(m, 50))["mae"] > 0.9 * chance
+
+
 # ---------------------------------------------------------------- the pipeline
-def _fake_depth(calls):
-    """A stand-in for theory.depth with the agreed API: a 1/m curve per layer."""
-
-    class Prediction:
-        def __init__(self, spec):
-            self.spec = spec
-
-        def var(self, tap, layer):
-            assert tap == "hook_resid_post"
-            return 1e-3 * (1.0 + layer) + 2e-3 / np.arange(1, self.spec.seq_len + 1)
-
-    def predict(spec):
-        calls.append(spec)
-        return Prediction(spec)
-
-    return types.SimpleNamespace(predict=predict)
-
-
-def test_pipeline_is_reproducible_and_has_the_results_layout(monkeypatch):
-    calls = []
-    monkeypatch.setattr(sys.modules["simulate.experiments.probe.experiment"], "depth", _fake_depth(calls))
+def test_pipeline_is_reproducible_and_has_the_results_layout():
     cfg = ProbeConfig(spec=TINY, positionals=("none", "learned", "alibi"), sequences=24, networks=2, seed=3,
-                      sigmas=(0.1,), sweep_probes=("variance_only",), mlp_epochs=2, mlp_hidden=16)
+                      sigmas=(0.1,), sweep_probes=("variance_only",), mlp_epochs=2, mlp_grid=((16, 3e-3),))
     first, _ = probe_experiment(cfg, progress=False)
     second, _ = probe_experiment(cfg, progress=False)
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert list(first["variants"]) == ["none", "learned", "alibi"]
+    kinds = ["attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"]
     for variant, body in first["variants"].items():
-        assert [row["layer"] for row in body["layers"]] == [0, 1]
+        assert [(r["layer"], r["tap_kind"]) for r in body["layers"]] == [(l, k) for l in range(2) for k in kinds]
         for row in body["layers"]:
-            probes = {"linear", "mlp", "variance_only"} | ({"theory"} if variant == "none" else set())
-            assert probes <= set(row) and ("theory" in row) == (variant == "none")
+            assert row["tap"] == f"blocks.{row['layer']}.{row['tap_kind']}"
+            full = row["tap_kind"] in ("hook_attn_out", "hook_resid_post")
+            probes = {"variance_only", "cosine"} | ({"linear", "mlp", "full"} if full else set()) \
+                | ({"theory"} if variant == "none" else set())
+            assert probes == set(row) & {"linear", "mlp", "full", "variance_only", "theory", "cosine"}, (variant, row["tap"])
+            assert ("quenched" in row) == (variant == "none")
             for p in probes:
                 for key in ("mae", "mad", "r2", "r2_log", "mae_se", "mad_se", "r2_se", "r2_log_se"):
                     assert isinstance(row[p][key], float), (variant, p, key)
-    assert calls and all(s.positional == "none" for s in calls)
     assert first["sigma_sweep"][0]["sigma"] == 0.1
     other, _ = probe_experiment(ProbeConfig(**{**cfg.__dict__, "seed": 4}), progress=False)
     assert other["variants"]["none"]["layers"][0]["variance_only"] != first["variants"]["none"]["layers"][0]["variance_only"]
 
 
-def test_cli_writes_every_output(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys.modules["simulate.experiments.probe.experiment"], "depth", _fake_depth([]))
+def test_taps_narrow_the_probe():
+    cfg = ProbeConfig(spec=TINY, positionals=("none",), probes=("variance_only",), taps=("hook_attn_out",),
+                      sequences=16, networks=1)
+    results, _ = probe_experiment(cfg, progress=False)
+    assert [r["tap"] for r in results["variants"]["none"]["layers"]] == ["blocks.0.hook_attn_out", "blocks.1.hook_attn_out"]
+    with pytest.raises(ValueError, match="taps"):
+        ProbeConfig(spec=TINY, taps=("hook_q",))
+
+
+@pytest.mark.parametrize("d, T", [(32, 16), (64, 32)])
+def test_theory_predicts_the_variance_only_probe_error(d, T):
+    """Issue 17 item 6: the quenched law's predicted MAE (no training) against the measured one at
+    layer 0's attention output; declared 12% (the probe's finite training set and O(1/d)) plus 2 SE."""
+    spec = ModelSpec(d_model=d, n_heads=2, n_layers=1, seq_len=T, vocab_size=50257)
+    cfg = ProbeConfig(spec=spec, positionals=("none",), probes=("variance_only", "theory"), taps=("attn.hook_z", "hook_attn_out"),
+                      sequences=192, networks=2, seed=1)
+    results, _ = probe_experiment(cfg, progress=False)
+    for row in results["variants"]["none"]["layers"]:
+        q, vo = row["quenched"], row["variance_only"]
+        assert abs(vo["mae"] - q["mae_predicted"]) < 0.12 * q["mae_predicted"] + 2 * vo["mae_se"], (row["tap"], vo, q)
+        assert abs(q["var_ratio"] - 1.0) < 0.1 + 3 * q["var_ratio_se"]
+        assert row["theory"]["mae"] < 1.15 * q["mae_predicted"]
+
+
+def test_cli_writes_every_output(tmp_path):
     spec_path = tmp_path / "spec.json"
     TINY.replace(n_layers=1).save(str(spec_path))
     out = tmp_path / "out"
     args = ["--spec", str(spec_path), "--positional", "none,sinusoidal", "--sequences", "16", "--networks", "2",
             "--sigmas", "none", "--mlp-epochs", "1", "--no-progress", "--out", str(out)]
     assert _probe_cli.main(args) == 0
-    for name in ("results.json", "report.md", "table.md", "table.tex", "probe_error.png", "probe_error.pdf", "per_position.npz"):
+    for name in ("results.json", "report.md", "table.md", "table.tex", "where_position.png", "probe_error.png",
+                 "quenched_spread.png", "per_position.npz"):
         assert (out / name).exists(), name
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["spec"]["vocab_size"] == 50
     assert set(results["variants"]) == {"none", "sinusoidal"}
-    assert "## Findings" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert report.index("## Where position lives") < report.index("## Tables")
+    assert "Where position lives (NoPE" in report and "posterior median" in report
 
 
 @pytest.mark.parametrize("args, message", [
     (["--positional", "none,absolute"], "--positional"),
     (["--probes", "linear,knn"], "--probes"),
+    (["--taps", "hook_q"], "--taps"),
+    (["--full-taps", "hook_q"], "--full-taps"),
+    (["--preset", "paper", "--spec", "x.json"], "--preset"),
     (["--sequences", "3"], "sequences"),
     (["--networks", "0"], "networks"),
     (["--sigmas", "0.02,abc"], "--sigmas"),
@@ -206,31 +285,27 @@ def test_cli_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_paper_preset_builds_the_papers_configuration():
+    args = _probe_cli._parser().parse_args(["--preset", "paper", "--out", "x"])
+    cfg = _probe_cli.build_config(args)
+    assert (cfg.spec.d_model, cfg.spec.n_heads, cfg.spec.n_layers, cfg.spec.seq_len) == (768, 12, 12, 256)
+    assert set(cfg.positionals) == {"none", "learned", "sinusoidal", "rope", "alibi"} and cfg.networks >= 3
+    assert "blocks.11.hook_resid_post" in cfg.full_tap_names(cfg.spec)
+
+
 def test_an_attention_only_spec_is_probed_at_its_block_output():
     """An attention-only block ends at hook_resid_post, as in TransformerLens (issue 14, item 6):
-    the probe reads it (it raised KeyError before), in every variant and the sigma sweep, and
-    says so in the results."""
+    it has no hook_resid_mid or hook_mlp_out; the probe reads the others, in every variant and the sweep."""
     spec = TINY.replace(attn_only=True, n_layers=2)
-    cfg = ProbeConfig(spec=spec, positionals=("none", "rope"), probes=("linear", "variance_only"),
-                      sequences=16, networks=1, seed=0, sigmas=(0.05,), sweep_probes=("variance_only",),
-                      mlp_epochs=1, mlp_hidden=8)
+    cfg = ProbeConfig(spec=spec, positionals=("none", "rope"), probes=("linear", "variance_only", "theory"),
+                      sequences=16, networks=1, seed=0, sigmas=(0.05,), sweep_probes=("variance_only",), mlp_epochs=1)
     results, curves = probe_experiment(cfg, progress=False)
-    assert results["meta"]["tap"] == "hook_resid_post"
     for variant in ("none", "rope"):
-        for l, row in enumerate(results["variants"][variant]["layers"]):
-            assert row["tap"] == f"blocks.{l}.hook_resid_post"
-            assert np.isfinite(row["linear"]["mae"]) and np.isfinite(row["variance_only"]["mae"])
-    assert results["sigma_sweep"][0]["layers"][1]["tap"] == "blocks.1.hook_resid_post"
-    assert ("sigma=0.05", 1, "variance_only") in curves
-
-
-def test_the_theory_probe_reads_an_attention_only_block_output():
-    """theory.depth predicts the same tap for an attention-only block (hook_resid_post)."""
-    spec = TINY.replace(attn_only=True, n_layers=1)
-    cfg = ProbeConfig(spec=spec, positionals=("none",), probes=("variance_only", "theory"), sequences=16,
-                      networks=1, seed=0, sigmas=(), mlp_epochs=1, mlp_hidden=8)
-    results, _ = probe_experiment(cfg, progress=False)
-    row = results["variants"]["none"]["layers"][0]
-    assert row["tap"] == "blocks.0.hook_resid_post"
-    assert "theory" in row, results["meta"].get("theory")
-    assert np.isfinite(row["theory"]["mae"])
+        rows = results["variants"][variant]["layers"]
+        assert [r["tap_kind"] for r in rows] == ["attn.hook_z", "hook_attn_out", "hook_resid_post"] * 2
+        for row in rows:
+            assert np.isfinite(row["variance_only"]["mae"])
+    post = [r for r in results["variants"]["none"]["layers"] if r["tap_kind"] == "hook_resid_post"]
+    assert all("theory" in r and np.isfinite(r["theory"]["mae"]) for r in post), results["meta"].get("theory")
+    assert results["sigma_sweep"][0]["layers"][-1]["tap"] == "blocks.1.hook_resid_post"
+    assert ("sigma=0.05", "blocks.1.hook_resid_post", "variance_only") in curves

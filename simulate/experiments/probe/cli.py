@@ -20,7 +20,8 @@ from theory._argparse import OneLineParser
 from theory._outputs import check_output_dir
 
 from ...engine import resolve_device
-from .experiment import DEFAULT_VOCAB, POSITIONALS, ProbeConfig, default_spec, probe_experiment, theory_curves, with_sigma
+from .experiment import (DEFAULT_FULL_TAPS, DEFAULT_VOCAB, POSITIONALS, PROBE_TAPS, ProbeConfig, default_spec, paper_spec,
+                         probe_experiment, with_sigma)
 from .probes import PROBES
 from .report import PROBE_OUTPUTS, write_outputs
 
@@ -31,11 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(error_prefix="simulate probe", prog="python -m simulate probe",
                 description="Probe absolute position from the hidden states of frozen random transformers, "
                             "with and without positional embeddings.")
+    p.add_argument("--preset", default=None, choices=("paper",),
+                   help="paper: d 768, 12 heads, 12 layers, T 256, all five variants, 3 networks of 48 sequences, "
+                        "scalar and cosine probes at every tap, ridge at layer 0 and the last layer (docs/probe.md)")
     p.add_argument("--spec", default=None, help="ModelSpec JSON (default: d_model 128, 4 heads, 4 layers, "
                    "context 128, GPT-2's sigmas 0.02, vocabulary 50257)")
     p.add_argument("--positional", default=",".join(POSITIONALS),
                    help=f"comma-separated variants among {','.join(POSITIONALS)} (default: all)")
     p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated among {','.join(PROBES)} (default: all)")
+    p.add_argument("--taps", default=",".join(PROBE_TAPS),
+                   help=f"comma-separated taps probed at every layer, among {','.join(PROBE_TAPS)} (default: all)")
+    p.add_argument("--full-taps", default=",".join(DEFAULT_FULL_TAPS),
+                   help="where the full-state probes (linear, mlp, full) run: tap suffixes (every layer) or full names "
+                        f"(default {','.join(DEFAULT_FULL_TAPS)})")
     p.add_argument("--sequences", type=int, default=256, help="sequences per network (default 256: 5/8 train, 1/8 validation, 1/4 test)")
     p.add_argument("--networks", type=int, default=3, help="frozen random networks per variant (error bars)")
     p.add_argument("--seed", type=int, default=0)
@@ -46,8 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sigmas", default=DEFAULT_SIGMAS,
                    help=f"NoPE init-scale sweep, comma-separated sigmas (default {DEFAULT_SIGMAS}; 'none' to skip)")
     p.add_argument("--sweep-probes", default="linear,variance_only,theory", help="probes of the sigma sweep")
-    p.add_argument("--theory-dof", type=float, default=None, help="chi-square degrees of freedom of the theory probe (default d_model)")
-    p.add_argument("--mlp-epochs", type=int, default=10, help="most epochs of the MLP probe (early stopping on validation)")
+    p.add_argument("--mlp-epochs", type=int, default=60, help="most epochs of the MLP probes (early stopping on validation MAE)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--device", default="cpu", help="where the forward passes run: cpu | cuda | auto")
     p.add_argument("--no-progress", action="store_true")
@@ -80,8 +88,32 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+PAPER = {"sequences": 48, "networks": 3, "probes": "linear,variance_only,theory,cosine", "sigmas": "none",
+         "full_taps": ("blocks.0.hook_attn_out", "blocks.0.hook_resid_post", "blocks.11.hook_resid_post")}
+
+
+def _full_taps(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for n in names:
+        suffix = n.split(".", 2)[2] if n.startswith("blocks.") and n.count(".") >= 2 else n
+        if suffix not in PROBE_TAPS:
+            raise ValueError(f"--full-taps: {n!r}; give tap suffixes among {', '.join(PROBE_TAPS)} or full names")
+    return names
+
+
 def build_config(args) -> ProbeConfig:
-    spec = ModelSpec.load(args.spec) if args.spec else default_spec()
+    if args.preset == "paper":
+        if args.spec:
+            raise ValueError("--preset paper sets the spec; drop --spec")
+        spec = paper_spec()
+        defaults = _parser().parse_args(["--out", "x"])
+        for key in ("sequences", "networks", "probes", "sigmas"):
+            if getattr(args, key) == getattr(defaults, key):
+                setattr(args, key, PAPER[key])
+        if args.full_taps == defaults.full_taps:
+            args.full_taps = ",".join(PAPER["full_taps"])
+    else:
+        spec = ModelSpec.load(args.spec) if args.spec else default_spec()
     changes = {}
     if args.seq_len is not None:
         if args.seq_len < 2:
@@ -113,7 +145,8 @@ def build_config(args) -> ProbeConfig:
         seed=args.seed,
         sigmas=_floats(args.sigmas, "--sigmas"),
         sweep_probes=_names(args.sweep_probes, PROBES, "--sweep-probes"),
-        theory_dof=args.theory_dof,
+        taps=_names(args.taps, PROBE_TAPS, "--taps"),
+        full_taps=_full_taps(args.full_taps),
         mlp_epochs=args.mlp_epochs,
         device=args.device,
     )
@@ -135,12 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         results, curves = probe_experiment(cfg, progress=not args.no_progress, force=args.force)
         wall = time.perf_counter() - t0
-        tc = None
-        if "theory" in cfg.probes and "none" in cfg.positionals:
-            tc, _ = theory_curves(cfg.spec.replace(positional="none"))
         command = "python -m simulate probe " + " ".join(shlex.quote(a) for a in argv)
         try:
-            written = write_outputs(results, curves, out, command=command, wall_s=wall, theory_curves=tc)
+            written = write_outputs(results, curves, out, command=command, wall_s=wall)
         except OSError as err:
             raise ValueError(f"cannot write to {args.out!r}: {err.strerror}") from None
     except ValueError as err:

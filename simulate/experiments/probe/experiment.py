@@ -1,13 +1,13 @@
 """Position probing in frozen random transformers, with and without positional embeddings.
 
-Reproduces the first experiment of Chi et al. (ACL 2023, arXiv 2305.13571): a randomly
-initialised, *frozen* causal transformer (the quenched measure: one network, fresh
-sequences) is fed token ids drawn uniformly from a vocabulary, its hidden states -- the
-output of every block, ``blocks.{l}.hook_resid_post`` (an attention-only block ends there
-too, as in TransformerLens) -- are recorded at every layer, and probes
+Reproduces the first experiment of Chi et al. (ACL 2023, arXiv 2305.13571) at every tap: a
+randomly initialised, *frozen* causal transformer (the quenched measure: one network, fresh
+sequences) is fed token ids drawn uniformly from a vocabulary; at every layer the probed
+taps (`PROBE_TAPS`: ``attn.hook_z``, ``hook_attn_out``, ``hook_resid_mid``,
+``hook_mlp_out``, ``hook_resid_post``; ``taps`` narrows them) are recorded, and probes
 (`simulate.experiments.probe.probes`) are trained to read the absolute position
-``m = 1..T`` from them on some sequences and tested on others. The ``theory`` probe
-inverts the curve ``v(m) = E|x_m|^2 / d`` of ``theory.depth`` (NoPE only).
+``m = 1..T`` on some sequences and tested on others. The ``theory`` probe inverts theory's
+quenched law of ``log |h_m|^2/d`` (`theory.quenched`, NoPE only) with no training.
 
 Each metric is computed per network; the reported value is the mean over networks and
 ``*_se`` its standard error (sd / sqrt(K)).
@@ -22,30 +22,38 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from theory import depth
 from theory import ModelSpec
 from theory.block import block
 
 from ...engine import POSITIONAL, Progress, Sampler, check_positional, derive_seed, resolve_device
 from .budget import check_probe_size
-from .probes import PROBES, fit_mlp, fit_ridge, fit_variance_only, invert_variance_curve, position_metrics, resolution_length
+from .probes import (FULL_STATE_PROBES, PROBES, fit_ridge, fit_scalar, fit_variance_only, invert_law, mean_cosines,
+                     position_metrics, resolution_length, tune_mlp)
+from .theory_side import TheorySide, theory_side
 
 POSITIONALS = tuple(POSITIONAL)  # every positional scheme of the engine: none, learned, sinusoidal, rope, alibi
 DEFAULT_VOCAB = 50257  # GPT-2's vocabulary
+PROBE_TAPS = ("attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
+DEFAULT_FULL_TAPS = ("hook_attn_out", "hook_resid_post")  # where the full-state probes run by default
 STREAM_PROBE_NETWORK = 0x9B0E
 STREAM_PROBE_MLP = 0x31F7
 SIGMA_FIELDS = ("sigma_embed", "sigma_q", "sigma_k", "sigma_v", "sigma_o", "sigma_mlp_in", "sigma_mlp_out")
+MARKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def default_spec() -> ModelSpec:
     """The probe's default network: GPT-2's initialisation at a quarter of its width.
 
     d_model 128, 4 heads of 32, 4 layers with MLP, context 128, every sigma 0.02,
-    LayerNorm eps 1e-5, tanh GELU, GPT-2's vocabulary of 50257 ids (uniform). Small enough
-    that five variants x three networks finish in a few minutes on two CPU cores; pass
-    GPT-2 small itself with ``--spec``.
+    LayerNorm eps 1e-5, tanh GELU, GPT-2's vocabulary of 50257 ids (uniform).
     """
     return ModelSpec(d_model=128, n_heads=4, n_layers=4, seq_len=128, vocab_size=DEFAULT_VOCAB)
+
+
+def paper_spec() -> ModelSpec:
+    """The paper's scale (``--preset paper``): GPT-2 small's shape -- d 768, 12 heads, 12 layers,
+    sigmas 0.02, vocabulary 50257 -- at context 256 (512 does not fit ten minutes of two CPU cores)."""
+    return ModelSpec(d_model=768, n_heads=12, n_layers=12, seq_len=256, vocab_size=DEFAULT_VOCAB)
 
 
 def with_sigma(spec: ModelSpec, sigma: float) -> ModelSpec:
@@ -53,62 +61,48 @@ def with_sigma(spec: ModelSpec, sigma: float) -> ModelSpec:
     return spec.replace(**{f: float(sigma) for f in SIGMA_FIELDS})
 
 
-# ---------------------------------------------------------------- hidden states
-def block_output(spec: ModelSpec) -> str:
-    """The tap a probe reads: the block's output (`theory.block.Block.output_tap`),
-    ``hook_resid_post`` -- with or without an MLP, as in TransformerLens."""
-    return block(spec).output_tap
+def probed_taps(spec: ModelSpec, taps=PROBE_TAPS) -> list[str]:
+    """Full names of the probed taps of every layer, in forward order (an attention-only block
+    has no ``hook_resid_mid`` or ``hook_mlp_out``)."""
+    out = []
+    for layer in range(int(spec.n_layers)):
+        present = set(block(spec, layer).tap_suffixes)
+        out += [f"blocks.{layer}.{t}" for t in PROBE_TAPS if t in taps and t in present]
+    return out
 
 
-def hidden_states(spec: ModelSpec, sequences: int, seed: int, *, device: torch.device,
-                  chunk: int = 16, keep_full: bool = True) -> tuple[list[np.ndarray] | None, np.ndarray]:
-    """``blocks.{l}.hook_resid_post`` of one frozen network (quenched) for ``sequences`` sequences.
+def _suffix(name: str) -> str:
+    return name.split(".", 2)[2]
 
-    The network is `simulate`'s quenched network of ``seed`` (weights, embedding table and,
-    for ``learned``, position table from the network stream); sequence ``i`` draws its ids
+
+# ---------------------------------------------------------------- features of one frozen network
+def tap_features(spec: ModelSpec, sequences: int, seed: int, taps: list[str], full_taps: set[str], *,
+                 device: torch.device, chunk: int = 8) -> dict[str, dict[str, np.ndarray]]:
+    """What the probes see, for one frozen network (quenched) and ``sequences`` sequences.
+
+    Per full tap name: ``s`` = ``|h_m|^2 / d`` (sequences, T) float64, ``cos`` = the mean cosine
+    with the other tokens of the sequence (sequences, T), and for taps in ``full_taps`` the
+    states ``full`` (sequences, T, d) float32 (``attn.hook_z``'s heads concatenated).
+    The network is `simulate`'s quenched network of ``seed``; sequence ``i`` draws its ids
     from its own generator ``(seed, i)``, so the numbers do not depend on ``chunk``.
-    Returns the full states per layer, each (sequences, T, d) float32 (None when
-    ``keep_full`` is false), and the second moments ``|x|^2 / d``, (L, sequences, T) float64.
     """
     check_positional(spec)
-    T, d, L = spec.seq_len, spec.d_model, spec.n_layers
-    taps = [f"blocks.{l}.{block_output(spec)}" for l in range(L)]
-    full = [np.empty((sequences, T, d), dtype=np.float32) for _ in range(L)] if keep_full else None
-    second = np.empty((L, sequences, T), dtype=np.float64)
+    T = int(spec.seq_len)
+    out = {name: {"s": np.empty((sequences, T)), "cos": np.empty((sequences, T))} for name in taps}
     with Sampler(spec, seed=seed, measure="quenched", method="explicit", device=device, dtype=torch.float32) as sampler:
         for first in range(0, sequences, chunk):
             count = min(chunk, sequences - first)
-            cache = sampler.taps(first, count, taps)  # each (1, count, T, d): one network, `count` sequences
-            for l, tap in enumerate(taps):
-                h = cache[tap][0]  # (count, T, d)
-                second[l, first:first + count] = h.double().pow(2).mean(dim=-1).cpu().numpy()
-                if keep_full:
-                    full[l][first:first + count] = h.cpu().numpy()
-    return full, second
-
-
-# ---------------------------------------------------------------- theory curve
-def theory_curves(spec: ModelSpec) -> tuple[list[np.ndarray] | None, str]:
-    """Predicted ``E|x_m|^2 / d`` of each block's output per layer from ``theory.depth``.
-
-    Returns (curves or None, a note). The theory covers Gaussian inputs; a vocabulary of
-    i.i.d. Gaussian rows drawn uniformly is that law while ids do not repeat, so when
-    ``theory.depth`` refuses a finite vocabulary the curve of ``vocab_size = None`` is used
-    (and the note says so).
-    """
-    note = "theory.depth.predict(spec)"
-    try:
-        try:
-            pred = depth.predict(spec)
-        except (ValueError, NotImplementedError):
-            pred = depth.predict(spec.replace(vocab_size=None))
-            note = "theory.depth.predict(spec with vocab_size=None: Gaussian inputs)"
-        curves = [np.asarray(pred.var(block_output(spec), l), dtype=np.float64) for l in range(spec.n_layers)]
-    except Exception as err:  # noqa: BLE001 -- a theory failure must not sink the simulated probes
-        return None, f"theory.depth failed ({type(err).__name__}: {err}); the theory probe was skipped"
-    if any(c.shape != (spec.seq_len,) or not np.all(np.isfinite(c)) or np.any(c <= 0) for c in curves):
-        return None, "theory.depth gave a curve that is not positive and finite at every position; the theory probe was skipped"
-    return curves, note
+            cache = sampler.taps(first, count, taps)  # each (1, count, T, ...): one network, `count` sequences
+            for name in taps:
+                h = cache[name][0].reshape(count, T, -1)  # (count, T, d): heads concatenated for hook_z
+                h64 = h.double()
+                out[name]["s"][first:first + count] = h64.pow(2).mean(dim=-1).cpu().numpy()
+                out[name]["cos"][first:first + count] = mean_cosines(h64.cpu().numpy())
+                if name in full_taps:
+                    out[name].setdefault("full", np.empty((sequences, T, h.shape[-1]), dtype=np.float32))
+                    out[name]["full"][first:first + count] = h.cpu().numpy()
+            del cache
+    return out
 
 
 # ---------------------------------------------------------------- the experiment
@@ -119,6 +113,8 @@ class ProbeConfig:
     spec: ModelSpec
     positionals: tuple[str, ...] = POSITIONALS
     probes: tuple[str, ...] = PROBES
+    taps: tuple[str, ...] = PROBE_TAPS
+    full_taps: tuple[str, ...] = DEFAULT_FULL_TAPS  # suffixes or full names where linear/mlp/full run
     sequences: int = 256
     networks: int = 3
     seed: int = 0
@@ -126,9 +122,8 @@ class ProbeConfig:
     test_fraction: float = 0.25
     sigmas: tuple[float, ...] = ()  # NoPE sigma sweep (empty: none)
     sweep_probes: tuple[str, ...] = ("linear", "variance_only", "theory")
-    theory_dof: float | None = None  # None: d_model
-    mlp_hidden: int = 128
-    mlp_epochs: int = 10
+    mlp_epochs: int = 60
+    mlp_grid: tuple[tuple[int, float], ...] = ((128, 3e-3), (512, 1e-3))
     device: str = "cpu"
 
     def __post_init__(self):
@@ -142,7 +137,15 @@ class ProbeConfig:
         for p in tuple(self.probes) + tuple(self.sweep_probes):
             if p not in PROBES:
                 raise ValueError(f"probe must be among {', '.join(PROBES)}; got {p!r}")
-        for name, lo in (("sequences", 8), ("networks", 1), ("mlp_hidden", 1), ("mlp_epochs", 1)):
+        for t in self.taps:
+            if t not in PROBE_TAPS:
+                raise ValueError(f"taps must be among {', '.join(PROBE_TAPS)}; got {t!r}")
+        if not self.taps:
+            raise ValueError(f"give at least one tap among {', '.join(PROBE_TAPS)}")
+        for t in self.full_taps:
+            if (t.split(".", 2)[2] if t.startswith("blocks.") else t) not in PROBE_TAPS:
+                raise ValueError(f"full_taps must be tap suffixes among {', '.join(PROBE_TAPS)} or full names; got {t!r}")
+        for name, lo in (("sequences", 8), ("networks", 1), ("mlp_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
@@ -151,8 +154,8 @@ class ProbeConfig:
         for s in self.sigmas:
             if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
                 raise ValueError(f"sigmas must be positive numbers, got {s!r}")
-        if self.theory_dof is not None and not self.theory_dof > 0:
-            raise ValueError(f"theory_dof must be > 0, got {self.theory_dof!r}")
+        if not self.mlp_grid or any(int(h) < 1 or not float(lr) > 0 for h, lr in self.mlp_grid):
+            raise ValueError("mlp_grid must be (hidden >= 1, lr > 0) pairs")
         n_val, n_test = self.split_sizes()[1:]
         if n_val < 1 or n_test < 1 or self.sequences - n_val - n_test < 4:
             raise ValueError(
@@ -160,10 +163,19 @@ class ProbeConfig:
                 f"({self.val_fraction:.0%}) and test ({self.test_fraction:.0%}) sequences; give at least 16"
             )
 
+    # an old keyword, kept so that configurations written before issue 17 still load
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_grid[0][0])
+
     def split_sizes(self) -> tuple[int, int, int]:
         n_val = max(1, int(round(self.val_fraction * self.sequences)))
         n_test = max(1, int(round(self.test_fraction * self.sequences)))
         return self.sequences - n_val - n_test, n_val, n_test
+
+    def full_tap_names(self, spec: ModelSpec) -> set[str]:
+        names = set(probed_taps(spec, self.taps))
+        return {n for n in names if n in self.full_taps or _suffix(n) in self.full_taps}
 
 
 def network_seed(seed: int, repetition: int) -> int:
@@ -172,131 +184,176 @@ def network_seed(seed: int, repetition: int) -> int:
     return derive_seed(seed, STREAM_PROBE_NETWORK, repetition)
 
 
-def _probe_one_network(spec: ModelSpec, cfg: ProbeConfig, rep: int, probes, curves, dof: float) -> tuple[dict, str]:
-    """All probes at all layers for one frozen network: ({layer: {probe: (metrics,
-    per-position |err|, info)}}, a note of the time spent)."""
+def _probe_one_network(spec: ModelSpec, cfg: ProbeConfig, rep: int, probes, side: TheorySide,
+                       tuned: dict) -> tuple[dict, str]:
+    """All probes at all probed taps for one frozen network: ({tap: {probe: (metrics,
+    per-position |err|, info)}, "_stats": ...}, a note of the time spent). ``tuned`` carries
+    the MLP hyper-parameters chosen on the first network's validation data."""
     T = spec.seq_len
     n_tr, n_va, n_te = cfg.split_sizes()
+    taps = probed_taps(spec, cfg.taps)
+    full_taps = cfg.full_tap_names(spec) if any(p in probes for p in FULL_STATE_PROBES) else set()
     t0 = time.perf_counter()
-    need_full = any(p in probes for p in ("linear", "mlp"))
-    full, second = hidden_states(spec, cfg.sequences, network_seed(cfg.seed, rep),
-                                 device=resolve_device(cfg.device), keep_full=need_full)
+    feats = tap_features(spec, cfg.sequences, network_seed(cfg.seed, rep), taps, full_taps,
+                         device=resolve_device(cfg.device))
     t_fwd = time.perf_counter() - t0
     tr, va, te = slice(0, n_tr), slice(n_tr, n_tr + n_va), slice(n_tr + n_va, cfg.sequences)
     y = lambda n: np.tile(np.arange(1, T + 1), n)  # noqa: E731  (rows are sequence-major)
     out = {}
-    for l in range(spec.n_layers):
-        layer = {}
+    for name in taps:
+        f = feats[name]
+        ls = np.log(np.clip(f["s"], 1e-300, None))
+        stats = {"mean_log": ls.mean(axis=0), "var_log": ls.var(axis=0, ddof=1), "level": f["s"].mean(axis=0),
+                 "cos": f["cos"].mean(axis=0)}
+        entry = {}
         for probe in probes:
-            if probe == "theory" and curves is None:
+            if probe in FULL_STATE_PROBES and name not in full_taps:
                 continue
             if probe == "theory":
-                est = invert_variance_curve(curves[l], second[l, te], dof)
+                if name not in side.mean_log:
+                    continue
+                est = invert_law(side.mean_log[name], side.var_log[name], f["s"][te])
             elif probe == "variance_only":
-                est = fit_variance_only(second[l, tr], second[l, te])
+                est = fit_variance_only(f["s"][tr], f["s"][te])
+            elif probe == "cosine":
+                est = fit_scalar(f["cos"][tr], f["cos"][te])
             else:
-                X_tr, X_va, X_te = (full[l][part].reshape(-1, spec.d_model).astype(np.float64) for part in (tr, va, te))
+                X = f["full"].reshape(cfg.sequences * T, -1).astype(np.float64)
+                if probe == "full":
+                    X = np.concatenate([X, ls.reshape(-1, 1)], axis=1)
+                X = X.reshape(cfg.sequences, T, -1)
+                X_tr, X_va, X_te = (X[part].reshape(-1, X.shape[-1]) for part in (tr, va, te))
                 if probe == "linear":
                     est = fit_ridge(X_tr, y(n_tr).astype(np.float64), X_va, y(n_va).astype(np.float64), X_te, T)
                 else:
-                    est = fit_mlp(X_tr, y(n_tr), X_va, y(n_va), X_te, T,
-                                  seed=derive_seed(cfg.seed, STREAM_PROBE_MLP, rep * 10007 + l),
-                                  hidden=cfg.mlp_hidden, epochs=cfg.mlp_epochs)
+                    key = (name, probe)
+                    grid = (tuned[key],) if key in tuned else cfg.mlp_grid
+                    est, chosen = tune_mlp(X_tr, y(n_tr), X_va, y(n_va), X_te, T, grid=grid, epochs=cfg.mlp_epochs,
+                                           seed=derive_seed(cfg.seed, STREAM_PROBE_MLP, rep * 10007 + taps.index(name)))
+                    tuned.setdefault(key, chosen)
             true = y(n_te)
             err = np.stack([np.abs(est.point - true).reshape(n_te, T).mean(axis=0),  # (T,): |p - m| per position
                             np.abs(est.cls - true).reshape(n_te, T).mean(axis=0)])  # (T,): |c - m| per position
-            layer[probe] = (position_metrics(est.point, est.cls, true), err, est.info)
-        out[l] = layer
-    return out, f"hidden states {t_fwd:.1f}s, probes {time.perf_counter() - t0 - t_fwd:.1f}s"
+            entry[probe] = (position_metrics(est.point, est.cls, true), err, est.info)
+        out[name] = (entry, stats)
+    return out, f"forward and features {t_fwd:.1f}s, probes {time.perf_counter() - t0 - t_fwd:.1f}s"
 
 
-def _summarise(per_network: list[dict], spec: ModelSpec, probes) -> tuple[list[dict], dict]:
-    """Mean and standard error over networks, per layer and probe; per-position error curves."""
-    layers, curves = [], {}
+def _mean_se(vals) -> tuple[float, float | None]:
+    vals = np.asarray(vals, dtype=float)
+    K = len(vals)
+    return float(vals.mean()), (float(vals.std(ddof=1) / math.sqrt(K)) if K > 1 else None)
+
+
+def _at(curve: np.ndarray) -> dict[str, float]:
+    T = len(curve)
+    return {str(m): float(curve[m - 1]) for m in sorted(set(MARKS) | {T}) if m <= T}
+
+
+def _quenched_entry(stats: list[dict], name: str, side: TheorySide, n_seq: int) -> dict:
+    """Measured against predicted: within-network Var(log s), network-to-network spread, probe MAE, cosine."""
+    var_pred = side.var_log[name]
+    ratios = [float(np.mean(s["var_log"] / var_pred)) for s in stats]
+    ratio, ratio_se = _mean_se(ratios)
+    q = {"var_within_predicted_at": _at(var_pred),
+         "var_within_measured_at": _at(np.mean([s["var_log"] for s in stats], axis=0)),
+         "var_ratio": ratio, "var_ratio_se": ratio_se,
+         "dof_predicted": float(np.mean(2.0 / var_pred)),
+         "network_sd_predicted": float(np.sqrt(np.mean(side.network_sd[name] ** 2))),
+         "mae_predicted": side.predicted[name]["mae"], "r2_log_predicted": side.predicted[name]["r2_log"],
+         "r2_predicted": side.predicted[name]["r2"], "level_predicted_at": _at(side.level[name])}
+    if len(stats) > 1:  # across networks, the sampling noise of each network's mean removed
+        means = np.array([s["mean_log"] for s in stats])  # (K, T)
+        noise = np.mean([s["var_log"] for s in stats], axis=0) / n_seq
+        q["network_sd_measured"] = float(np.sqrt(max(np.mean(means.var(axis=0, ddof=1) - noise), 0.0)))
+    if name in side.cosine:
+        q["cos_predicted_at"] = _at(side.cosine[name])
+    return q
+
+
+def _summarise(per_network: list[dict], spec: ModelSpec, probes, side: TheorySide, n_seq: int) -> tuple[list[dict], dict]:
+    """Mean and standard error over networks, per (layer, tap) and probe; per-position error curves."""
+    rows, curves = [], {}
     K = len(per_network)
-    for l in range(spec.n_layers):
-        row = {"layer": l, "tap": f"blocks.{l}.{block_output(spec)}"}
+    for name in per_network[0]:
+        layer = int(name.split(".")[1])
+        row = {"layer": layer, "tap": name, "tap_kind": _suffix(name)}
+        stats = [net[name][1] for net in per_network]
+        row["measured"] = {"level_at": _at(np.mean([s["level"] for s in stats], axis=0)),
+                           "cos_at": _at(np.mean([s["cos"] for s in stats], axis=0)),
+                           "var_log_at": _at(np.mean([s["var_log"] for s in stats], axis=0))}
         for probe in probes:
-            if probe not in per_network[0][l]:
+            if probe not in per_network[0][name][0]:
                 continue
-            metrics = [net[l][probe][0] for net in per_network]
+            metrics = [net[name][0][probe][0] for net in per_network]
             entry = {}
             for key in ("mae", "mad", "r2", "r2_log"):
-                vals = np.array([m[key] for m in metrics])
-                entry[key] = float(vals.mean())
-                entry[key + "_se"] = float(vals.std(ddof=1) / math.sqrt(K)) if K > 1 else None
-            err = np.mean([net[l][probe][1] for net in per_network], axis=0)  # (2, T): |p - m|, |c - m|
-            curves[(l, probe)] = err
-            T = err.shape[1]
+                entry[key], entry[key + "_se"] = _mean_se([m[key] for m in metrics])
+            err = np.mean([net[name][0][probe][1] for net in per_network], axis=0)  # (2, T)
+            curves[(name, probe)] = err
             entry["resolution"] = resolution_length(err[1])
-            marks = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, T})
-            entry["mae_at"] = {str(m): float(err[0, m - 1]) for m in marks if m <= T}
-            entry["mad_at"] = {str(m): float(err[1, m - 1]) for m in marks if m <= T}
+            entry["mae_at"], entry["mad_at"] = _at(err[0]), _at(err[1])
             entry["n_networks"] = K
-            infos = [net[l][probe][2] for net in per_network]
+            infos = [net[name][0][probe][2] for net in per_network]
             for key in infos[0]:
                 entry[key] = float(np.mean([i[key] for i in infos]))
             row[probe] = entry
-        layers.append(row)
-    return layers, curves
+        if name in side.var_log:
+            row["quenched"] = _quenched_entry(stats, name, side, n_seq)
+        rows.append(row)
+    return rows, curves
 
 
 def probe_experiment(cfg: ProbeConfig, progress: bool = True, *, force: bool = False,
                      memory_limit: float | None = None, time_limit: float | None = None) -> tuple[dict, dict]:
     """Run the experiment; returns (results dict for results.json, per-position error curves).
 
-    ``results["variants"][VARIANT]["layers"][l][PROBE]`` holds ``mae, mad, r2, r2_log`` and
-    their ``*_se`` over ``networks`` frozen networks, ``resolution`` (the first position whose
-    class error ``mean |c - m|`` is >= 1, pooled over networks: where the probe stops telling
-    neighbouring positions apart; None if never), ``mae_at``/``mad_at`` (errors at selected
-    positions) and probe details (``ridge``, ``epochs``, ``dof_effective``). The theory probe
-    runs for ``none`` only. ``results["sigma_sweep"]`` repeats NoPE at each sigma of
-    ``cfg.sigmas``.
+    ``results["variants"][VARIANT]["layers"]`` has one row per (layer, tap) -- ``layer``,
+    ``tap`` (full name), ``tap_kind`` -- holding per probe ``mae, mad, r2, r2_log`` and their
+    ``*_se`` over ``networks`` frozen networks, ``resolution`` (the first position whose
+    class error is >= 1, pooled over networks; None if never), ``mae_at``/``mad_at`` and probe
+    details; ``measured`` (mean ``|h|^2/d``, mean cosine, within-network Var(log s) at
+    selected positions) and, for NoPE, ``quenched`` (theory's within-network variance,
+    network-to-network spread, predicted probe MAE / R^2 and mean cosine beside the
+    measured ones). ``results["sigma_sweep"]`` repeats NoPE at each sigma of ``cfg.sigmas``.
 
-    Before anything is allocated the experiment's memory and time are estimated
-    (`simulate.experiments.probe.budget.check_probe_size`): over 80% of the available
-    memory (or ``memory_limit`` bytes) or one day of estimated work (or ``time_limit``
-    seconds) it is refused with a ValueError naming the field; ``force=True`` skips the limits.
+    The experiment's memory and time are estimated first (`check_probe_size`); over the
+    limits it is refused with a ValueError naming the field; ``force=True`` skips them.
     """
     check_probe_size(cfg, force=force, memory_limit=memory_limit, time_limit=time_limit)
     spec = cfg.spec
-    dof = float(cfg.theory_dof or spec.d_model)
     results = {"variants": {}, "sigma_sweep": [], "meta": {
         "spec": spec.to_dict(), "sequences": cfg.sequences, "networks": cfg.networks, "seed": cfg.seed,
         "split": dict(zip(("train", "val", "test"), cfg.split_sizes())), "measure": "quenched",
-        "tap": block_output(spec), "theory_dof": dof, "probes": list(cfg.probes),
+        "taps": list(cfg.taps), "full_taps": sorted(cfg.full_tap_names(spec)), "probes": list(cfg.probes),
+        "decoder": "posterior median (minimises absolute error) for the Bayes and MLP probes; ridge regression for linear",
+        "mlp_grid": [list(g) for g in cfg.mlp_grid], "mlp_epochs": cfg.mlp_epochs,
     }}
-    # (label, spec, probes) of every variant: the positional schemes, then the NoPE sigma sweep
     runs = [(positional, spec.replace(positional=positional), [p for p in cfg.probes if p != "theory" or positional == "none"])
             for positional in cfg.positionals]
     runs += [(f"sigma={sigma:g}", with_sigma(spec.replace(positional="none"), sigma), list(cfg.sweep_probes))
              for sigma in cfg.sigmas]
     bar = Progress(len(runs) * cfg.networks, 0, bool(progress), unit="networks", label="probe")
-    theory_cache: dict = {}
     all_curves: dict = {}
     try:
         for i, (label, vspec, probes) in enumerate(runs):
-            curves, note = None, ""
-            if "theory" in probes:
-                key = vspec.to_json()
-                if key not in theory_cache:
-                    theory_cache[key] = theory_curves(vspec)
-                curves, note = theory_cache[key]
-                if curves is None:
-                    bar.log(f"{label}: {note}")
-            per_network = []
+            nope = vspec.positional == "none"
+            side = theory_side(vspec, probed_taps(vspec, cfg.taps)) if nope else TheorySide(note="")
+            if nope and not side.ok:
+                bar.log(f"{label}: {side.note}")
+            per_network, tuned = [], {}
             for r in range(cfg.networks):
-                net, timing = _probe_one_network(vspec, cfg, r, probes, curves, dof)
+                net, timing = _probe_one_network(vspec, cfg, r, probes, side, tuned)
                 per_network.append(net)
                 bar.update(i * cfg.networks + r + 1, f"{label} network {r + 1}/{cfg.networks}: {timing}", force=True)
-            layers, err_curves = _summarise(per_network, vspec, probes)
+            layers, err_curves = _summarise(per_network, vspec, probes, side, cfg.sequences)
             if i < len(cfg.positionals):
                 results["variants"][label] = {"layers": layers}
-                if "theory" in probes:
-                    results["meta"]["theory"] = note
+                if nope:
+                    results["meta"]["theory"] = side.note
             else:
                 results["sigma_sweep"].append({"sigma": float(cfg.sigmas[i - len(cfg.positionals)]), "layers": layers})
-            all_curves.update({(label, l, p): c for (l, p), c in err_curves.items()})
+            all_curves.update({(label, name, p): c for (name, p), c in err_curves.items()})
     finally:
         bar.close()
     return results, all_curves

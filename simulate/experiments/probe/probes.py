@@ -1,21 +1,27 @@
 """The probes and their metrics: position estimates from hidden states, and how good they are.
 
-Probes (each sees the hidden state ``x_m`` (d_model) of one token, never its neighbours):
+Probes (all but ``cosine`` see the state ``h_m`` of one token, never its neighbours):
 
-* ``linear`` (`fit_ridge`) -- ridge regression of ``m`` on the standardised full hidden
-  state, closed form, the ridge chosen on validation sequences from a log grid;
-* ``mlp`` (`fit_mlp`) -- the probe of Haviv et al. 2022: positions as ``T`` classes, a
-  one-hidden-layer ReLU MLP trained with cross-entropy (Adam, early stopping);
-* ``variance_only`` (`fit_variance_only`) -- sees only the per-token second moment
-  ``s_m = |x_m|^2 / d``: a Gaussian class-conditional model of ``log s`` per position,
-  inverted by Bayes' rule with a uniform prior over positions;
-* ``theory`` (`invert_variance_curve`) -- no training at all: a predicted curve
-  ``v(m) = E|x_m|^2 / d`` inverted under a chi-square model of ``s``.
+* ``linear`` (`fit_ridge`) -- ridge regression of ``m`` on the standardised full state,
+  closed form, the ridge chosen on validation sequences from a log grid;
+* ``mlp`` (`tune_mlp`) -- the probe of Haviv et al. 2022: positions as ``T`` classes, a
+  one-hidden-layer ReLU MLP trained to convergence (Adam, early stopping on validation MAE,
+  width and learning rate chosen on validation data);
+* ``full`` -- the same MLP on the full state *and* its log-norm ``log |h_m|^2/d``: a full-state
+  probe that cannot miss the norm, telling "the probe could not read it" from "it is not there";
+* ``variance_only`` (`fit_variance_only`) -- sees only ``s_m = |h_m|^2 / d``: a Gaussian
+  class-conditional model of ``log s`` per position, inverted by Bayes' rule;
+* ``theory`` (`invert_law`) -- no training at all: the quenched law of ``log s``
+  (`theory.quenched`: mean and within-network variance per position) inverted by Bayes;
+* ``cosine`` (`mean_cosines`, `fit_scalar`) -- the cross-position probe in the spirit of
+  Zuo et al. (COLING 2025): the mean cosine of the token's state with the other states of its
+  sequence, a Gaussian class-conditional model per position, inverted by Bayes.
 
-Every probe yields a posterior-mean (or regression) point estimate ``p`` in ``[1, T]`` and
-a class ``c`` (an integer position). `position_metrics`: ``mae = mean |p - m|``, ``mad =
-mean |c - m|`` (Haviv et al.'s mean absolute distance), ``r2`` of ``p`` against ``m`` and
-``r2_log`` of ``log p`` against ``log m``.
+Every probe yields a point estimate ``p`` in ``[1, T]`` -- the posterior *median* for the
+Bayes and MLP probes (it minimises the expected absolute error), the regression for ridge --
+and a class ``c`` (an integer position: the mode). `position_metrics`: ``mae = mean |p - m|``,
+``mad = mean |c - m|`` (Haviv et al.'s mean absolute distance), ``r2`` of ``p`` against ``m``
+and ``r2_log`` of ``log p`` against ``log m``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-PROBES = ("linear", "mlp", "variance_only", "theory")
+PROBES = ("linear", "mlp", "full", "variance_only", "theory", "cosine")
+FULL_STATE_PROBES = ("linear", "mlp", "full")  # probes that need the whole hidden state
 
 
 # ---------------------------------------------------------------- metrics
@@ -77,12 +84,21 @@ class Estimate:
 
 
 def _posterior_estimate(loglik: np.ndarray) -> Estimate:
-    """Posterior mean and mode over positions 1..T from log-likelihoods (n, T), uniform prior."""
+    """Posterior median and mode over positions 1..T from log-likelihoods (n, T), uniform prior.
+
+    The point estimate is the posterior *median* (the decoder that minimises the expected
+    absolute error, so MAE is measured with it); ``cls`` is the mode.
+    """
     loglik = loglik - loglik.max(axis=1, keepdims=True)
     post = np.exp(loglik)
-    post /= post.sum(axis=1, keepdims=True)
-    positions = np.arange(1, loglik.shape[1] + 1, dtype=np.float64)
-    return Estimate(point=post @ positions, cls=np.argmax(loglik, axis=1) + 1)
+    return _median_estimate(post, np.argmax(loglik, axis=1) + 1)
+
+
+def _median_estimate(post: np.ndarray, cls: np.ndarray) -> Estimate:
+    """Posterior median (1-based) of unnormalised posteriors (n, T)."""
+    cdf = np.cumsum(post, axis=1)
+    median = (cdf < 0.5 * cdf[:, -1:]).sum(axis=1) + 1
+    return Estimate(point=median.astype(np.float64), cls=np.asarray(cls))
 
 
 def invert_variance_curve(curve, observed, dof: float) -> Estimate:
@@ -114,23 +130,6 @@ def invert_variance_curve(curve, observed, dof: float) -> Estimate:
     return _posterior_estimate(0.5 * dof * (np.log(ratio) - ratio))
 
 
-def fit_variance_only(s_train: np.ndarray, s_test: np.ndarray) -> Estimate:
-    """The variance-only probe: a Gaussian model of ``log s`` per position, inverted by Bayes.
-
-    ``s_*`` are second moments ``|x_m|^2 / d``, shape (sequences, T). From the training
-    sequences, ``mu_m`` and ``sd_m`` of ``log s`` at each position; a test token's
-    log-likelihood of position ``m`` is ``log N(log s; mu_m, sd_m^2)``.
-    """
-    ls_tr = np.log(np.clip(s_train, 1e-300, None))  # (n, T)
-    mu = ls_tr.mean(axis=0)  # (T,)
-    sd = np.maximum(ls_tr.std(axis=0, ddof=1), 1e-12)  # (T,)
-    ls = np.log(np.clip(s_test, 1e-300, None)).reshape(-1, 1)  # (n*T, 1)
-    loglik = -0.5 * ((ls - mu) / sd) ** 2 - np.log(sd)
-    est = _posterior_estimate(loglik)
-    est.info["dof_effective"] = float(np.mean(2.0 / sd**2))  # Var(log chi^2_k / k) ~ 2/k
-    return est
-
-
 def fit_ridge(X_tr, y_tr, X_va, y_va, X_te, T: int, grid: int = 25) -> Estimate:
     """Ridge regression of position on the standardised hidden state, closed form.
 
@@ -155,14 +154,19 @@ def fit_ridge(X_tr, y_tr, X_va, y_va, X_te, T: int, grid: int = 25) -> Estimate:
     return Estimate(point=point, cls=np.rint(point).astype(np.int64), info={"ridge": lam})
 
 
-def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 128, epochs: int = 10,
-            batch: int = 1024, lr: float = 3e-3, patience: int = 2) -> Estimate:
-    """The MLP probe of Haviv et al. 2022: positions as ``T`` classes.
+MLP_GRID = ((128, 3e-3), (512, 1e-3))  # (hidden width, learning rate) tried on validation data
 
-    ``softmax(W_2 relu(W_1 z + b_1) + b_2)`` on the standardised hidden state ``z``, trained
-    with cross-entropy by Adam on shuffled mini-batches; the epoch with the lowest
-    validation loss is kept (early stopping after ``patience`` epochs without improvement).
-    ``point`` is the posterior mean position, ``cls`` the argmax class. Seeded: the same
+
+def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 128, epochs: int = 60,
+            batch: int = 512, lr: float = 3e-3, patience: int = 6) -> Estimate:
+    """The MLP probe of Haviv et al. 2022: positions as ``T`` classes, trained to convergence.
+
+    ``softmax(W_2 relu(W_1 z + b_1) + b_2)`` on the standardised features ``z``, trained with
+    cross-entropy by Adam on shuffled mini-batches for up to ``epochs`` epochs; after every
+    epoch the validation MAE of the posterior median is measured and the epoch with the
+    lowest one is kept (early stopping after ``patience`` epochs without improvement).
+    ``point`` is the posterior median (it minimises the absolute error), ``cls`` the argmax
+    class; ``info``: ``epochs`` (the epoch kept), ``epochs_run``, ``val_mae``. Seeded: the same
     ``seed`` gives the same probe (one torch thread).
     """
     mean, sd = X_tr.mean(axis=0), X_tr.std(axis=0)
@@ -170,7 +174,7 @@ def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 12
     to_t = lambda X: torch.from_numpy(((X - mean) / sd).astype(np.float32))  # noqa: E731
     Z_tr, Z_va, Z_te = to_t(X_tr), to_t(X_va), to_t(X_te)
     t_tr = torch.from_numpy(y_tr.astype(np.int64) - 1)
-    t_va = torch.from_numpy(y_va.astype(np.int64) - 1)
+    y_va = np.asarray(y_va, dtype=np.float64)
     gen = torch.Generator().manual_seed(seed)
     d = Z_tr.shape[1]
 
@@ -184,8 +188,13 @@ def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 12
         W1, b1, W2, b2 = params
         return torch.relu(Z @ W1 + b1) @ W2 + b2
 
+    def decode(Z) -> Estimate:
+        with torch.no_grad():
+            prob = torch.softmax(logits(Z), dim=-1).double().numpy()
+        return _median_estimate(prob, prob.argmax(axis=1) + 1)
+
     opt = torch.optim.Adam(params, lr=lr)
-    best_loss, best_state, best_epoch, stale = float("inf"), None, 0, 0
+    best_mae, best_state, best_epoch, stale, run = float("inf"), None, 0, 0, 0
     n = Z_tr.shape[0]
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen)
@@ -195,10 +204,10 @@ def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 12
             opt.zero_grad()
             loss.backward()
             opt.step()
-        with torch.no_grad():
-            val = float(torch.nn.functional.cross_entropy(logits(Z_va), t_va))
-        if val < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, stale = val, [p.detach().clone() for p in params], epoch + 1, 0
+        run = epoch + 1
+        val = float(np.mean(np.abs(decode(Z_va).point - y_va)))
+        if val < best_mae - 1e-6:
+            best_mae, best_state, best_epoch, stale = val, [p.detach().clone() for p in params], epoch + 1, 0
         else:
             stale += 1
             if stale >= patience:
@@ -206,11 +215,78 @@ def fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, hidden: int = 12
     with torch.no_grad():
         for p, b in zip(params, best_state):
             p.copy_(b)
-        prob = torch.softmax(logits(Z_te), dim=-1).double().numpy()
-    positions = np.arange(1, T + 1, dtype=np.float64)
-    return Estimate(point=prob @ positions, cls=prob.argmax(axis=1) + 1, info={"epochs": best_epoch})
+    est = decode(Z_te)
+    est.info = {"epochs": float(best_epoch), "epochs_run": float(run), "val_mae": best_mae}
+    return est
 
 
+def tune_mlp(X_tr, y_tr, X_va, y_va, X_te, T: int, *, seed: int, grid=MLP_GRID, epochs: int = 60,
+             patience: int = 6) -> tuple[Estimate, tuple[int, float]]:
+    """`fit_mlp` at each (hidden, lr) of ``grid``; the one with the lowest validation MAE is kept.
+
+    Returns (its estimate, its (hidden, lr)); ``info`` gains ``hidden`` and ``lr``.
+    """
+    best, best_cfg = None, None
+    for i, (hidden, lr) in enumerate(grid):
+        est = fit_mlp(X_tr, y_tr, X_va, y_va, X_te, T, seed=seed + 7919 * i, hidden=int(hidden), lr=float(lr),
+                      epochs=epochs, patience=patience)
+        if best is None or est.info["val_mae"] < best.info["val_mae"]:
+            best, best_cfg = est, (int(hidden), float(lr))
+    best.info.update({"hidden": float(best_cfg[0]), "lr": best_cfg[1]})
+    return best, best_cfg
+
+
+def fit_scalar(f_train: np.ndarray, f_test: np.ndarray) -> Estimate:
+    """A Gaussian class-conditional model of one scalar feature per position, inverted by Bayes.
+
+    ``f_*`` (sequences, T): from the training sequences ``mu_m``, ``sd_m`` of the feature at
+    each position; a test token's log-likelihood of position ``m`` is ``log N(f; mu_m,
+    sd_m^2)``; uniform prior; ``point`` the posterior median, ``cls`` the mode.
+    ``info["var_within"]``: ``sd_m^2`` averaged over positions.
+    """
+    mu = f_train.mean(axis=0)  # (T,)
+    sd = np.maximum(f_train.std(axis=0, ddof=1), 1e-12)  # (T,)
+    f = np.asarray(f_test, dtype=np.float64).reshape(-1, 1)  # (n*T, 1)
+    est = _posterior_estimate(-0.5 * ((f - mu) / sd) ** 2 - np.log(sd))
+    est.info["var_within"] = float(np.mean(sd**2))
+    return est
+
+
+def fit_variance_only(s_train: np.ndarray, s_test: np.ndarray) -> Estimate:
+    """The variance-only probe: `fit_scalar` on ``log s``, ``s = |x_m|^2 / d`` (sequences, T).
+
+    ``info["dof_effective"]``: ``2 / Var(log s)`` averaged over positions (``Var log chi^2_k/k ~ 2/k``).
+    """
+    ls_tr = np.log(np.clip(s_train, 1e-300, None))
+    est = fit_scalar(ls_tr, np.log(np.clip(s_test, 1e-300, None)))
+    sd2 = np.maximum(ls_tr.var(axis=0, ddof=1), 1e-24)
+    est.info["dof_effective"] = float(np.mean(2.0 / sd2))
+    return est
+
+
+def invert_law(mean_log, var_log, observed) -> Estimate:
+    """The theory probe under the quenched law: ``log s | m ~ N(mean_log[m-1], var_log[m-1])``
+    (`theory.quenched`), inverted by Bayes with a uniform prior; no training.
+    ``point`` the posterior median, ``cls`` the maximum-likelihood position."""
+    mu = np.asarray(mean_log, dtype=np.float64)
+    sd = np.sqrt(np.asarray(var_log, dtype=np.float64))
+    if mu.ndim != 1 or mu.shape != sd.shape or not np.all(np.isfinite(mu)) or np.any(~(sd > 0)):
+        raise ValueError("mean_log and var_log must be 1-d arrays of one length, finite, var_log > 0")
+    ls = np.log(np.clip(np.asarray(observed, dtype=np.float64).reshape(-1, 1), 1e-300, None))
+    return _posterior_estimate(-0.5 * ((ls - mu) / sd) ** 2 - np.log(sd))
+
+
+def mean_cosines(h: np.ndarray) -> np.ndarray:
+    """Mean cosine of each token's state with the other tokens of its sequence (Zuo et al., COLING 2025).
+
+    ``h`` (sequences, T, d) -> (sequences, T): ``(1/(T-1)) sum_{n != m} cos(h_m, h_n)``. An
+    order-free summary of the token's similarity to its context: it sees no index (the
+    cosine *profile* over n would reveal m by its own peak).
+    """
+    h = np.asarray(h, dtype=np.float64)
+    u = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-300)
+    total = u @ u.sum(axis=1, keepdims=True).transpose(0, 2, 1)  # (n, T, 1): sum_n cos(h_m, h_n)
+    return (total[..., 0] - 1.0) / max(h.shape[1] - 1, 1)
 
 
 def theory_resolution(curve: np.ndarray, dof: float) -> int | None:

@@ -1,4 +1,11 @@
-"""Outputs of the probe experiment: results.json, per_position.npz, tables, figures, report.md."""
+"""Outputs of the probe experiment: results.json, per_position.npz, heat maps, tables, figures, report.md.
+
+The report opens with where the positional information is: heat maps (tap x layer, one
+panel per variant) of R^2(log m) and of MAE relative to a constant guess, and findings in
+plain words computed from the numbers (`findings`), with the mechanism -- which sublayer
+adds position-flat variance, measured against theory's level -- and the quenched theory
+against the measurement (`quenched_table`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,14 @@ import numpy as np
 
 from theory._outputs import atomic_path, atomic_savefig, atomic_write_text
 
-from .probes import PROBES, theory_resolution
+from .experiment import PROBE_TAPS
+from .probes import PROBES
 
-PROBE_LABELS = {"linear": "linear (ridge)", "mlp": "MLP", "variance_only": "variance-only", "theory": "theory"}
+PROBE_LABELS = {"linear": "linear (ridge)", "mlp": "MLP", "full": "MLP on state + log-norm", "variance_only": "variance-only",
+                "theory": "theory (no training)", "cosine": "cross-position cosine"}
+TAP_LABELS = {"attn.hook_z": "hook_z", "hook_attn_out": "attn_out", "hook_resid_mid": "resid_mid",
+              "hook_mlp_out": "mlp_out", "hook_resid_post": "resid_post"}
+HEAT_PROBE = "variance_only"
 
 
 def _clean(obj):
@@ -33,76 +45,96 @@ def chance_mae(T: int) -> float:
 
 
 def _fmt(entry: dict | None, key: str = "mae", digits: int = 1) -> str:
-    if entry is None:
+    if entry is None or entry.get(key) is None:
         return "—"
-    v, se = entry.get(key), entry.get(key + "_se")
-    if v is None:
-        return "—"
+    v, se = entry[key], entry.get(key + "_se")
     return f"{v:.{digits}f} ± {se:.{digits}f}" if se is not None else f"{v:.{digits}f}"
 
 
 def _probes_present(results: dict) -> list[str]:
-    seen = []
-    for v in results["variants"].values():
-        for row in v["layers"]:
-            for p in PROBES:
-                if p in row and p not in seen:
-                    seen.append(p)
+    seen = {p for v in results["variants"].values() for row in v["layers"] for p in PROBES if p in row}
     return [p for p in PROBES if p in seen]
+
+
+def _kinds(results: dict) -> list[str]:
+    seen = {row["tap_kind"] for v in results["variants"].values() for row in v["layers"]}
+    return [t for t in PROBE_TAPS if t in seen]
+
+
+def _grid(rows: list[dict], kinds: list[str], L: int, probe: str, key: str) -> np.ndarray:
+    g = np.full((len(kinds), L), np.nan)
+    for row in rows:
+        e = row.get(probe)
+        if e is not None and e.get(key) is not None and row["tap_kind"] in kinds:
+            g[kinds.index(row["tap_kind"]), row["layer"]] = e[key]
+    return g
 
 
 def markdown_tables(results: dict) -> str:
     probes = _probes_present(results)
-    head = "| variant | layer | " + " | ".join(f"{PROBE_LABELS[p]} MAE" for p in probes) + " | " + \
-        " | ".join(f"{PROBE_LABELS[p]} MAD" for p in probes) + " |"
-    lines = [head, "|" + " --- |" * 2 + " ---: |" * (2 * len(probes))]
+    head = "| variant | layer | tap | " + " | ".join(f"{PROBE_LABELS[p]} MAE" for p in probes) + " | " + \
+        " | ".join(f"{PROBE_LABELS[p]} R²(log m)" for p in probes) + " |"
+    lines = [head, "|" + " --- |" * 3 + " ---: |" * (2 * len(probes))]
     for variant, v in results["variants"].items():
         for row in v["layers"]:
-            cells = [_fmt(row.get(p)) for p in probes] + [_fmt(row.get(p), "mad") for p in probes]
-            lines.append(f"| {variant} | {row['layer']} | " + " | ".join(cells) + " |")
-    r2 = ["", "R^2 of position / of log-position (mean over networks):", "",
-          "| variant | layer | " + " | ".join(PROBE_LABELS[p] for p in probes) + " |",
-          "|" + " --- |" * 2 + " ---: |" * len(probes)]
-    for variant, v in results["variants"].items():
-        for row in v["layers"]:
-            cells = []
-            for p in probes:
-                e = row.get(p)
-                cells.append("—" if e is None else f"{e['r2']:.3f} / {e['r2_log']:.3f}")
-            r2.append(f"| {variant} | {row['layer']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + r2) + "\n"
+            cells = [_fmt(row.get(p)) for p in probes] + [_fmt(row.get(p), "r2_log", 2) for p in probes]
+            lines.append(f"| {variant} | {row['layer']} | {TAP_LABELS[row['tap_kind']]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def quenched_table(results: dict) -> str:
+    """NoPE: the quenched theory against the measurement, per (layer, tap)."""
+    rows = [r for r in results["variants"].get("none", {}).get("layers", []) if "quenched" in r]
+    if not rows:
+        return ""
+    T = results["meta"]["spec"]["seq_len"]
+    out = ["| layer | tap | Var(log s) within a network, measured / predicted | predicted at m = 1, T | "
+           "measured at m = 1, T | dof 2/Var (predicted) | network-to-network sd of E log s: predicted / measured | "
+           "variance-only MAE: measured / predicted | R²(log m): measured / predicted | mean cosine at m = 1, T: measured / predicted |",
+           "| --- | --- |" + " ---: |" * 8]
+    for r in rows:
+        q, meas = r["quenched"], r["measured"]
+        vo = r.get("variance_only", {})
+        ns = q.get("network_sd_measured")
+        cos_p = q.get("cos_predicted_at", {})
+        out.append(
+            f"| {r['layer']} | {TAP_LABELS[r['tap_kind']]} | {q['var_ratio']:.3f}"
+            + (f" ± {q['var_ratio_se']:.3f}" if q.get("var_ratio_se") is not None else "")
+            + f" | {q['var_within_predicted_at']['1']:.4f}, {q['var_within_predicted_at'][str(T)]:.4f}"
+            f" | {q['var_within_measured_at']['1']:.4f}, {q['var_within_measured_at'][str(T)]:.4f}"
+            f" | {q['dof_predicted']:.0f} | {q['network_sd_predicted']:.4f} / " + (f"{ns:.4f}" if ns is not None else "—")
+            + f" | {_fmt(vo)} / {q['mae_predicted']:.1f} | {vo.get('r2_log', float('nan')):.2f} / {q['r2_log_predicted']:.2f}"
+            + f" | {meas['cos_at']['1']:.2f}, {meas['cos_at'][str(T)]:.2f} / "
+            + (f"{cos_p['1']:.2f}, {cos_p[str(T)]:.2f}" if cos_p else "—") + " |")
+    return "\n".join(out) + "\n"
 
 
 def latex_table(results: dict) -> str:
     probes = _probes_present(results)
     T = results["meta"]["spec"]["seq_len"]
-    cols = "ll" + "r" * len(probes)
-    out = [
-        "% generated by python -m simulate probe",
-        "\\begin{table}[t]", "\\centering",
-        f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
-        "variant & layer & " + " & ".join(PROBE_LABELS[p] for p in probes) + " \\\\", "\\midrule",
-    ]
+    out = ["% generated by python -m simulate probe", "\\begin{table}[t]", "\\centering",
+           f"\\begin{{tabular}}{{lll{'r' * len(probes)}}}", "\\toprule",
+           "variant & layer & tap & " + " & ".join(PROBE_LABELS[p] for p in probes) + " \\\\", "\\midrule"]
+    names = list(results["variants"])
     for variant, v in results["variants"].items():
         for i, row in enumerate(v["layers"]):
             cells = []
             for p in probes:
                 e = row.get(p)
-                cells.append("--" if e is None else (f"${e['mae']:.1f} \\pm {e['mae_se']:.1f}$" if e.get("mae_se") is not None else f"${e['mae']:.1f}$"))
+                cells.append("--" if e is None else (f"${e['mae']:.1f} \\pm {e['mae_se']:.1f}$" if e.get("mae_se") is not None
+                                                      else f"${e['mae']:.1f}$"))
             name = f"\\texttt{{{variant}}}" if i == 0 else ""
-            out.append(f"{name} & {row['layer']} & " + " & ".join(cells) + " \\\\")
-        out.append("\\midrule" if variant != list(results["variants"])[-1] else "\\bottomrule")
-    meta = results["meta"]
-    out += [
-        "\\end{tabular}",
-        f"\\caption{{Mean absolute error of probes of absolute position (1..{T}) in frozen random "
-        f"transformers, per layer (\\texttt{{hook\\_resid\\_post}}), mean $\\pm$ standard error over "
-        f"{meta['networks']} networks; a constant guess scores {chance_mae(T):.1f}.}}",
-        "\\label{tab:probe}", "\\end{table}", "",
-    ]
+            tap = TAP_LABELS[row["tap_kind"]].replace("_", "\\_")
+            out.append(f"{name} & {row['layer']} & \\texttt{{{tap}}} & " + " & ".join(cells) + " \\\\")
+        out.append("\\midrule" if variant != names[-1] else "\\bottomrule")
+    out += ["\\end{tabular}",
+            f"\\caption{{Mean absolute error (posterior median) of probes of absolute position (1..{T}) in frozen random "
+            f"transformers, per layer and tap, mean $\\pm$ standard error over {results['meta']['networks']} networks; "
+            f"a constant guess scores {chance_mae(T):.1f}.}}", "\\label{tab:probe}", "\\end{table}", ""]
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- figures
 def figures(results: dict, curves: dict, out: Path) -> list[str]:
     # deferred: matplotlib is heavy, and only the figures need it
     import matplotlib
@@ -111,66 +143,84 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    probes = _probes_present(results)
     T = results["meta"]["spec"]["seq_len"]
-    fig, axes = plt.subplots(1, len(probes), figsize=(3.6 * len(probes), 3.2), sharey=True, squeeze=False)
-    for ax, p in zip(axes[0], probes):
-        for variant, v in results["variants"].items():
-            rows = [r for r in v["layers"] if p in r]
-            if not rows:
-                continue
-            x = [r["layer"] for r in rows]
-            y = [r[p]["mae"] for r in rows]
-            se = [r[p]["mae_se"] or 0.0 for r in rows]
-            ax.errorbar(x, y, yerr=se, marker="o", ms=3, capsize=2, label=variant)
-        ax.axhline(chance_mae(T), color="grey", lw=0.8, ls=":", label="constant guess")
-        ax.set_title(PROBE_LABELS[p])
-        ax.set_xlabel(f"layer ({results['meta'].get('tap', 'hook_resid_post')})")
-        ax.set_xticks(range(results["meta"]["spec"]["n_layers"]))
-    axes[0][0].set_ylabel("probe MAE (positions)")
-    axes[0][-1].legend(fontsize=7)
-    written += _save(fig, out, "probe_error")
+    L = results["meta"]["spec"]["n_layers"]
+    kinds, variants = _kinds(results), list(results["variants"])
+    chance = chance_mae(T)
+    for probe, fname in ((HEAT_PROBE, "where_position"), ("best", "where_position_best")):
+        fig, axes = plt.subplots(2, len(variants), figsize=(0.45 * L * len(variants) + 2.5, 4.6), squeeze=False)
+        for j, variant in enumerate(variants):
+            rows = results["variants"][variant]["layers"]
+            if probe == "best":
+                probes = [p for p in _probes_present(results) if any(p in r for r in rows)]
+                r2 = np.nanmax([_grid(rows, kinds, L, p, "r2_log") for p in probes], axis=0)
+                mae = np.nanmin([_grid(rows, kinds, L, p, "mae") for p in probes], axis=0)
+            else:
+                r2, mae = _grid(rows, kinds, L, probe, "r2_log"), _grid(rows, kinds, L, probe, "mae")
+            for i, (g, title, vmin, vmax, cmap) in enumerate(((r2, "R²(log m)", 0, 1, "viridis"),
+                                                            (mae / chance, "MAE / constant guess", 0, 1, "viridis_r"))):
+                ax = axes[i][j]
+                im = ax.imshow(np.clip(g, vmin, vmax), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+                ax.set_yticks(range(len(kinds)))
+                ax.set_yticklabels([TAP_LABELS[k] for k in kinds] if j == 0 else [], fontsize=7)
+                ax.set_xticks(range(L))
+                ax.set_xticklabels(range(L), fontsize=6)
+                ax.set_title(f"{variant}: {title}", fontsize=8)
+                if L * len(kinds) <= 40:
+                    for (a, b), val in np.ndenumerate(g):
+                        if np.isfinite(val):
+                            ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=5, color="w")
+            axes[1][j].set_xlabel("layer", fontsize=7)
+        fig.colorbar(im, ax=axes, shrink=0.6)
+        fig.suptitle(f"where position lives ({PROBE_LABELS.get(probe, 'best probe per cell')})", fontsize=9)
+        written += _save(fig, out, fname, tight=False)
 
-    # per-position class error of the NoPE scalar probes: where neighbours stop being resolved
-    keys = [k for k in curves if k[0] == "none" and k[2] in ("variance_only", "theory")]
-    if keys:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        m = np.arange(1, T + 1)
-        for (variant, layer, probe) in sorted(keys, key=lambda k: (k[2], k[1])):
-            ax.plot(m, curves[(variant, layer, probe)][1], lw=1, ls="-" if probe == "variance_only" else "--",
-                    label=f"{PROBE_LABELS[probe]}, layer {layer}")
-        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("position m")
-        ax.set_ylabel("mean |class - m| (NoPE)")
-        ax.legend(fontsize=6)
-        written += _save(fig, out, "resolution")
-
-    if results["sigma_sweep"]:
-        sweep = results["sigma_sweep"]
-        sweep_probes = [p for p in PROBES if p in sweep[0]["layers"][0]]
-        fig, axes = plt.subplots(1, len(sweep_probes), figsize=(3.6 * len(sweep_probes), 3.2), sharey=True, squeeze=False)
-        for ax, p in zip(axes[0], sweep_probes):
-            for entry in sweep:
-                rows = entry["layers"]
-                ax.errorbar([r["layer"] for r in rows], [r[p]["mae"] for r in rows],
-                            yerr=[r[p]["mae_se"] or 0.0 for r in rows], marker="o", ms=3, capsize=2,
-                            label=f"sigma = {entry['sigma']:g}")
-            ax.axhline(chance_mae(T), color="grey", lw=0.8, ls=":")
-            ax.set_title(f"NoPE, {PROBE_LABELS[p]}")
+    # MAE of each probe against layer at each tap kind (NoPE), and the theory's prediction
+    rows = results["variants"].get("none", {}).get("layers", [])
+    if rows:
+        probes = [p for p in _probes_present(results) if any(p in r for r in rows)]
+        fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 3.0), sharey=True, squeeze=False)
+        for ax, kind in zip(axes[0], kinds):
+            sub = [r for r in rows if r["tap_kind"] == kind]
+            for p in probes:
+                pts = [(r["layer"], r[p]["mae"], r[p]["mae_se"] or 0.0) for r in sub if p in r]
+                if pts:
+                    x, y, e = zip(*pts)
+                    ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=PROBE_LABELS[p])
+            pred = [(r["layer"], r["quenched"]["mae_predicted"]) for r in sub if "quenched" in r]
+            if pred:
+                ax.plot(*zip(*pred), "k--", lw=1, label="predicted (quenched theory)")
+            ax.axhline(chance, color="grey", lw=0.8, ls=":", label="constant guess")
+            ax.set_title(f"NoPE, {TAP_LABELS[kind]}", fontsize=9)
             ax.set_xlabel("layer")
         axes[0][0].set_ylabel("probe MAE (positions)")
-        axes[0][-1].legend(fontsize=7)
-        written += _save(fig, out, "sigma_sweep")
+        axes[0][-1].legend(fontsize=6)
+        written += _save(fig, out, "probe_error")
+
+    # the quenched law: within-network Var(log s) against m at layer 1, measured and predicted
+    first = [r for r in rows if r["layer"] == 0 and "quenched" in r]
+    if first:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for r in first:
+            q = r["quenched"]
+            ms = [int(k) for k in q["var_within_measured_at"]]
+            line, = ax.plot(ms, list(q["var_within_measured_at"].values()), "o", ms=3, label=f"{TAP_LABELS[r['tap_kind']]} measured")
+            ax.plot(ms, list(q["var_within_predicted_at"].values()), "-", color=line.get_color(), lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("position m")
+        ax.set_ylabel("Var(log |h_m|²/d) within a network")
+        ax.set_title("layer 0: measured (dots) and quenched theory (lines)", fontsize=8)
+        ax.legend(fontsize=6)
+        written += _save(fig, out, "quenched_spread")
     return written
 
 
-def _save(fig, out: Path, name: str) -> list[str]:
+def _save(fig, out: Path, name: str, tight: bool = True) -> list[str]:
     """Write ``name.png`` and ``name.pdf`` into ``out``, close the figure, return the file names."""
     import matplotlib.pyplot as plt  # deferred, as in `figures` (loaded there already)
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     names = []
     for ext in ("png", "pdf"):
         atomic_savefig(fig, out / f"{name}.{ext}", dpi=150)
@@ -179,80 +229,94 @@ def _save(fig, out: Path, name: str) -> list[str]:
     return names
 
 
-def _best(rows: list[dict], probe: str) -> dict | None:
-    rows = [r for r in rows if probe in r]
+# ---------------------------------------------------------------- findings
+def _best(rows: list[dict], probe: str, kind: str | None = None) -> dict | None:
+    rows = [r for r in rows if probe in r and (kind is None or r["tap_kind"] == kind)]
     return min(rows, key=lambda r: r[probe]["mae"]) if rows else None
 
 
-def findings(results: dict, theory_curves: list | None) -> str:
+def _where(r: dict, p: str) -> str:
+    return f"`{TAP_LABELS[r['tap_kind']]}` of layer {r['layer']}"
+
+
+def findings(results: dict) -> str:
     """Plain statements computed from the numbers (nothing here is typed in for one run)."""
-    meta = results["meta"]
-    T = meta["spec"]["seq_len"]
+    T = results["meta"]["spec"]["seq_len"]
     chance = chance_mae(T)
     variants = results["variants"]
     lines = []
-    # 1. strength, per probe that sees the full state
-    for probe in ("mlp", "linear"):
-        best = {v: _best(d["layers"], probe) for v, d in variants.items()}
-        best = {v: b for v, b in best.items() if b is not None}
-        if "none" not in best:
+    nope = variants.get("none", {}).get("layers", [])
+    p = HEAT_PROBE
+    b = _best(nope, p)
+    if b is not None:
+        post = _best(nope, p, "hook_resid_post")
+        lines.append(
+            f"- **Where position lives (NoPE, one number per token, {PROBE_LABELS[p]} probe).** Best: {_where(b, p)}, "
+            f"MAE {b[p]['mae']:.1f} of a constant guess's {chance:.1f} (R²(log m) {b[p]['r2_log']:.2f})"
+            + (f"; the block output `resid_post` does best at layer {post['layer']} with MAE {post[p]['mae']:.1f} "
+               f"(R²(log m) {post[p]['r2_log']:.2f})." if post else "."))
+        by_kind = []
+        for kind in _kinds(results):
+            r = [x for x in nope if x["tap_kind"] == kind and p in x]
+            if r:
+                by_kind.append(f"`{TAP_LABELS[kind]}` " + ", ".join(f"{x[p]['r2_log']:.2f}" for x in r))
+        lines.append("- NoPE R²(log m) by layer 0..: " + "; ".join(by_kind) + ".")
+    # the mechanism: position-flat variance of the MLP against the attention output
+    mlp0 = next((r for r in nope if r["tap_kind"] == "hook_mlp_out" and r["layer"] == 0), None)
+    att0 = next((r for r in nope if r["tap_kind"] == "hook_attn_out" and r["layer"] == 0), None)
+    if mlp0 and att0:
+        lv, la = mlp0["measured"]["level_at"], att0["measured"]["level_at"]
+        q = mlp0.get("quenched", {}).get("level_predicted_at")
+        lines.append(
+            f"- **Mechanism.** Layer 0's MLP writes a mean square |h|²/d of {lv['1']:.3g} at m = 1 and {lv[str(T)]:.3g} "
+            f"at m = {T} (theory: {q['1']:.3g}, {q[str(T)]:.3g})" if q else
+            f"- **Mechanism.** Layer 0's MLP writes a mean square |h|²/d of {lv['1']:.3g} at m = 1 and {lv[str(T)]:.3g} at m = {T}")
+        lines[-1] += (f" -- flat in position -- against the attention output's {la['1']:.3g} at m = 1 falling to "
+                      f"{la[str(T)]:.3g} at m = {T} (ratio MLP/attention {lv['1'] / la['1']:.2f} at m = 1, "
+                      f"{lv[str(T)] / la[str(T)]:.0f} at m = {T}). Added to the residual, this position-independent "
+                      f"variance buries the 1/m signal the attention output carries.")
+    # the quenched theory against the measurement at layer 0's attention output
+    if att0 and "quenched" in att0:
+        q = att0["quenched"]
+        vo = att0.get("variance_only", {})
+        lines.append(
+            f"- **Quenched theory, layer 0 `attn_out`.** Within-network Var(log s) measured / predicted = "
+            f"{q['var_ratio']:.3f}" + (f" ± {q['var_ratio_se']:.3f}" if q.get("var_ratio_se") is not None else "")
+            + f" (effective degrees of freedom about {q['dof_predicted']:.0f} for d = {results['meta']['spec']['d_model']}: "
+            f"d/3 from the Fuss-Catalan second moment of W_o W_v, not d). Variance-only MAE measured {vo.get('mae', float('nan')):.1f}"
+            f", predicted with no training {q['mae_predicted']:.1f} (R²(log m) {vo.get('r2_log', float('nan')):.2f} vs "
+            f"{q['r2_log_predicted']:.2f}).")
+    # fair probes: full-state probes against the scalar
+    for kind in ("hook_attn_out", "hook_resid_post"):
+        cells = []
+        for probe in ("mlp", "full", "linear", "variance_only", "cosine"):
+            r = _best(nope, probe, kind)
+            if r is not None:
+                cells.append(f"{PROBE_LABELS[probe]} {r[probe]['mae']:.1f} (layer {r['layer']})")
+        if len(cells) > 1:
+            lines.append(f"- NoPE `{TAP_LABELS[kind]}`, best-layer MAE per probe: " + ", ".join(cells) + ".")
+    # variants
+    for variant, body in variants.items():
+        if variant == "none":
             continue
-        nope = best["none"][probe]
-        parts = [f"`{v}` {b[probe]['mae']:.1f} (layer {b['layer']})" for v, b in best.items()]
-        others = {v: b[probe]["mae"] for v, b in best.items() if v != "none"}
-        lead = (f"- **{PROBE_LABELS[probe]} probe**, best layer MAE (constant guess: {chance:.1f}): "
-                + ", ".join(parts) + ".")
-        if others:
-            best_other = min(others, key=others.get)
-            ratio = nope["mae"] / max(others[best_other], 1e-9)
-            if ratio <= 1.1:
-                verdict = f"the frozen NoPE model encodes position about as well as the best variant with positions (`{best_other}`)"
-            elif others[best_other] < 1.0:
-                verdict = (f"`{best_other}` locates tokens almost exactly (MAE below one position) while the frozen NoPE model "
-                           f"recovers {100 * (1 - nope['mae'] / chance):.0f}% of the way from a constant guess to perfect")
-            else:
-                verdict = (f"the frozen NoPE model encodes position {ratio:.1f}x worse than `{best_other}` "
-                           f"(NoPE recovers {100 * (1 - nope['mae'] / chance):.0f}% of the way from a constant guess "
-                           f"to perfect, `{best_other}` {100 * (1 - others[best_other] / chance):.0f}%)")
-            lead += " So " + verdict + "."
-        lines.append(lead)
-    # 2. layers
-    for probe in ("mlp", "variance_only", "linear"):
-        rows = [r for r in variants.get("none", {}).get("layers", []) if probe in r]
-        if rows:
-            maes = ", ".join(f"{r[probe]['mae']:.1f}" for r in rows)
-            b = _best(rows, probe)
-            lines.append(f"- NoPE, {PROBE_LABELS[probe]} probe, MAE by layer 0..{len(rows) - 1}: {maes} (best: layer {b['layer']}).")
-    # 3. resolution length
-    for probe in ("variance_only", "theory", "mlp"):
-        rows = [r for r in variants.get("none", {}).get("layers", []) if probe in r]
-        if rows:
-            res = ", ".join(str(r[probe]["resolution"]) for r in rows)
-            lines.append(
-                f"- NoPE, {PROBE_LABELS[probe]} probe: first position whose class error reaches one position "
-                f"(layers 0..{len(rows) - 1}): {res}; error at m = {T}: "
-                + ", ".join(f"{r[probe]['mae_at'][str(T)]:.1f}" for r in rows) + "."
-            )
-    if theory_curves is not None:
-        dof = meta["theory_dof"]
-        res = ", ".join(str(theory_resolution(c, dof)) for c in theory_curves)
-        lines.append(f"- Predicted by theory (curve step vs chi-square noise with k = {dof:g}): neighbours unresolved from m = {res} (layers 0..).")
-    rows = [r for r in variants.get("none", {}).get("layers", []) if "variance_only" in r]
-    if rows and "dof_effective" in rows[0]["variance_only"]:
-        lines.append("- Effective degrees of freedom of |x|^2/d (2 / Var log s), NoPE, by layer: "
-                     + ", ".join(f"{r['variance_only']['dof_effective']:.0f}" for r in rows)
-                     + f" (d_model = {meta['spec']['d_model']}).")
-    # 4. sigma
+        rows = body["layers"]
+        best_any = [(probe, _best(rows, probe)) for probe in _probes_present(results)]
+        best_any = [(pr, r) for pr, r in best_any if r is not None]
+        if best_any:
+            pr, r = min(best_any, key=lambda x: x[1][x[0]]["mae"])
+            vo = _best(rows, p)
+            att = next((x for x in rows if x["tap_kind"] == "hook_attn_out" and x["layer"] == 0 and p in x), None)
+            lines.append(f"- `{variant}`: best probe {PROBE_LABELS[pr]} at {_where(r, pr)}, MAE {r[pr]['mae']:.1f}"
+                         + (f"; {PROBE_LABELS[p]} best {vo[p]['mae']:.1f} at {_where(vo, p)}" if vo else "")
+                         + (f"; layer-0 attn_out variance-only MAE {att[p]['mae']:.1f}" if att else "") + ".")
     if results["sigma_sweep"]:
-        for probe in ("variance_only", "linear", "theory", "mlp"):
-            parts = []
-            for entry in results["sigma_sweep"]:
-                b = _best(entry["layers"], probe)
-                if b is not None:
-                    parts.append(f"sigma {entry['sigma']:g}: {b[probe]['mae']:.1f} (layer {b['layer']}, "
-                                 f"first unresolved position {b[probe]['resolution'] or 'none'})")
-            if parts:
-                lines.append(f"- NoPE, {PROBE_LABELS[probe]} probe, best-layer MAE against the init scale: " + "; ".join(parts) + ".")
+        parts = []
+        for entry in results["sigma_sweep"]:
+            r = _best(entry["layers"], p)
+            if r is not None:
+                parts.append(f"sigma {entry['sigma']:g}: {r[p]['mae']:.1f} at {_where(r, p)}")
+        if parts:
+            lines.append(f"- NoPE, {PROBE_LABELS[p]} probe, best MAE against the init scale: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -260,57 +324,43 @@ def findings(results: dict, theory_curves: list | None) -> str:
 PROBE_OUTPUTS = ("results.json", "per_position.npz", "table.md", "table.tex", "report.md")
 
 
-def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_s: float,
-                  theory_curves: list | None) -> list[str]:
+def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_s: float) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     results = _clean(results)
     # every file replaced atomically (temporary file and rename): never half a result
     atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     with atomic_path(out / "per_position.npz") as tmp:
-        np.savez_compressed(
-            tmp,
-            **{f"{v}/layer{l}/{p}/{kind}": c[i] for (v, l, p), c in curves.items() for i, kind in enumerate(("mae", "mad"))},
-        )
+        np.savez_compressed(tmp, **{f"{v}/{name}/{p}/{kind}": c[i] for (v, name, p), c in curves.items()
+                                    for i, kind in enumerate(("mae", "mad"))})
     tables = markdown_tables(results)
-    atomic_write_text(out / "table.md", tables)
+    qt = quenched_table(results)
+    atomic_write_text(out / "table.md", tables + ("\n" + qt if qt else ""))
     atomic_write_text(out / "table.tex", latex_table(results))
     written = ["results.json", "per_position.npz", "table.md", "table.tex"] + figures(results, curves, out)
-    meta = results["meta"]
-    spec = meta["spec"]
+    meta, spec = results["meta"], results["meta"]["spec"]
     T = spec["seq_len"]
-    theory_note = meta.get("theory", "the theory probe was not asked for")
     report = [
-        "# Position probing in frozen random transformers",
-        "",
-        f"Command: `{command}`  ",
-        f"Wall time: {wall_s:.0f} s.",
-        "",
-        f"Network: d_model {spec['d_model']}, {spec['n_heads']} heads, {spec['n_layers']} layers, "
-        f"context {T}, vocabulary {spec['vocab_size']} (ids uniform), sigmas "
-        f"{', '.join(sorted({str(spec[k]) for k in spec if k.startswith('sigma_')}))}, "
+        "# Position probing in frozen random transformers", "",
+        f"Command: `{command}`  ", f"Wall time: {wall_s:.0f} s.", "",
+        "## Where position lives", "",
+        "![R²(log m) and MAE / constant guess, tap x layer, per variant](where_position.png)", "",
+        findings(results),
+        f"Network: d_model {spec['d_model']}, {spec['n_heads']} heads, {spec['n_layers']} layers, context {T}, vocabulary "
+        f"{spec['vocab_size']} (ids uniform), sigmas {', '.join(sorted({str(spec[k]) for k in spec if k.startswith('sigma_')}))}, "
         f"{'attention only' if spec['attn_only'] else 'MLP ' + spec['activation']}, LayerNorm eps {spec['ln_eps']}. "
-        f"Quenched: {meta['networks']} frozen networks per variant (the same weights across variants), "
-        f"{meta['sequences']} sequences each, split {meta['split']['train']}/{meta['split']['val']}/{meta['split']['test']} "
-        f"(train/validation/test); seed {meta['seed']}. Probes read `{meta.get('tap', 'hook_resid_post')}` of each layer. "
-        f"Theory probe: {theory_note}.",
-        "",
-        "MAE = mean |estimate - m| (posterior mean or regression); MAD = mean |class - m| (argmax class, "
-        f"Haviv et al.); ± one standard error over networks. A constant guess scores MAE {chance_mae(T):.1f}.",
-        "",
-        "## Findings",
-        "",
-        findings(results, theory_curves),
-        "## Tables",
-        "",
-        tables,
-        "## Figures",
-        "",
-        "![probe error against layer](probe_error.png)",
+        f"Quenched: {meta['networks']} frozen networks per variant (the same weights across variants), {meta['sequences']} "
+        f"sequences each, split {meta['split']['train']}/{meta['split']['val']}/{meta['split']['test']} (train/validation/test); "
+        f"seed {meta['seed']}. Taps: {', '.join(meta['taps'])} of every layer; full-state probes at "
+        f"{', '.join(meta['full_taps']) or 'none'}. Theory: {meta.get('theory', 'not asked for')}.", "",
+        f"MAE = mean |estimate - m| with the {meta['decoder']}; MAD = mean |class - m| (mode, Haviv et al.); ± one standard "
+        f"error over networks. A constant guess scores MAE {chance_mae(T):.1f}. MLP probes: width and learning rate chosen on "
+        f"validation MAE among {meta['mlp_grid']} on the first network (the others reuse it), up to {meta['mlp_epochs']} epochs, "
+        "early stopping on validation MAE. The cosine probe sees the mean cosine of the token with the other tokens of its "
+        "sequence (Zuo et al., COLING 2025), never an index.", "",
     ]
-    if "resolution.png" in written:
-        report.append("\n![per-position error of the NoPE scalar probes](resolution.png)")
-    if "sigma_sweep.png" in written:
-        report.append("\n![NoPE probes against the init scale](sigma_sweep.png)")
-    report.append("")
+    if qt:
+        report += ["## The quenched theory against the measurement (NoPE)", "", qt, "![quenched spread](quenched_spread.png)", ""]
+    report += ["## Tables", "", tables, "## Figures", "", "![probe error against layer](probe_error.png)", "",
+               "![best probe per cell](where_position_best.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(report))
     return written + ["report.md"]
