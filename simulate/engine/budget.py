@@ -135,7 +135,8 @@ def run_sizes(spec, *, taps, samples, batch, chunk_size, positions, reservoir, m
         n_pos = min(n_pos, size_value(spec.seq_len))
     return RunSizes(
         d_model=size_value(spec.d_model), n_heads=size_value(spec.n_heads), n_layers=size_value(spec.n_layers),
-        seq_len=size_value(spec.seq_len), mlp_ratio=size_value(spec.mlp_width) / size_value(spec.d_model),
+        seq_len=size_value(spec.seq_len),
+        mlp_ratio=size_value(spec.mlp_ratio) if spec.d_mlp is None else size_value(spec.d_mlp) / size_value(spec.d_model),
         vocab_size=size_value(spec.vocab_size),
         attn_only=bool(spec.attn_only), learned=spec.positional == "learned", samples=size_value(samples),
         batch=size_value(batch), chunk_size=size_value(chunk_size), positions=n_pos, reservoir=size_value(reservoir),
