@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="rounds, in the order 1, 2, 2, 1, ... workers "
-                        "(alternating cancels a drift in the machine's load); the median of each is reported")
+                        "(alternating cancels a drift in the machine's load); the speed-up is the median of the rounds' ratios")
     args = parser.parse_args()
     grid = parse_grid(_grid(args))
     load0 = os.getloadavg()
@@ -71,10 +72,15 @@ def main() -> None:
                 runs[workers].append(_timed_sweep(workers, grid, folder))
             print(json.dumps(runs[workers][-1]), flush=True)
     load1 = os.getloadavg()
-    rows = [sorted(runs[w], key=lambda row: row["wall_s"])[len(runs[w]) // 2] for w in (1, 2)]
-    speedup = rows[0]["wall_s"] / rows[1]["wall_s"]
+    # Paired: each round's 1-worker time over its 2-worker time (neighbours in time share the load).
+    ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs[1], runs[2])]
+    speedup = statistics.median(ratios)
+    rows = [{"wall_s": statistics.median(r["wall_s"] for r in runs[w]),
+             "theory_share": statistics.median(r["theory_share"] for r in runs[w]),
+             "simulation_share": statistics.median(r["simulation_share"] for r in runs[w])} for w in (1, 2)]
     print(f"grid: {json.dumps(_grid(args))}")
-    print(f"median of {args.repeats}: 1 worker {rows[0]['wall_s']:.1f} s, 2 workers {rows[1]['wall_s']:.1f} s: speed-up {speedup:.2f}x "
+    print(f"median of {args.repeats}: 1 worker {rows[0]['wall_s']:.1f} s, 2 workers {rows[1]['wall_s']:.1f} s; speed-up per "
+          f"round {', '.join(f'{r:.2f}x' for r in ratios)}, median {speedup:.2f}x "
           f"(target >= 1.8x on two idle cores); theory {100 * rows[0]['theory_share']:.1f}% and simulation "
           f"{100 * rows[0]['simulation_share']:.1f}% of a point's time (1 worker); "
           f"load average before {load0[0]:.2f}, after {load1[0]:.2f} on {os.cpu_count()} cores "

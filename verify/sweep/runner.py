@@ -11,6 +11,7 @@ and the sweep goes on; a rerun skips the finished points (and retries failed one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -147,7 +148,9 @@ def _run(client, store: Store, grid: Grid, todo: list[Point], summary: SweepSumm
     for p in todo:
         seed = point_seed(grid.seed, p.fields)
         task = make_task(p.spec, grid.positions_of(p.spec), grid.samples, seed, grid.alpha, grid.device)
-        future = client.submit(run_point, task, key=f"sweep-point-{seed:015x}", pure=False, retries=0)
+        # The key names the whole task: two clients of one scheduler asking for the same point share it.
+        key = "sweep-point-" + hashlib.sha256(json.dumps(task, sort_keys=True).encode()).hexdigest()[:24]
+        future = client.submit(run_point, task, key=key, pure=False, retries=0)
         futures[future] = (p, seed)
     bar.in_flight = len(futures)
     bar.show(force=True)
