@@ -6,8 +6,10 @@ and verify (before it simulates) call it first, so a spec outside the domain is 
 
 Structural conditions (every spec):
 
-* ``positional = 'none'`` and ``vocab_size = null``: the laws are derived for a NoPE
-  model with i.i.d. Gaussian inputs (a token table repeats inputs across positions);
+* ``positional`` per layer one of ``none``, ``rope``, ``alibi`` (`THEORY_POSITIONALS`; RoPE
+  needs an even ``d_head``, QK-norm ``d_head >= 2``; the modern-block fields are numeric
+  only) and ``vocab_size = null``: the laws are derived for i.i.d. Gaussian inputs (a token
+  table repeats inputs across positions);
 * ``d_model >= 3``: the LayerNorm output lies on a sphere of dimension ``d_model - 1``
   in the subspace orthogonal to the all-ones vector; its coordinate law
   ``e_i^2/(d-1) ~ Beta(1/2, (d-2)/2)`` needs ``d_model >= 3`` (at ``d_model = 2`` each
@@ -85,7 +87,7 @@ def check_domain(spec: ModelSpec, *, evaluate: bool = False, level: str = "best"
         raise ValueError(
             f"sigma_embed = {sigma_e:.3g} with ln_eps = {eps:.3g}: d_model * ln_eps / sigma_embed^2 overflows float64 "
             f"(LayerNorm's output would be 0 to every digit); raise sigma_embed or lower ln_eps")
-    if level == "best":
+    if level == "best" and not spec.qk_norm_at(0):  # QK-norm: s^2 d_head whatever the sigmas (checked in the recursion)
         check_logit_variance(layer_one_logit_variance(spec), 0, _number(spec.d_head), d - 1)
 
 
@@ -93,10 +95,7 @@ def check_structure(spec: ModelSpec, zero_input_ok: bool = False) -> None:
     """The structural half of `check_domain` (no numbers evaluated). ``zero_input_ok``:
     accept ``sigma_embed = 0`` with ``ln_eps > 0`` (predictions: every tap exactly 0);
     a derivation refuses it, since the laws' shapes (excess kurtosis) are then 0/0."""
-    if spec.positional != "none":
-        raise ValueError(
-            f"theory covers transformers without positional embeddings (positional 'none'); "
-            f"got positional = {spec.positional!r}, which exists in simulate for comparison only")
+    _check_positional(spec)
     if spec.vocab_size is not None:
         raise ValueError(
             f"the theory assumes continuous Gaussian inputs (vocab_size null); got vocab_size = "
@@ -123,6 +122,34 @@ def check_structure(spec: ModelSpec, zero_input_ok: bool = False) -> None:
             raise ValueError(
                 f"sigma_embed = {sigma_e:.3g}: its square (the input variance) {'underflows' if square < _TINY else 'overflows'} "
                 f"float64; the theory needs {math.sqrt(_TINY):.2g} <= sigma_embed <= {math.sqrt(_HUGE):.2g}")
+
+
+# The positional schemes the theory covers, per layer (`theory._modern`, docs/modern-blocks.md):
+# NoPE (the subject), RoPE (rotated logits) and ALiBi (deterministic offsets in the softmax row).
+THEORY_POSITIONALS = ("none", "rope", "alibi")
+
+
+def _check_positional(spec: ModelSpec) -> None:
+    """Positional schemes, QK-norm and the temperature where the theory covers them; a clear refusal elsewhere."""
+    schemes = spec.positional_schemes
+    bad = [s for s in schemes if s not in THEORY_POSITIONALS]
+    if bad:
+        raise ValueError(
+            f"positional = {spec.positional!r}: theory covers the per-layer schemes {', '.join(map(repr, THEORY_POSITIONALS))} "
+            f"(NoPE, RoPE, ALiBi); the input tables {', '.join(map(repr, bad))} exist in simulate for comparison only")
+    d_head = _number(spec.d_head) if not spec.is_symbolic else None
+    if spec.is_symbolic and (schemes != ("none",) or spec.qk_norm is not False or spec.attn_temperature is not None
+                             or spec.normalization != "layernorm"):
+        raise ValueError(
+            "positional, qk_norm, attn_temperature, normalization: the modern-block laws are numeric "
+            "(theory._modern); give numbers for every spec field, or use the NoPE LayerNorm block symbolically")
+    if d_head is not None:
+        if "rope" in schemes and int(d_head) % 2:
+            raise ValueError(f"positional 'rope' rotates pairs of coordinates: d_head = d_model / n_heads must be even, "
+                             f"got {int(d_head)}")
+        uses_qk = spec.qk_norm if isinstance(spec.qk_norm, bool) else any(spec.qk_norm)
+        if uses_qk and d_head < 2:
+            raise ValueError(f"qk_norm: the logit is a cosine in d_head dimensions, which needs d_head >= 2; got {int(d_head)}")
 
 
 def _check_gains(spec: ModelSpec) -> None:

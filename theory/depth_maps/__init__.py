@@ -18,12 +18,16 @@ residual   `residual.residual`             `theory.steps.residual` / simulate's 
 
 from __future__ import annotations
 
-from .attention import attention, softmax_rows
+from .attention import attention as _nope_attention, softmax_rows
 from .layernorm import layernorm
 from .mlp import mlp
+from .modern_attention import attention_of_layer
 from .residual import entry, residual
 from .rmsnorm import rmsnorm
 from .swiglu import swiglu
+
+# attention: the NoPE map, or `modern_attention` for RMSNorm, QK-norm, RoPE, ALiBi, temperature (issue 16)
+attention = attention_of_layer(_nope_attention)
 
 DEPTH_MAPS = {"layernorm": layernorm, "rmsnorm": rmsnorm, "attention": attention, "mlp": mlp,
               "swiglu": swiglu, "residual": residual}
