@@ -246,6 +246,16 @@ def test_smollm3_module_equals_our_forward():
     spec, ours, theirs = _modern_pair(config, transformers.SmolLM3ForCausalLM, seed=4)
     assert spec.positional == ("rope", "rope", "rope", "none")
     _assert_modern_agreement("smollm3", ours, theirs)
+    # record's statistics of the same model (batches of inputs_embeds) are those of our taps
+    project, _ = draw_network(spec, 4, torch.device("cpu"), torch.float64)
+    hf = transformers.SmolLM3ForCausalLM(config).double().eval()
+    _copy_weights(hf, spec, project, interleaved=False)
+    x = torch.randn(3, 12, spec.d_model, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * spec.sigma_embed
+    result = record(hf, [{"inputs_embeds": x}], taps=list(ours), progress=False)
+    assert result.meta["names"] == "llama" and "blocks.3.mlp.hook_pre_linear" in result.taps
+    for tap in ours:
+        st = direct_stats(ours[tap])
+        np.testing.assert_allclose(result[tap].var, st["var"], rtol=1e-5, err_msg=tap)
 
 
 def test_llama4_text_module_equals_our_forward():
