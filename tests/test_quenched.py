@@ -95,9 +95,10 @@ def _frozen_log_s(spec, taps, networks, sequences, seed0=1000):
 def test_within_network_spread_against_many_frozen_networks():
     spec = ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=16)
     law = quenched_law(spec)
-    taps = ["blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"]
+    taps = ["blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out",
+            "blocks.0.hook_resid_post"]
     logs = _frozen_log_s(spec, taps, networks=8, sequences=200)
-    for t, tol in zip(taps, (0.08, 0.08, 0.10)):
+    for t, tol in zip(taps, (0.08, 0.08, 0.10, 0.10, 0.10)):  # layer-1 attention asymptotic; the rest approximate
         ratio = (logs[t].var(axis=1, ddof=1) / law.var(t)).mean(axis=1)  # (networks,)
         se = ratio.std(ddof=1) / np.sqrt(len(ratio))
         assert abs(ratio.mean() - 1.0) < tol + 3 * se, (t, ratio.mean(), se)

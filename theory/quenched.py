@@ -35,10 +35,10 @@ The model (assumptions, all stated):
    square: ``R = sum_c f_c^2 R_c + (2/n) sum_{a != b} f_a f_b`` and
    ``gamma = 1/n + sum_c f_c^2 (gamma_c - 1/n)``; the correlation of a token's embedding
    with its own LayerNorm output is neglected except in the network-to-network shift (6).
-5. *The MLP* ``W_out phi(W_in e)`` is split by the Hermite coefficients of ``phi`` at the
-   pre-activation variance: a mean part ``b_0^2`` (a fixed vector in every token: no
-   within-network variance), a linear part ``b_1^2`` (the chain ``W_out W_in`` on one
-   sphere point) and a non-linear rest (isotropic in the hidden layer, Gaussian).
+5. *The MLP* ``W_out phi(W_in e)`` on one sphere point: the within-network variance averaged
+   over ``W_out`` (Wick) with the units' correlations by Mehler's expansion,
+   ``R = Var(phi^2)/(d_mlp E[phi^2]^2) + (2/d)(1 - gamma_phi)`` (`_mlp`), moments by quadrature;
+   its share ``f_0`` of the mean square is the same vector in every token.
 6. *Network to network.* The per-position mean of ``s_m`` moves by the relative
    fluctuation of ``tr C`` (``Var tr(W C W^T) / E^2 = 2 gamma_in / n_out`` per factor,
    accumulated; ``6/d^2`` at layer-1 ``hook_attn_out``: a pure scale, the same at every m)
@@ -74,7 +74,7 @@ import numpy as np
 import sympy as sp
 
 from . import depth as _depth
-from ._activations import activation_moments, hermite_coefficients
+from ._activations import activation_function
 from .spec import ModelSpec
 from .taps import tap_name
 
@@ -275,30 +275,34 @@ def _sigma_o(spec: ModelSpec) -> float:
 
 
 def _mlp(spec: ModelSpec, layer: int, pred, mid: _Part, n: float, dm: float, var) -> _Part:
-    """hook_mlp_out: mean, linear and non-linear parts of phi (assumption 5)."""
+    """hook_mlp_out ``h = W_out phi(u)``, ``u = W_in e``, e one LayerNorm output (assumption 5).
+
+    Averaging the within-network variance over ``W_out`` (Wick: ``E[(a^T G a)(b^T G b)] =
+    sigma^4 (d^2 |a|^2 |b|^2 + 2 d (a.b)^2)``, ``G = W_out^T W_out``) and writing
+    ``E_e[phi(u_i) phi(u_j)] = sum_k b_k^2 rho_ij^k`` (Mehler) gives
+
+        R = Var(phi(u)^2) / (d_mlp E[phi^2]^2) + (2/d) (1 - gamma_phi),
+        gamma_phi = tr(C^2)/tr(C)^2 = 1/d_mlp + f_0^2 + f_1^2/n,   f_k = b_k^2 / E[phi^2],
+
+    the first term the units' own spread (the coherent k = 2 mode over units is the norm of
+    e, which a sphere point does not have), the second the projection ``W_out``; moments by
+    Gauss-Hermite quadrature at the pre-activation variance ``q(m)`` of `theory.depth`.
+    For a linear ``phi`` it is ``2/d_mlp + 2/d`` (2.5/d at ratio 4: the chain W_out W_in).
+    """
     d = float(spec.d_model)
     q = var("mlp.hook_pre")  # pre-activation variance per position
-    std = np.sqrt(q)
-    coef = hermite_coefficients(spec.activation, std, order=1)  # (T, 2): b_0 = E phi, b_1 = E[phi(sZ) Z]
-    _, second = activation_moments(spec.activation, q)
-    b0, b1 = coef[:, 0] ** 2, coef[:, 1] ** 2
-    rest = np.maximum(second - b0 - b1, 0.0)
-    V = var("hook_mlp_out")
-    total = b0 + b1 + rest
-    gamma_e2 = max(mid.gamma * d / n, 1.0 / n)
-    gamma_lin1 = chain_gamma(d, dm, chain_gamma(dm, n, 1.0 / n))  # W_out W_in from isotropic input
-    gamma_lin = chain_gamma(d, dm, chain_gamma(dm, n, gamma_e2))
-    gamma_nl = chain_gamma(d, dm, 1.0 / dm)
-    parts = [
-        _Part(V * b0 / total, np.zeros_like(V), 1.0, np.full_like(V, 2.0 / (d * dm))),
-        _Part(V * b1 / total, np.full_like(V, sphere_relative_variance(gamma_lin1, n)), gamma_lin,
-              np.full_like(V, 2.0 * gamma_e2 / dm + 2.0 / (d * dm))),
-        _Part(V * rest / total, np.full_like(V, 2.0 * gamma_nl), gamma_nl, np.full_like(V, 2.0 / (d * dm))),
-    ]
-    parts = [p for p in parts if np.all(p.V > 0)]
-    out = _sum(parts, d)
-    out.V = V
-    return out
+    z, w = np.polynomial.hermite_e.hermegauss(96)
+    w = w / w.sum()
+    phi = activation_function(spec.activation)
+    f = phi(np.sqrt(q)[:, None] * z[None, :])  # (T, nodes)
+    mean, second, fourth = f @ w, (f**2) @ w, (f**4) @ w
+    f0 = mean**2 / second  # the mean vector's share of E[phi^2]
+    f1 = (f @ (w * z)) ** 2 / second  # the linear part's share (b_1^2, rank n through W_in)
+    g_phi = 1.0 / dm + f0**2 + f1**2 / n  # tr(C^2)/tr(C)^2 of C = E_e[phi phi^T] = sum_k b_k^2 rho^k
+    R = (fourth - second**2) / second**2 / dm + (2.0 / d) * (1.0 - g_phi)
+    gamma = chain_gamma(d, dm, float(np.mean(g_phi)))
+    nu = (2.0 / d) * g_phi + 2.0 / (n * dm)  # Var tr(G C) / E^2 over W_out; the rows of W_in
+    return _Part(var("hook_mlp_out"), R, gamma, nu)
 
 
 def _law(part: _Part) -> TapLaw:

@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", default=None, help="ModelSpec JSON (default: d_model 128, 4 heads, 4 layers, "
                    "context 128, GPT-2's sigmas 0.02, vocabulary 50257)")
     p.add_argument("--positional", default=",".join(POSITIONALS),
-                   help=f"comma-separated variants among {','.join(POSITIONALS)} (default: all)")
+                   help=f"comma-separated variants among {','.join(POSITIONALS)}, or 'spec' (the spec's own, e.g. a per-layer "
+                        "schedule) (default: the five)")
     p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated among {','.join(PROBES)} (default: all)")
     p.add_argument("--taps", default=",".join(PROBE_TAPS),
                    help=f"comma-separated taps probed at every layer, among {','.join(PROBE_TAPS)} (default: all)")
@@ -138,7 +139,7 @@ def build_config(args) -> ProbeConfig:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     return ProbeConfig(
         spec=spec,
-        positionals=_names(args.positional, POSITIONALS, "--positional"),
+        positionals=_names(args.positional, POSITIONALS + ("spec",), "--positional"),
         probes=_names(args.probes, PROBES, "--probes"),
         sequences=args.sequences,
         networks=args.networks,

@@ -32,6 +32,7 @@ from .probes import (FULL_STATE_PROBES, PROBES, fit_ridge, fit_scalar, fit_varia
 from .theory_side import TheorySide, theory_side
 
 POSITIONALS = tuple(POSITIONAL)  # every positional scheme of the engine: none, learned, sinusoidal, rope, alibi
+AS_SPEC = "spec"  # a variant that keeps the spec's own positional field (per-layer schedules of modern blocks)
 DEFAULT_VOCAB = 50257  # GPT-2's vocabulary
 PROBE_TAPS = ("attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
 DEFAULT_FULL_TAPS = ("hook_attn_out", "hook_resid_post")  # where the full-state probes run by default
@@ -130,8 +131,8 @@ class ProbeConfig:
         if not isinstance(self.spec, ModelSpec) or self.spec.is_symbolic:
             raise ValueError("spec must be a numeric theory.ModelSpec")
         for p in self.positionals:
-            if p not in POSITIONALS:
-                raise ValueError(f"positional must be among {', '.join(POSITIONALS)}; got {p!r}")
+            if p not in POSITIONALS + (AS_SPEC,):
+                raise ValueError(f"positional must be among {', '.join(POSITIONALS + (AS_SPEC,))}; got {p!r}")
         if not self.positionals:
             raise ValueError("give at least one positional variant")
         for p in tuple(self.probes) + tuple(self.sweep_probes):
@@ -329,8 +330,9 @@ def probe_experiment(cfg: ProbeConfig, progress: bool = True, *, force: bool = F
         "decoder": "posterior median (minimises absolute error) for the Bayes and MLP probes; ridge regression for linear",
         "mlp_grid": [list(g) for g in cfg.mlp_grid], "mlp_epochs": cfg.mlp_epochs,
     }}
-    runs = [(positional, spec.replace(positional=positional), [p for p in cfg.probes if p != "theory" or positional == "none"])
+    runs = [(positional, spec if positional == AS_SPEC else spec.replace(positional=positional), list(cfg.probes))
             for positional in cfg.positionals]
+    runs = [(label, vspec, [p for p in probes if p != "theory" or vspec.positional == "none"]) for label, vspec, probes in runs]
     runs += [(f"sigma={sigma:g}", with_sigma(spec.replace(positional="none"), sigma), list(cfg.sweep_probes))
              for sigma in cfg.sigmas]
     bar = Progress(len(runs) * cfg.networks, 0, bool(progress), unit="networks", label="probe")

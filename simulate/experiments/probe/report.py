@@ -245,13 +245,15 @@ def findings(results: dict) -> str:
     chance = chance_mae(T)
     variants = results["variants"]
     lines = []
-    nope = variants.get("none", {}).get("layers", [])
+    main = "none" if "none" in variants else next(iter(variants))
+    name = "NoPE" if main == "none" else f"`{main}`"
+    nope = variants[main]["layers"]
     p = HEAT_PROBE
     b = _best(nope, p)
     if b is not None:
         post = _best(nope, p, "hook_resid_post")
         lines.append(
-            f"- **Where position lives (NoPE, one number per token, {PROBE_LABELS[p]} probe).** Best: {_where(b, p)}, "
+            f"- **Where position lives ({name}, one number per token, {PROBE_LABELS[p]} probe).** Best: {_where(b, p)}, "
             f"MAE {b[p]['mae']:.1f} of a constant guess's {chance:.1f} (R²(log m) {b[p]['r2_log']:.2f})"
             + (f"; the block output `resid_post` does best at layer {post['layer']} with MAE {post[p]['mae']:.1f} "
                f"(R²(log m) {post[p]['r2_log']:.2f})." if post else "."))
@@ -260,7 +262,7 @@ def findings(results: dict) -> str:
             r = [x for x in nope if x["tap_kind"] == kind and p in x]
             if r:
                 by_kind.append(f"`{TAP_LABELS[kind]}` " + ", ".join(f"{x[p]['r2_log']:.2f}" for x in r))
-        lines.append("- NoPE R²(log m) by layer 0..: " + "; ".join(by_kind) + ".")
+        lines.append(f"- {name} R²(log m) by layer 0..: " + "; ".join(by_kind) + ".")
     # the mechanism: position-flat variance of the MLP against the attention output
     mlp0 = next((r for r in nope if r["tap_kind"] == "hook_mlp_out" and r["layer"] == 0), None)
     att0 = next((r for r in nope if r["tap_kind"] == "hook_attn_out" and r["layer"] == 0), None)
@@ -294,10 +296,10 @@ def findings(results: dict) -> str:
             if r is not None:
                 cells.append(f"{PROBE_LABELS[probe]} {r[probe]['mae']:.1f} (layer {r['layer']})")
         if len(cells) > 1:
-            lines.append(f"- NoPE `{TAP_LABELS[kind]}`, best-layer MAE per probe: " + ", ".join(cells) + ".")
+            lines.append(f"- {name} `{TAP_LABELS[kind]}`, best-layer MAE per probe: " + ", ".join(cells) + ".")
     # variants
     for variant, body in variants.items():
-        if variant == "none":
+        if variant == main:
             continue
         rows = body["layers"]
         best_any = [(probe, _best(rows, probe)) for probe in _probes_present(results)]
