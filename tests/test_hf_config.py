@@ -170,3 +170,15 @@ def test_cli_writes_the_spec_of_a_config_and_says_what_it_did_not_understand(tmp
 def test_cli_bad_input_is_one_line_and_status_2(argv, match, capsys):
     code, out, err = _theory_cli(argv, capsys)
     assert code == 2 and match in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_transformers_own_config_dicts_read_cleanly():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                   intermediate_size=96, max_position_embeddings=32, vocab_size=100)
+    reading = read_hf_config(cfg.to_dict())
+    spec = ModelSpec(**reading.fields)
+    assert (spec.d_model, spec.kv_heads, spec.mlp_width, spec.seq_len) == (64, 2, 96, 32)
+    assert reading.not_understood == {}, reading.not_understood
+    dense = _config("llama-4-scout-17b-16e.json")["text_config"] | {"moe_layers": []}
+    assert not {"moe_layers", "num_local_experts"} & set(read_hf_config(dense, seq_len=64).not_understood)

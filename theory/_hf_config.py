@@ -63,6 +63,11 @@ IGNORED = frozenset({
     "scale_attn_weights", "reorder_and_upcast_attn", "attention_bias", "mlp_bias", "layer_types",
     "max_window_layers", "no_rope_layer_interval", "nope_layer_interval", "id2label", "label2id",
     "_name_or_path", "name_or_path", "initializer_factor", "n_ctx",
+    # PretrainedConfig's generic keys (present in config.to_dict()): outputs and heads, not the network
+    "return_dict", "output_hidden_states", "output_attentions", "chunk_size_feed_forward",
+    "is_encoder_decoder", "problem_type", "torchscript", "use_return_dict", "tokenizer_class",
+    "prefix", "sep_token_id", "decoder_start_token_id", "finetuning_task", "add_cross_attention",
+    "cross_attention_hidden_size", "tie_encoder_decoder", "is_decoder", "pruned_heads",
 })
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
@@ -213,9 +218,15 @@ def _llama(config: dict, reading: HFConfigReading) -> None:
         chunk = config.get("attention_chunk_size")
         if chunk is not None:  # judged against seq_len once the overrides are in
             reading.fields["_chunk"] = chunk
-        for key in ("num_local_experts", "num_experts_per_tok", "moe_layers", "interleave_moe_layer_step"):
-            if key in config:
-                reading.not_understood[key] = "mixture of experts: modelled as a dense SwiGLU MLP"
+        if config.get("moe_layers") == []:  # every layer dense: the expert keys do not apply
+            reading.used.append("moe_layers")
+            reading.ignored += [k for k in ("num_local_experts", "num_experts_per_tok", "interleave_moe_layer_step",
+                                            "intermediate_size") if k in config]
+            reading.not_understood.pop("intermediate_size", None)
+        else:
+            for key in ("num_local_experts", "num_experts_per_tok", "moe_layers", "interleave_moe_layer_step"):
+                if key in config:
+                    reading.not_understood[key] = "mixture of experts: modelled as a dense SwiGLU MLP"
     if config.get("use_sliding_window"):  # judged against seq_len once the overrides are in
         reading.fields["_window"] = config.get("sliding_window")
     elif "use_sliding_window" in config:
