@@ -185,6 +185,8 @@ def modern_attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     K_attn = so**2 * sv**2 * d**2 * A
     at.put("hook_attn_out", a_lvl, err_att, att_assume, mean=zero, var=np.diag(K_attn).copy())
     stream.branch = K_attn
+    # the per-network spread fluctuation (`_fluctuation`) is not modelled for these variants: the stream's is kept
+    stream.branch_spread_rel_var = None
     stream.branch_kind = sub.kind
     stream.branch_label = (a_lvl, err_att, att_assume)
     stream.block_assumptions = tuple(dict.fromkeys(stream.block_assumptions + att_assume))

@@ -34,7 +34,7 @@ from typing import Callable
 from .._result import StepResult
 from ..block import ENTRY_TAP, FULL_BLOCK, Sublayer, block
 from ..taps import ATTENTION_TAPS
-from . import attention, layernorm, residual
+from . import attention, layernorm, modern, residual
 from .attention import large_m_limit, mixed_series
 from ._context import LEVELS, NU1, NU2, PLACEHOLDERS, S2, SERIES_ORDER, TAU_BAR2, LayerOne, Xi
 
@@ -60,6 +60,8 @@ def steps_of(sub: Sublayer) -> dict[str, Step]:
 def _bare_steps_of(sub: Sublayer) -> dict[str, Step]:
     if sub.kind == "layernorm":
         return {sub.taps[0].suffix: layernorm.layernorm}
+    if sub.kind == "rmsnorm":  # theory.steps.modern (issue 16)
+        return {sub.taps[0].suffix: modern.rmsnorm}
     if sub.kind == "attention":
         own = {"attn.hook_q": attention.projection, "attn.hook_k": attention.projection,
                "attn.hook_v": attention.projection, "attn.hook_attn_scores": attention.scores,
@@ -75,8 +77,12 @@ def layer_one_steps(spec) -> list[tuple[str, Step]]:
     """``(tap suffix, step)`` for the derived taps of ``spec``: the entry and the first branch."""
     first_branch = block(spec, 0).branches()[0]
     out: list[tuple[str, Step]] = [(ENTRY_TAP, _with_text(residual.embedding, _TEXT[ENTRY_TAP]))]
+    variant = modern.uses_modern_steps(spec)  # RMSNorm, QK-norm, RoPE, ALiBi, temperature: theory.steps.modern
     for sub in first_branch:
-        out += list(steps_of(sub).items())
+        if variant and sub.kind in ("attention", "rmsnorm", "residual"):
+            out += [(t, _with_text(modern.STEPS.get(t, modern.rmsnorm), modern.TEXT[t])) for t in sub.tap_suffixes]  # noqa: E501
+        else:
+            out += list(steps_of(sub).items())
     return out
 
 
