@@ -43,7 +43,7 @@ from .runner import NothingUsableWarning, run
 from .sampler import Sampler
 from .seeding import derive_seed
 from .stats import MASKED_TAPS, Accumulator, RowValues, add_chunk, chunk_rows, extract, tap_rows
-from .sublayers import ACTIVATIONS, FORWARD, attention_scale, layer_norm
+from .sublayers import ACTIVATIONS, FORWARD, attention_scale, layer_norm, rms_norm
 
 __all__ = [
     # running
@@ -53,7 +53,7 @@ __all__ = [
     "SimulationResult", "TapStats", "build_result", "versions", "Accumulator", "RowValues", "extract",
     "chunk_rows", "add_chunk", "tap_rows", "MASKED_TAPS",
     # the network
-    "FORWARD", "POSITIONAL", "Positional", "ACTIVATIONS", "Projections", "layer_norm", "attention_scale",
+    "FORWARD", "POSITIONAL", "Positional", "ACTIVATIONS", "Projections", "layer_norm", "rms_norm", "attention_scale",
     "output_scale", "projection_kinds", "psd_root",
     # arguments, seeds, sizes
     "resolve_device", "resolve_dtype", "check_positional", "derive_seed",

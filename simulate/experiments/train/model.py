@@ -53,7 +53,7 @@ from torch import nn
 from theory import ModelSpec
 from theory.block import ENTRY_TAP, Sublayer, block
 
-from ...engine import ACTIVATIONS, Projections, attention_scale, layer_norm, output_scale, projection_kinds
+from ...engine import ACTIVATIONS, Projections, attention_scale, layer_norm, output_scale, projection_kinds, rms_norm
 
 MODEL_POSITIONALS = ("none", "learned")
 
@@ -76,6 +76,22 @@ class LayerNormPre(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hook_normalized(layer_norm(x, self.eps))
+
+
+class RMSNormGain(nn.Module):
+    """``g * x / sqrt(mean(x^2) + eps)`` with a trainable gain ``g`` (Llama's ``LlamaRMSNorm``),
+    1 at init, so that at init it is `simulate.rms_norm`; ``hook_normalized`` taps the
+    normalised stream (after the gain, as TransformerLens' ``RMSNorm``). `NoPETransformer.projections`
+    folds ``g`` into the next projection's columns (``W diag(g)``), exactly."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(rms_norm(x, self.eps) * self.weight)
 
 
 class Attention(nn.Module):
@@ -122,10 +138,32 @@ class MLP(nn.Module):
         return self.W_out(post)  # (B, T, d)
 
 
+class SwiGLU(nn.Module):
+    """``W_down (silu(W_gate e) * (W_up e))`` (Llama's MLP), TransformerLens' ``GatedMLP`` hooks:
+    ``hook_pre`` (gate), ``hook_pre_linear`` (up), ``hook_post``."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.W_gate = nn.Linear(spec.d_model, spec.mlp_width, bias=False)
+        self.W_up = nn.Linear(spec.d_model, spec.mlp_width, bias=False)
+        self.W_down = nn.Linear(spec.mlp_width, spec.d_model, bias=False)
+        self.hook_pre, self.hook_pre_linear, self.hook_post = HookPoint(), HookPoint(), HookPoint()
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        gate = self.hook_pre(self.W_gate(e))  # (B, T, d_mlp)
+        up = self.hook_pre_linear(self.W_up(e))  # (B, T, d_mlp)
+        post = self.hook_post(F.silu(gate) * up)  # (B, T, d_mlp)
+        return self.W_down(post)  # (B, T, d)
+
+
 # Per sublayer kind: the modules it adds to its block (attribute -> module; a hook point
 # for each tap named directly under the block) and how it acts on (stream x, branch h).
 def _layernorm_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
     return {sub.name: LayerNormPre(sub.options["eps"])}
+
+
+def _rmsnorm_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {sub.name: RMSNormGain(spec.d_model, sub.options["eps"])}
 
 
 def _attention_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
@@ -136,32 +174,63 @@ def _mlp_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
     return {"mlp": MLP(spec), "hook_mlp_out": HookPoint()}
 
 
+def _swiglu_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
+    return {"mlp": SwiGLU(spec), "hook_mlp_out": HookPoint()}
+
+
 def _residual_modules(spec: ModelSpec, sub: Sublayer) -> dict[str, nn.Module]:
     return {f"hook_{sub.name}": HookPoint()}
 
 
 SUBLAYER_MODULES: dict[str, Callable[[ModelSpec, Sublayer], dict[str, nn.Module]]] = {
     "layernorm": _layernorm_modules,
+    "rmsnorm": _rmsnorm_modules,
     "attention": _attention_modules,
     "mlp": _mlp_modules,
+    "swiglu": _swiglu_modules,
     "residual": _residual_modules,
 }
 
 SUBLAYER_APPLY: dict[str, Callable[["Block", Sublayer, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = {
     "layernorm": lambda blk, sub, x, h: (x, getattr(blk, sub.name)(x)),  # h = LN(x)
+    "rmsnorm": lambda blk, sub, x, h: (x, getattr(blk, sub.name)(x)),  # h = g x / rms(x)
     "attention": lambda blk, sub, x, h: (x, blk.hook_attn_out(blk.attn(h))),  # h = W_o attn(h)
     "mlp": lambda blk, sub, x, h: (x, blk.hook_mlp_out(blk.mlp(h))),  # h = W_out act(W_in h)
+    "swiglu": lambda blk, sub, x, h: (x, blk.hook_mlp_out(blk.mlp(h))),  # h = W_down (silu(W_gate h) W_up h)
     "residual": lambda blk, sub, x, h: (getattr(blk, f"hook_{sub.name}")(x + h), h),  # x = x + h
 }
 
 
 # The engine's projection kinds (`simulate.engine.projections`) -> (sublayer module, its weight).
-_WEIGHTS = {"qkv": ("attn", "W_qkv"), "o": ("attn", "W_o"), "in": ("mlp", "W_in"), "out": ("mlp", "W_out")}
+# SwiGLU's fused kind "gate_up" is its two matrices stacked, gate first (the engine's draw layout).
+_WEIGHTS = {"qkv": ("attn", ("W_qkv",)), "o": ("attn", ("W_o",)), "in": ("mlp", ("W_in",)), "out": ("mlp", ("W_out",)),
+            "gate_up": ("mlp", ("W_gate", "W_up")), "down": ("mlp", ("W_down",))}
+
+
+def _weights(blk: nn.Module, kind: str) -> list[torch.Tensor]:
+    """The weight matrices of projection ``kind`` of ``blk`` (two for SwiGLU's gate_up, stacked by rows)."""
+    module, names = _WEIGHTS[kind]
+    return [getattr(getattr(blk, module), name).weight for name in names]
 
 
 def _weight(blk: nn.Module, kind: str) -> torch.Tensor:
-    module, name = _WEIGHTS[kind]
-    return getattr(getattr(blk, module), name).weight
+    """The (d_out, d_in) matrix of projection ``kind``, as the engine lays it out (a copy for gate_up)."""
+    mats = _weights(blk, kind)
+    return mats[0] if len(mats) == 1 else torch.cat(mats, dim=0)
+
+
+def _input_gains(blk: "Block") -> dict[str, torch.Tensor]:
+    """Projection kind -> the RMSNorm gain ``g`` its input carries (the norm just before its sublayer)."""
+    gains, pending = {}, None
+    kinds = {"attention": "qkv", "mlp": "in", "swiglu": "gate_up"}
+    for sub in blk.sublayers:
+        if sub.kind == "rmsnorm":
+            pending = getattr(blk, sub.name).weight
+        elif sub.kind in kinds:
+            if pending is not None:
+                gains[kinds[sub.kind]] = pending
+            pending = None
+    return gains
 
 
 class Block(nn.Module):
@@ -220,18 +289,24 @@ class NoPETransformer(nn.Module):
         spec = self.spec
         gen = torch.Generator().manual_seed(int(seed))
 
-        def fill(t: torch.Tensor, std: torch.Tensor | float) -> None:
-            draw = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+        def fill(ts: list[torch.Tensor], std: torch.Tensor | float) -> None:
+            """One draw for the matrices ``ts`` stacked by rows (one matrix but SwiGLU's gate_up)."""
+            rows = sum(t.shape[0] for t in ts)
+            draw = torch.randn((rows, *ts[0].shape[1:]), generator=gen, dtype=torch.float64)
             std = std.unsqueeze(-1) if isinstance(std, torch.Tensor) else std  # per output row
-            t.copy_(draw * std)
+            for t, part in zip(ts, (draw * std).split([t.shape[0] for t in ts])):
+                t.copy_(part)
 
-        fill(self.embed.weight, float(spec.sigma_embed))
+        fill([self.embed.weight], float(spec.sigma_embed))
         if self.pos_embed is not None:
-            fill(self.pos_embed, float(spec.sigma_embed))
+            fill([self.pos_embed], float(spec.sigma_embed))
         for layer, blk in enumerate(self.blocks):
             for kind in projection_kinds(spec, layer):  # qkv, o[, in, out]: the draw order of the engine
                 scale = output_scale(spec, kind)
-                fill(_weight(blk, kind), scale if isinstance(scale, torch.Tensor) else float(scale))
+                fill(_weights(blk, kind), scale if isinstance(scale, torch.Tensor) else float(scale))
+            for module in blk.modules():
+                if isinstance(module, RMSNormGain):
+                    module.weight.fill_(1.0)  # Llama's init
 
     def embed_input(self, ids: torch.Tensor) -> torch.Tensor:
         """``x_0 = E[ids] (+ P[:T])``, shape (B, T, d_model)."""
@@ -272,12 +347,16 @@ class NoPETransformer(nn.Module):
 
         ``Projections`` multiplies standard normals by the spec's sigmas, so each matrix is
         divided by its sigma here (exact up to one rounding; use float64 for 1e-12 checks).
+        An RMSNorm gain ``g`` is folded into the projection that reads it: ``W diag(g)``.
         """
         spec = self.spec
         draws = {}
         for layer, blk in enumerate(self.blocks):
+            gains = _input_gains(blk)
             for kind in projection_kinds(spec, layer):
                 w = _weight(blk, kind)
+                if kind in gains:
+                    w = w * gains[kind]  # (d_out, d_in) * (d_in,): W diag(g)
                 scale = output_scale(spec, kind)
                 scale = scale.to(w.dtype).unsqueeze(-1) if isinstance(scale, torch.Tensor) else float(scale)
                 if (isinstance(scale, float) and scale == 0) or (isinstance(scale, torch.Tensor) and bool((scale == 0).any())):
@@ -292,7 +371,9 @@ class NoPETransformer(nn.Module):
 def parameter_count(spec: ModelSpec) -> int:
     """Parameters of `NoPETransformer(spec)` without building it."""
     d = spec.d_model
-    per_layer = 3 * spec.n_heads * spec.d_head * d + d * d + (0 if spec.attn_only else 2 * d * spec.mlp_width)
+    mlp = 0 if spec.attn_only else (3 if spec.mlp == "swiglu" else 2) * d * spec.mlp_width
+    norms = 0 if spec.normalization != "rmsnorm" else (1 if spec.attn_only else 2) * d  # RMSNorm gains
+    per_layer = 3 * spec.n_heads * spec.d_head * d + d * d + mlp + norms
     pos = spec.seq_len * d if spec.positional == "learned" else 0
     return spec.vocab_size * d + pos + spec.n_layers * per_layer
 
