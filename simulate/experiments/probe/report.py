@@ -148,7 +148,9 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
     kinds, variants = _kinds(results), list(results["variants"])
     chance = chance_mae(T)
     for probe, fname in ((HEAT_PROBE, "where_position"), ("best", "where_position_best")):
-        fig, axes = plt.subplots(2, len(variants), figsize=(0.45 * L * len(variants) + 2.5, 4.6), squeeze=False)
+        fig, axes = plt.subplots(len(variants), 2, figsize=(2 * (0.32 * L + 1.6) + 1.8, 1.7 * len(variants) + 0.9),
+                                 squeeze=False)
+        ims = [None, None]
         for j, variant in enumerate(variants):
             rows = results["variants"][variant]["layers"]
             if probe == "best":
@@ -159,19 +161,21 @@ def figures(results: dict, curves: dict, out: Path) -> list[str]:
                 r2, mae = _grid(rows, kinds, L, probe, "r2_log"), _grid(rows, kinds, L, probe, "mae")
             for i, (g, title, vmin, vmax, cmap) in enumerate(((r2, "R²(log m)", 0, 1, "viridis"),
                                                             (mae / chance, "MAE / constant guess", 0, 1, "viridis_r"))):
-                ax = axes[i][j]
-                im = ax.imshow(np.clip(g, vmin, vmax), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+                ax = axes[j][i]
+                ims[i] = ax.imshow(np.clip(g, vmin, vmax), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
                 ax.set_yticks(range(len(kinds)))
-                ax.set_yticklabels([TAP_LABELS[k] for k in kinds] if j == 0 else [], fontsize=7)
+                ax.set_yticklabels([TAP_LABELS[k] for k in kinds] if i == 0 else [], fontsize=7)
                 ax.set_xticks(range(L))
-                ax.set_xticklabels(range(L), fontsize=6)
+                ax.set_xticklabels(range(L) if j == len(variants) - 1 else [], fontsize=6)
                 ax.set_title(f"{variant}: {title}", fontsize=8)
                 if L * len(kinds) <= 40:
                     for (a, b), val in np.ndenumerate(g):
                         if np.isfinite(val):
                             ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=5, color="w")
-            axes[1][j].set_xlabel("layer", fontsize=7)
-        fig.colorbar(im, ax=axes, shrink=0.6)
+        for i in range(2):
+            axes[-1][i].set_xlabel("layer", fontsize=7)
+        for i, label in enumerate(("R²(log m)", "MAE / constant guess")):
+            fig.colorbar(ims[i], ax=axes[:, i], shrink=0.6, label=label)
         fig.suptitle(f"where position lives ({PROBE_LABELS.get(probe, 'best probe per cell')})", fontsize=9)
         written += _save(fig, out, fname, tight=False)
 
