@@ -309,3 +309,15 @@ def test_an_attention_only_spec_is_probed_at_its_block_output():
     assert all("theory" in r and np.isfinite(r["theory"]["mae"]) for r in post), results["meta"].get("theory")
     assert results["sigma_sweep"][0]["layers"][-1]["tap"] == "blocks.1.hook_resid_post"
     assert ("sigma=0.05", "blocks.1.hook_resid_post", "variance_only") in curves
+
+
+def test_the_specs_own_positional_schedule_is_probed_as_it_is():
+    """--positional spec keeps a per-layer schedule (SmolLM3: RoPE on three layers of four); theory,
+    which covers NoPE with the standard MLP only, says why it was skipped."""
+    spec = TINY.replace(n_layers=2, positional=("rope", "none"), normalization="rmsnorm", mlp="swiglu")
+    cfg = ProbeConfig(spec=spec, positionals=("spec",), probes=("variance_only", "theory"), taps=("hook_attn_out",),
+                      sequences=16, networks=1)
+    results, _ = probe_experiment(cfg, progress=False)
+    assert list(results["variants"]) == ["spec"]
+    assert results["meta"]["spec"]["positional"] == ["rope", "none"]
+    assert all("theory" not in r for r in results["variants"]["spec"]["layers"])
