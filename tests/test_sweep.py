@@ -212,6 +212,19 @@ def test_maps_and_tables(swept, tmp_path):
     assert "\\begin{tabular}" in (tmp_path / "maps" / "regimes.tex").read_text()
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--x", "sigma_q", "--y", "sigma_q"], "two different axes"),
+    (["--x", "sigma_k"], "not an axis"),
+    (["--at", "sigma_q=1"], "axis of the maps"),
+    (["--taps", "attn.hook_q@3"], "not in the store"),
+])
+def test_report_errors_are_one_line(swept, capsys, args, words):
+    out, _ = swept
+    assert verify_main(["sweep", "--report", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err
+
+
 # ------------------------------------------------------------------ resume after a kill
 def test_resume_after_killing_the_cli(tmp_path, client):
     """A CLI process (on the module's warm cluster, through --scheduler) is killed with

@@ -81,6 +81,8 @@ def choose_axes(ds, x: str | None, y: str | None) -> tuple[str, str | None]:
     wide = [a for a in axes if ds.sizes[a] > 1]
     numeric = [a for a in wide if ds[a].dtype.kind in "if"]
     order = numeric + [a for a in wide if a not in numeric] + [a for a in axes if a not in wide]
+    if x is not None and x == y:
+        raise ValueError(f"--x and --y are both {x}; give two different axes")
     x = x or order[0]
     rest = [a for a in order if a != x]
     y = y if y is not None else (rest[0] if rest and ds.sizes[rest[0]] > 1 else None)
@@ -93,6 +95,8 @@ def slice_of(ds, keep: tuple[str, ...], at: dict) -> dict:
     for name in at:
         if name not in axes:
             raise ValueError(f"--at {name}: not an axis of this sweep; its axes are {', '.join(axes)}")
+        if name in keep:
+            raise ValueError(f"--at {name}: {name} is an axis of the maps (--x/--y); hold another axis")
     out = {}
     for a in axes:
         if a in keep:
