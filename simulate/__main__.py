@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--measure", default="annealed", choices=("annealed", "quenched"))
     r.add_argument("--chunk-size", type=int, default=None)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    r.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    r.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"),
+                   help="float32 | float64 | bfloat16 (matrix products only; float16 on CUDA)")
     r.add_argument("--method", default="auto", choices=("auto", "explicit", "gram"))
     r.add_argument("--batch", type=int, default=1, help="sequences per network (annealed)")
     r.add_argument("--reservoir", type=int, default=0, help="raw values kept per position (in the .npz)")

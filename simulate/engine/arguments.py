@@ -16,7 +16,20 @@ from .positional import check_positional
 
 MEASURES = ("annealed", "quenched")
 METHODS = ("auto", "explicit", "gram")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The dtypes of the matrix units: only the matrix products run in them; the stream, the
+# norms' statistics, the softmax, the Gram matrix and its root stay float32 (`stream_dtype`).
+MATMUL_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def stream_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of everything but the matrix products: float32 for bfloat16/float16 runs."""
+    return torch.float32 if dtype in MATMUL_DTYPES else dtype
+
+
+def matmul_dtype(dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype the matrix products run in when it is not the stream's (None: the stream's)."""
+    return dtype if dtype in MATMUL_DTYPES else None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -34,14 +47,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
+    """``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"`` (CUDA only: a CPU has no
+    float16 matrix units, and float16's range is narrow) as a torch dtype."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        return dtype
-    if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+    elif dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
+    else:
+        dtype = DTYPES[dtype]
+    if dtype == torch.float16 and device is not None and device.type != "cuda":
+        raise ValueError("dtype 'float16' is for CUDA devices; on a CPU use 'bfloat16' (or float32)")
+    return dtype
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:

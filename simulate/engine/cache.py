@@ -10,7 +10,7 @@ import torch
 from theory import ModelSpec
 from theory.taps import TapFilter, select_taps, tap_name
 
-from .arguments import check_run_arguments, resolve_device, resolve_dtype
+from .arguments import check_run_arguments, resolve_device, resolve_dtype, stream_dtype
 from .budget import check_run_size
 from .sampler import Sampler
 
@@ -63,11 +63,12 @@ def activations(
     (3, 1, 2, 8, 8)
     """
     samples, seed, batch = check_run_arguments(spec, samples, seed, batch, measure, method)
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     # the size guard of `run` (one chunk of every sample; ``force=True`` skips its limits)
     check_run_size(
         spec, taps=taps, samples=samples, batch=batch, chunk_size=samples, positions=None, reservoir=0,
-        measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8, memory_budget=0, device=dev,
+        measure=measure, method=method, dtype_bytes=torch.finfo(stream_dtype(dt)).bits // 8, memory_budget=0, device=dev,
         force=bool(force),
     )
     tap_list = select_taps(taps, spec.n_layers, spec)

@@ -175,8 +175,10 @@ def unpack(
     return x.mul_(spec.sigma_embed), draws  # in place: the buffer is redrawn for every chunk
 
 
-def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.dtype) -> tuple[Projections, torch.Tensor | None]:
-    """The one frozen network of a quenched run: explicit weights (S = 1), embedding table."""
+def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.dtype,
+                 matmul_dtype: torch.dtype | None = None) -> tuple[Projections, torch.Tensor | None]:
+    """The one frozen network of a quenched run: explicit weights (S = 1), embedding table
+    (drawn in ``dtype``; the weights rounded once to ``matmul_dtype`` when given)."""
     gen = network_generator(seed, device)
     draws = {}
     for layer in range(spec.n_layers):
@@ -188,4 +190,4 @@ def draw_network(spec: ModelSpec, seed: int, device: torch.device, dtype: torch.
         table = torch.randn(spec.vocab_size, spec.d_model, generator=gen, device=device, dtype=dtype) * spec.sigma_embed
     if spec.positional == "learned":  # drawn last: the other draws stay those of positional "none"
         draws["pos"] = ("P", torch.randn(1, spec.seq_len, spec.d_model, generator=gen, device=device, dtype=dtype))
-    return Projections(spec, draws), table
+    return Projections(spec, draws, matmul_dtype=matmul_dtype), table

@@ -155,12 +155,30 @@ class Projections:
       and weights with i.i.d. N(0, sigma^2) entries used nowhere else, ``inp @ W^T`` is
       exactly matrix-normal: its columns are i.i.d. N(0, sigma^2 inp inp^T). So it equals
       in law ``sigma * L @ G`` with ``L L^T = inp inp^T`` (R x R) and ``G`` standard normal.
+
+    ``matmul_dtype`` (bfloat16, or float16 on CUDA) runs the products in that dtype: the
+    normals are rounded to it once, here; each input is rounded when it enters a product and
+    the product (float32 accumulation inside the kernel) comes back as float32. The Gram
+    matrix and its root are computed in the input's dtype (float32), and the root is rounded
+    only to enter ``L @ G``. The learned position table stays in the stream's dtype.
     """
 
-    def __init__(self, spec: ModelSpec, draws: dict[tuple[int, str], tuple[str, torch.Tensor]]):
+    def __init__(self, spec: ModelSpec, draws: dict[tuple[int, str], tuple[str, torch.Tensor]],
+                 matmul_dtype: torch.dtype | None = None):
         self.spec = spec
+        self.matmul_dtype = matmul_dtype
+        if matmul_dtype is not None:
+            draws = {k: (form, t if form == "P" else t.to(matmul_dtype)) for k, (form, t) in draws.items()}
         self.draws = draws
         self._scales: dict[str, torch.Tensor | float] = {}
+
+    def to(self, dtype: torch.dtype) -> "Projections":
+        """The same network with its normals in ``dtype`` (the matrix-unit dtype kept)."""
+        draws = {k: (form, t if (self.matmul_dtype is not None and form != "P") else t.to(dtype))
+                 for k, (form, t) in self.draws.items()}
+        out = Projections(self.spec, draws)
+        out.matmul_dtype = self.matmul_dtype
+        return out
 
     def _scale(self, kind: str, like: torch.Tensor) -> torch.Tensor | float:
         scale = self._scales.get(kind)
@@ -177,12 +195,17 @@ class Projections:
         scale = self._scale(kind, inp)
         # a scalar sigma rides inside the matrix product (alpha), saving a pass over the output
         alpha = scale if isinstance(scale, float) else 1.0
+        low = self.matmul_dtype
         if form == "W":
             S = max(inp.shape[0], normals.shape[0])
-            out = torch.empty(S, inp.shape[1], normals.shape[1], device=inp.device, dtype=inp.dtype)
-            torch.baddbmm(out, inp, normals.transpose(-1, -2), beta=0, alpha=alpha, out=out)  # (S, R, d_out)
+            rows = inp if low is None else inp.to(low)
+            out = torch.empty(S, inp.shape[1], normals.shape[1], device=inp.device, dtype=rows.dtype)
+            torch.baddbmm(out, rows, normals.transpose(-1, -2), beta=0, alpha=alpha, out=out)  # (S, R, d_out)
         else:
-            out = tril_matmul(psd_root(gram_matrix(inp)), normals, alpha)  # (S, R, d_out)
+            root = psd_root(gram_matrix(inp))  # (S, R, R) in the input's dtype (float32 in a bfloat16 run)
+            out = tril_matmul(root if low is None else root.to(low), normals, alpha)  # (S, R, d_out)
+        if low is not None:
+            out = out.to(inp.dtype)  # back to the stream's dtype
         return out if isinstance(scale, float) else out * scale
 
     @property

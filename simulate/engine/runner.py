@@ -23,7 +23,7 @@ from theory import ModelSpec
 from theory.positions import check_positions
 from theory.taps import TapFilter, select_taps
 
-from .arguments import check_int, check_limits, check_run_arguments, resolve_device, resolve_dtype
+from .arguments import check_int, check_limits, check_run_arguments, resolve_device, resolve_dtype, stream_dtype
 from .budget import check_run_size, default_chunk, run_sizes
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .draw import default_workers
@@ -74,7 +74,10 @@ def run(
     positions : 1-based query positions to record (default all 1..seq_len).
     measure : ``"annealed"`` (fresh weights per sample, the default) or ``"quenched"`` (one
         frozen network drawn from the seed; fresh inputs per sample).
-    device, dtype : ``"auto"`` picks CUDA when present; ``"float32"`` or ``"float64"``.
+    device, dtype : ``"auto"`` picks CUDA when present; ``"float32"``, ``"float64"``,
+        ``"bfloat16"`` or (CUDA) ``"float16"``: with the last two only the matrix products run
+        in that dtype (inputs rounded, float32 accumulation); the stream, norms, softmax, Gram
+        matrix and root stay float32, the statistics float64 (docs/simulate.md, "bfloat16").
     chunk_size : units per forward pass; default from ``memory_budget`` (bytes).
     method : annealed projections drawn by ``"auto"`` (the Gram path where rows < d_in),
         ``"explicit"`` (always the weight matrices) or ``"gram"`` (always the Gram path).
@@ -160,13 +163,14 @@ def _job(spec, taps, samples, seed, *, positions, measure, device, dtype, chunk_
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, 1)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype)
+    dt = resolve_dtype(dtype, dev)
+    item_bytes = torch.finfo(stream_dtype(dt)).bits // 8  # taps and the stream: float32 in a bfloat16 run
     check_limits(memory_limit, time_limit)
     # before anything is allocated or listed (select_taps, positions and the draw plan are
     # O(n_layers) or O(seq_len)): refuse what cannot fit, with the estimate and the limit
     check_run_size(
         spec, taps=taps, samples=samples, batch=batch, chunk_size=chunk_size, positions=positions,
-        reservoir=reservoir, measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8,
+        reservoir=reservoir, measure=measure, method=method, dtype_bytes=item_bytes,
         memory_budget=memory_budget, device=dev, force=bool(force), memory_limit=memory_limit, time_limit=time_limit,
     )
     tap_list = list(dict.fromkeys(select_taps(taps, spec.n_layers, spec)))  # unique, in order
@@ -177,7 +181,7 @@ def _job(spec, taps, samples, seed, *, positions, measure, device, dtype, chunk_
     if chunk_size is None:  # as many units as memory_budget holds (at most 256): the budget's own figures
         chunk_size = int(default_chunk(run_sizes(
             spec, taps=tap_list, samples=samples, batch=batch, chunk_size=None, positions=pos, reservoir=reservoir,
-            measure=measure, method=method, dtype_bytes=torch.finfo(dt).bits // 8, memory_budget=memory_budget,
+            measure=measure, method=method, dtype_bytes=item_bytes, memory_budget=memory_budget,
         )))
     return _Job(
         spec=spec, taps=tap_list, samples=samples, seed=seed, positions=pos, measure=measure, device=dev, dtype=dt,

@@ -14,6 +14,7 @@ import torch
 
 from theory import ModelSpec
 
+from .arguments import matmul_dtype, stream_dtype
 from .draw import Drawer, draw_network, sample_plan, unpack
 from .forward_pass import forward
 from .projections import Projections
@@ -24,31 +25,43 @@ class Sampler:
 
     ``method`` chooses how annealed projections are drawn (``"auto"``, ``"explicit"``,
     ``"gram"``); ``workers`` threads fill the random buffers. Use as a context manager, or
-    call `close`.
+    call `close`. ``dtype`` bfloat16/float16 runs the matrix products in it and the rest in
+    float32; the normals are drawn in float32 (``draw_dtype``, by default the stream's) and
+    rounded once, so a bfloat16 run sees the networks of the float32 run, rounded.
+    ``draw_dtype=torch.float32`` with ``dtype=torch.float64`` runs those very networks in
+    float64 (the reference of the bfloat16 error test).
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int, measure: str = "annealed", method: str = "auto",
-                 batch: int = 1, device: torch.device, dtype: torch.dtype, workers: int = 1):
+                 batch: int = 1, device: torch.device, dtype: torch.dtype, workers: int = 1,
+                 draw_dtype: torch.dtype | None = None):
         self.spec, self.batch = spec, batch
+        self.stream, self.matmul = stream_dtype(dtype), matmul_dtype(dtype)
+        draw_dtype = self.stream if draw_dtype is None else draw_dtype
         self.quenched = measure == "quenched"
         self.plan = sample_plan(spec, batch * spec.seq_len, with_weights=not self.quenched, method=method)
         self.network = self.table = None
         if self.quenched:
-            self.network, self.table = draw_network(spec, seed, device, dtype)
-        self.drawer = Drawer(self.plan, seed, device, dtype, workers)
+            self.network, self.table = draw_network(spec, seed, device, draw_dtype, self.matmul)
+            if draw_dtype != self.stream:
+                self.network = self.network.to(self.stream)  # the float32 draws, run in float64
+                self.table = None if self.table is None else self.table.to(self.stream)
+        self.drawer = Drawer(self.plan, seed, device, draw_dtype, workers)
 
     def taps(self, first: int, count: int, record: list[str]) -> dict[str, torch.Tensor]:
         """The taps ``record`` of units ``first .. first+count-1``: (count, batch, ...)
         annealed, (1, count, ...) quenched (one network, ``count`` sequences)."""
         spec = self.spec
         buffer, ids = self.drawer.draw(first, count, spec.vocab_size)
+        if buffer.dtype != self.stream:
+            buffer = buffer.to(self.stream)  # the float64 reference of float32 draws
         x, draws = unpack(spec, self.plan, buffer, ids, self.table)
         if self.quenched:
             x = x.reshape(1, count, spec.seq_len, spec.d_model)  # (1, count, T, d): one network
             project = self.network
         else:
             x = x.reshape(count, self.batch, spec.seq_len, spec.d_model)  # (count, B, T, d): `count` networks
-            project = Projections(spec, draws)
+            project = Projections(spec, draws, matmul_dtype=self.matmul)
         with torch.no_grad():
             return forward(spec, x, project, record=record)
 

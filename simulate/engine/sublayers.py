@@ -89,6 +89,11 @@ class Context:
         """The context of ``layer`` (its taps recorded by ``tap``), sharing this pass's ``shared``."""
         return replace(self, layer=layer, tap=tap)
 
+    @property
+    def matmul(self) -> torch.dtype | None:
+        """The dtype of the matrix units (bfloat16/float16) when the products run in it, else None."""
+        return getattr(self.project, "matmul_dtype", None)
+
     def projection(self, kind: str, rows: torch.Tensor) -> torch.Tensor:
         """``sigma * rows @ W^T`` of this layer's projection ``kind`` (see `Projections`)."""
         return self.project(self.layer, kind, rows)
@@ -170,7 +175,9 @@ def attention(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> 
     q, k = positional.rotate(q, k)  # each (S, B, T, H or Hkv, dh)
     if opts.get("temperature") is not None:
         q = q * ctx.temperature(opts["temperature"], q)  # (S, B, T, H, dh): tau(p) at position p
-    if ctx.hand_written:
+    if ctx.hand_written or (ctx.matmul is not None and positional.bias is not None):
+        # (a bias in a low-precision kernel mask would be rounded to 8 bits: ALiBi's -slope (m - n)
+        # reaches tens, so a bfloat16 run adds it to float32 scores instead)
         z = _softmax_average(q, k, v, scale, positional.bias, ctx)  # (S, B, T, H, dh)
     else:
         z = _fused_softmax_average(q, k, v, scale, positional.bias, ctx)  # (S, B, T, H, dh)
@@ -193,23 +200,30 @@ def _softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Cont
     # depend on how many networks share the chunk (einsum may regroup axes)
     # (contiguous copies too: with S = B = 1 a strided view would reach BLAS with
     # other leading dimensions, and other rounding)
-    q_h = q.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
-    k_h = k.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
-    v_h = v.permute(0, 1, 3, 2, 4).contiguous()  # (S, B, H, T, dh)
-    scores = (q_h @ k_h.transpose(-1, -2)) * scale  # (S, B, H, T, T)
+    low = ctx.matmul  # bfloat16/float16: the two products in it, scores and softmax in float32
+    cast = (lambda t: t) if low is None else (lambda t: t.to(low))
+    q_h = cast(q.permute(0, 1, 3, 2, 4)).contiguous()  # (S, B, H, T, dh)
+    k_h = cast(k.permute(0, 1, 3, 2, 4)).contiguous()  # (S, B, H, T, dh)
+    v_h = cast(v.permute(0, 1, 3, 2, 4)).contiguous()  # (S, B, H, T, dh)
+    scores = (q_h @ k_h.transpose(-1, -2)).to(q.dtype) * scale  # (S, B, H, T, T)
     if bias is not None:  # ALiBi: -slope_h (m - n)
         scores = scores + bias  # (S, B, H, T, T)
     ctx.tap("attn.hook_attn_scores", scores)
     pattern = scores.masked_fill(~ctx.causal_mask(T, q.device), float("-inf")).softmax(dim=-1)  # (S, B, H, T, T)
     ctx.tap("attn.hook_pattern", pattern)
-    return (pattern @ v_h).transpose(2, 3)  # (S, B, T, H, dh)
+    return (cast(pattern) @ v_h).to(q.dtype).transpose(2, 3)  # (S, B, T, H, dh)
 
 
 def _fused_softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx: Context) -> torch.Tensor:
     """The fused kernel: the same causal softmax average, the pattern never materialised
-    (grouped-query attention by the kernel's own ``enable_gqa``: k, v are never repeated)."""
+    (grouped-query attention by the kernel's own ``enable_gqa``: k, v are never repeated).
+    In a bfloat16/float16 run q, k, v enter it rounded; its softmax runs in float32 (the
+    flash kernels' accumulators) and z comes back as float32."""
     S, B, T, H, dh = q.shape
     Hkv = k.shape[3]
+    stream = q.dtype
+    if ctx.matmul is not None:  # no bias here: ALiBi takes the materialised path (see `attention`)
+        q, k, v = q.to(ctx.matmul), k.to(ctx.matmul), v.to(ctx.matmul)
     mask = None if bias is None else bias.masked_fill(~ctx.causal_mask(T, q.device), float("-inf"))  # (H, T, T)
     fused = F.scaled_dot_product_attention(
         q.reshape(S * B, T, H, dh).transpose(1, 2),  # (S*B, H, T, dh)
@@ -220,7 +234,7 @@ def _fused_softmax_average(q, k, v, scale: float, bias: torch.Tensor | None, ctx
         scale=scale,
         enable_gqa=Hkv != H,
     )  # (S*B, H, T, dh)
-    return fused.transpose(1, 2).reshape(S, B, T, H, dh)  # (S, B, T, H, dh)
+    return fused.transpose(1, 2).reshape(S, B, T, H, dh).to(stream)  # (S, B, T, H, dh)
 
 
 def mlp(sub: Sublayer, x: torch.Tensor, h: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,109 @@
+"""bfloat16 matrix products (issue 18): the error they bring into the reported moments.
+
+The reference is float64 on the *same* networks: `Sampler(dtype=float64, draw_dtype=float32)`
+runs the float32 draws of a seed in float64, and a bfloat16 run rounds those very draws
+(`simulate.engine.sampler`). Per network u, tap row and position m the toolkit's second
+moment is ``b_u = M2_u / c + a_u^2`` (`simulate.engine.stats`); the bias of bfloat16 is
+``mean_u (b_u^bf16 - b_u^f64)`` and must stay below 0.2 standard errors of the float64
+estimate itself, ``sd_u(b_u^f64) / sqrt(N)``, at N = 10^4 networks. The derivation
+(docs/simulate.md, "bfloat16") predicts a relative bias of order 1e-5, far below that.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import simulate
+from simulate.__main__ import main
+from simulate.engine import Sampler, extract
+from theory import ModelSpec
+from theory.taps import all_taps
+
+SPEC = ModelSpec(d_model=16, n_heads=2, n_layers=3, seq_len=4)  # tiny: 10^4 networks in seconds
+NETWORKS = 10_000
+
+
+def _second_moments(spec, taps, dtype, draw_dtype, method, networks=NETWORKS):
+    """Per network, tap row and position: the second moment b_u, (N, rows, P) float64."""
+    out = []
+    positions = torch.arange(spec.seq_len)
+    with Sampler(spec, seed=11, method=method, device=torch.device("cpu"), dtype=dtype,
+                 draw_dtype=draw_dtype) as sampler:
+        for first in range(0, networks, 2500):
+            cache = sampler.taps(first, 2500, taps)
+            rows = []
+            for tap in taps:
+                for row in extract(tap, cache[tap], positions, quenched=False).values():
+                    y = row.values if row.mask is None else row.values.masked_fill(~row.mask, 0.0)  # (U, P, C)
+                    count = row.mask.sum(-1) if row.mask is not None else y.shape[-1]
+                    rows.append(((y * y).sum(-1).double() / count).numpy())  # = M2_u / c + a_u^2
+            out.append(np.stack(rows, axis=1))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("method, taps, networks", [
+    ("auto", all_taps(SPEC.n_layers, SPEC), NETWORKS),  # every tap: the Gram path, the materialised attention
+    ("explicit", [f"blocks.{l}.hook_resid_post" for l in range(SPEC.n_layers)], 2500),  # weights, fused kernel
+])
+def test_bf16_second_moments_agree_with_float64_on_the_same_networks(method, taps, networks):
+    low = _second_moments(SPEC, taps, torch.bfloat16, None, method, networks)
+    ref = _second_moments(SPEC, taps, torch.float64, torch.float32, method, networks)
+    assert np.isfinite(low).all() and np.isfinite(ref).all()
+    bias = (low - ref).mean(axis=0)  # (rows, P)
+    se = ref.std(axis=0, ddof=1) / np.sqrt(networks)
+    live = se > 0  # a pattern's first row is exactly 1: no error, no spread
+    assert np.all(np.abs(bias[live]) < 0.2 * se[live]), np.max(np.abs(bias[live]) / se[live])
+    # bfloat16 did round: per-network differences of the order of its 2^-9 (not zero, not large)
+    rel = np.abs(low - ref)[:, live].mean() / np.abs(ref)[:, live].mean()
+    assert 1e-5 < rel < 1e-2, rel
+
+
+def test_float32_draws_run_in_float64_are_the_float32_networks():
+    spec = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4)
+    tap = ["blocks.0.hook_resid_post"]
+    kw = dict(seed=3, device=torch.device("cpu"), method="explicit")
+    with Sampler(spec, dtype=torch.float32, **kw) as s32, \
+         Sampler(spec, dtype=torch.float64, draw_dtype=torch.float32, **kw) as s64:
+        a, b = s32.taps(0, 4, tap)[tap[0]], s64.taps(0, 4, tap)[tap[0]]
+    assert b.dtype == torch.float64
+    assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("measure", ["annealed", "quenched"])
+def test_run_in_bfloat16_reports_float32_statistics(measure):
+    spec = ModelSpec(d_model=32, n_heads=2, n_layers=2, seq_len=8, vocab_size=None)
+    kw = dict(taps=["blocks.1.hook_resid_post"], samples=400, seed=2, device="cpu", progress=False, measure=measure)
+    low, ref = simulate.run(spec, dtype="bfloat16", **kw), simulate.run(spec, dtype="float32", **kw)
+    assert low.meta["dtype"] == "bfloat16"
+    t = "blocks.1.hook_resid_post"
+    # the same networks, rounded: the estimates differ by far less than their errors
+    assert np.all(np.abs(low[t].var - ref[t].var) < 0.2 * ref[t].var_se)
+    assert not np.array_equal(low[t].var, ref[t].var)
+
+
+def test_alibi_and_gqa_in_bfloat16():
+    spec = ModelSpec(d_model=32, n_heads=4, n_kv_heads=2, n_layers=1, seq_len=8, positional="alibi", attn_only=True)
+    kw = dict(taps=["blocks.0.hook_resid_post"], samples=200, seed=1, device="cpu", progress=False)
+    low, ref = simulate.run(spec, dtype="bfloat16", **kw), simulate.run(spec, dtype="float32", **kw)
+    t = "blocks.0.hook_resid_post"
+    assert np.all(np.abs(low[t].var - ref[t].var) < 0.2 * ref[t].var_se)
+
+
+def test_float16_is_refused_on_a_cpu_and_the_cli_takes_bfloat16(tmp_path, capsys):
+    spec = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4, attn_only=True)
+    with pytest.raises(ValueError, match="dtype 'float16' is for CUDA"):
+        simulate.run(spec, samples=2, device="cpu", dtype="float16", progress=False)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        simulate.run(spec, samples=2, device="cpu", dtype="int8", progress=False)
+    spec.save(tmp_path / "s.json")
+    out = tmp_path / "r.json"
+    assert main(["run", "--spec", str(tmp_path / "s.json"), "--samples", "8", "--seed", "0", "--device", "cpu",
+                 "--dtype", "bfloat16", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["meta"]["dtype"] == "bfloat16"
+    assert main(["run", "--spec", str(tmp_path / "s.json"), "--samples", "8", "--seed", "0", "--device", "cpu",
+                 "--dtype", "float16", "--no-progress", "--out", str(out)]) == 2
+    assert "float16" in capsys.readouterr().err
