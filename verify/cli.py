@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_positive_int("--threads", 1), default=1,
                         help="torch threads for the main simulation (default 1: robust on a shared 2-core CPU; "
                         "more is ~1.5x faster on an idle machine)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
+                        help="simulate's dtype for the simulation and the calibration (bfloat16: matrix products only)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -137,7 +139,8 @@ def _run(args: argparse.Namespace, argv: list[str]):
     try:
         report = run(spec, preset=args.preset, samples=args.samples, seed=args.seed, alpha=args.alpha,
                      calibration=not args.no_calibration, calibration_runs=args.calibration_runs,
-                     device=args.device, progress=not args.quiet, threads=args.threads, command=command)
+                     device=args.device, progress=not args.quiet, threads=args.threads, command=command,
+                     dtype=args.dtype)
     except ValueError as err:
         raise UsageError(str(err).splitlines()[0]) from None
     try:

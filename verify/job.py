@@ -158,6 +158,7 @@ def run(
     parallel: bool | None = None,
     threads: int | None = 1,
     command: str = "",
+    dtype: str = "float32",
 ) -> Report:
     """The main job: the theory of every tap of every layer of ``spec`` at both levels
     (`theory.predict`: layer-1 attention from the derivation, the rest from the depth recursion),
@@ -171,7 +172,8 @@ def run(
     ``threads`` is torch's thread count for the main simulation (None: torch's default).
     One thread is the robust default on a small shared CPU: a team of two stalls whenever
     another process holds a core (measured ~10x slower); on an idle machine, or with the
-    calibration off, more threads are ~1.5x faster.
+    calibration off, more threads are ~1.5x faster. ``dtype`` is `simulate.run`'s, for the
+    main simulation and the calibration alike (``"bfloat16"``: the matrix products in bf16).
     """
     import simulate  # deferred: torch is imported only when a simulation is asked for
 
@@ -185,14 +187,14 @@ def run(
     best, leading = _theory(spec, pos, progress)
     timings["theory_s"] = time.perf_counter() - t
 
-    calibrator = _Calibrator(p, samples, seed, alpha, calibration_runs, progress) if calibration else None
+    calibrator = _Calibrator(p, samples, seed, alpha, calibration_runs, progress, dtype) if calibration else None
     if calibrator is not None:
         calibrator.start(parallel)
     t = time.perf_counter()
     _stage(f"verify: simulating {samples} networks (d_model={spec.d_model}, T={spec.seq_len}, seed {seed}) ...", progress)
     try:
         sim = simulate.run(spec, taps=best.taps, samples=samples, seed=seed, positions=pos, device=device,
-                           progress=progress, threads=threads, reservoir=reservoir_size(samples))
+                           progress=progress, threads=threads, reservoir=reservoir_size(samples), dtype=dtype)
     except BaseException:
         if calibrator is not None:
             calibrator.cancel()
@@ -279,12 +281,13 @@ class _Calibrator:
     (a second process costs a few seconds of imports), it runs after the simulation.
     """
 
-    def __init__(self, preset: Preset, samples: int, seed: int, alpha: float, runs: int | None, progress: bool):
+    def __init__(self, preset: Preset, samples: int, seed: int, alpha: float, runs: int | None, progress: bool,
+                 dtype: str = "float32"):
         self.runs = preset.calibration_runs if runs is None else runs
         # At the main sample size, at most the preset's calibration size (runs x samples is the cost).
         self.samples = min(preset.calibration_samples, samples) if preset.calibration_samples else samples
         self.kwargs = dict(runs=self.runs, samples=self.samples, alpha=alpha,
-                           seed=seed + CALIBRATION_SEED_OFFSET, device="cpu")
+                           seed=seed + CALIBRATION_SEED_OFFSET, device="cpu", dtype=dtype)
         self.progress = progress
         self.pool = self.future = None
         self.t0 = time.perf_counter()

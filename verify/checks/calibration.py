@@ -144,12 +144,14 @@ def calibrate(
     threads: int | None = 1,
     progress: bool = False,
     table: TheoryTable | None = None,
+    dtype: str = "float32",
 ) -> Calibration:
     """Measure the false-alarm rate and the power of the checks (module docstring).
 
     Run ``r`` simulates ``samples`` networks with seed ``seed + r``. Every number is
     reproducible from ``(spec, runs, samples, seed)``. ``table`` may pass the spec's
-    best-level `TheoryTable` at ``positions`` when it is already derived.
+    best-level `TheoryTable` at ``positions`` when it is already derived. ``dtype`` is
+    `simulate.run`'s (``"bfloat16"`` calibrates the bf16 matrix products).
     """
     import simulate  # torch is imported only when a simulation is asked for
 
@@ -168,7 +170,7 @@ def calibrate(
     last = 0.0
     for r in range(runs):
         sim = simulate.run(spec, taps=table.taps, samples=samples, seed=seed + r, positions=positions,
-                           device=device, progress=False, threads=threads)
+                           device=device, progress=False, threads=threads, dtype=dtype)
         tally.add(r, table, mutant_tables, sim, alpha, alpha_check)
         now = time.perf_counter() - t0
         if progress and (now - last > 0.5 or r + 1 == runs):
