@@ -34,6 +34,7 @@ expectation is a one-dimensional integral over t of products of single-key expec
   ``y = (l - b)/sqrt(tau^2 G)`` the standardised random part, ``chi = E[y e^l e^{-te^l}]``
 * ``E[(sum_k a_k^2)^2]        = int t^3/6 [sum_g c_g psi4_g/phi_g + (sum_g c_g psi_g/phi_g)^2
   - sum_g c_g (psi_g/phi_g)^2] Phi dt``, ``psi4 = E[e^{4l} e^{-te^l}]``
+* ``E[sum_k a_k^3]           = int t^2/2 sum_g c_g psi3_g Phi/phi_g dt``, ``psi3 = E[e^{3l} e^{-te^l}]``
 * ``E[a_k]`` for one key of group g ``= int E[e^l e^{-te^l}]_g Phi/phi_g dt``,
 
 then averaged over the rule of G. The t integral is the trapezoid rule in ``log t`` of
@@ -133,6 +134,7 @@ class RowMoments:
     sum_sq_r: np.ndarray  # E[sum a^2 r^2]                         (P,)
     coupling: np.ndarray  # E[sum_{k!=k'} a a' y y']               (P,)
     sum_sq2: np.ndarray  # E[(sum a^2)^2]                          (P,)
+    sum_cube: np.ndarray  # E[sum a^3]                            (P,)
     mean_weight: np.ndarray  # E[a_k], one key of group g          (P, G)
 
 
@@ -165,7 +167,7 @@ def row_law(counts, tau2: float, key_law: KeyLaw, *, offsets=None, scales=None,
     if offsets.shape != (G,) or scales.shape != (G,) or (scales < 0).any():
         raise ValueError(f"offsets and scales must have shape ({G},) (one per group), scales >= 0")
     g_nodes, g_weights = (np.ones(1), np.ones(1)) if mixture is None else mixture
-    out = [np.zeros(P), np.zeros(P), np.zeros(P), np.zeros(P), np.zeros((P, G))]
+    out = [np.zeros(P), np.zeros(P), np.zeros(P), np.zeros(P), np.zeros(P), np.zeros((P, G))]
     for gn, gw in zip(g_nodes, g_weights):
         for acc, part in zip(out, _row_integrals(counts, math.sqrt(tau2 * gn), key_law, offsets, scales, y_step, mean_weights)):
             acc += gw * part
@@ -173,7 +175,7 @@ def row_law(counts, tau2: float, key_law: KeyLaw, *, offsets=None, scales=None,
 
 
 def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weights):
-    """The five expectations at one node of G (logit random part of standard deviation ``sd``)."""
+    """The six expectations at one node of G (logit random part of standard deviation ``sd``)."""
     y_k = np.outer(scales, law.nodes)  # standardised random part per group and node    (G, N)
     logit = offsets[:, None] + sd * y_k  # (G, N)
     shift = float(logit.max())  # softmax is shift invariant: keep e^l <= 1
@@ -186,17 +188,17 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
     y = np.arange(y_lo, y_hi + y_step, y_step)  # (Y,)
     t = np.exp(y)
     Y, G = y.size, counts.shape[1]
-    phi, psi, psi_r, chi, psi4, first = (np.empty((G, Y)) for _ in range(6))
+    phi, psi, psi_r, chi, psi4, psi3, first = (np.empty((G, Y)) for _ in range(7))
     w, r2 = law.weights, law.radius2
     radii = bool((r2 != 1.0).any())
     for g in range(G):
         decay = np.exp(-np.outer(t, e[g]))  # (Y, N)
-        columns = [w, w * e[g] ** 2, w * y_k[g] * e[g], w * e[g] ** 4]
+        columns = [w, w * e[g] ** 2, w * y_k[g] * e[g], w * e[g] ** 4, w * e[g] ** 3]
         columns += [w * r2 * e[g] ** 2] if radii else []
         columns += [w * e[g]] if mean_weights else []
         block = decay @ np.stack(columns, axis=1)  # (Y, 4-6)
-        phi[g], psi[g], chi[g], psi4[g] = block[:, 0], block[:, 1], block[:, 2], block[:, 3]
-        psi_r[g] = block[:, 4] if radii else block[:, 1]
+        phi[g], psi[g], chi[g], psi4[g], psi3[g] = block[:, 0], block[:, 1], block[:, 2], block[:, 3], block[:, 4]
+        psi_r[g] = block[:, 5] if radii else block[:, 1]
         first[g] = block[:, -1] if mean_weights else 0.0
     tiny = 1e-300
     with np.errstate(divide="ignore"):
@@ -207,6 +209,7 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
     # (dt = t dy), times Phi, in logs: t^4 overflows where Phi and the integrand are tiny
     log_dy = math.log(y_step)
     L1, L2, L4 = log_Phi + y + log_dy, log_Phi + 2.0 * y + log_dy, log_Phi + 4.0 * y + log_dy - math.log(6.0)
+    L3 = log_Phi + 3.0 * y + log_dy - math.log(2.0)  # 1/s^3 = int t^2/2 e^{-ts} dt
     rp, rpr, rc, r4, r1 = psi * inv, psi_r * inv, chi * inv, psi4 * inv, first * inv  # (G, Y)
     sum_sq = _integrate(L2, counts @ rp)
     sum_sq_r = _integrate(L2, counts @ rpr)
@@ -214,9 +217,10 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
     coupling = _integrate(L2, cc * cc - counts @ (rc * rc))
     cp = counts @ rp
     sum_sq2 = _integrate(L4, counts @ r4 + cp * cp - counts @ (rp * rp))
+    sum_cube = _integrate(L3, counts @ (psi3 * inv))
     mean_weight = (np.stack([_integrate(L1, np.broadcast_to(r1[g], L1.shape)) for g in range(G)], axis=1) * (counts > 0)
                    if mean_weights else np.zeros((counts.shape[0], G)))
-    return sum_sq, sum_sq_r, coupling, sum_sq2, mean_weight
+    return sum_sq, sum_sq_r, coupling, sum_sq2, sum_cube, mean_weight
 
 
 # Below this size of the neglected order tau_bar^2 delta^2 the LayerNorm radii are replaced by
@@ -243,7 +247,7 @@ def layer_one_rows(positions, tau2_bar: float, d_head: float, d: int, c: float,
 
     the weight-value coupling through the directions and through the radii. Neglected: the
     key ``n = m`` shares the query's radius (relative ``O(tau_bar^2 delta^2 / m)``).
-    Returns ``(positions, S_2, Xi)`` (rows of one key: ``1, 0``).
+    Returns ``(positions, S_2, Xi, E[(sum a^2)^2], E[sum a^3])`` (rows of one key: ``1, 0, 1, 1``).
     """
     positions = np.asarray(positions, dtype=np.int64)
     D = d - 1
@@ -251,11 +255,11 @@ def layer_one_rows(positions, tau2_bar: float, d_head: float, d: int, c: float,
                                          scaled_chi2_rule(n_mixture if n_mixture_sphere is None else n_mixture_sphere, D),
                                          radius_rule(n_radius, d, c)), n_compressed)
     rows = row_law(positions, tau2_bar, radius_key_law(64, D, d, c, n_radius), mixture=mixture)
-    s2 = rows.sum_sq.copy()
+    s2, s2sq, s3 = rows.sum_sq.copy(), rows.sum_sq2.copy(), rows.sum_cube.copy()
     xi = rows.coupling + D * (rows.sum_sq_r - rows.sum_sq)
     first = positions == 1
-    s2[first], xi[first] = 1.0, 0.0
-    return positions, s2, xi
+    s2[first], xi[first], s2sq[first], s3[first] = 1.0, 0.0, 1.0, 1.0
+    return positions, s2, xi, s2sq, s3
 
 
 def _integrate(log_measure: np.ndarray, values: np.ndarray) -> np.ndarray:

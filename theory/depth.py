@@ -58,12 +58,10 @@ from .depth_maps._state import Layer, Stream
 from .prediction import Prediction, TapPrediction
 from .spec import ModelSpec
 from .taps import block_taps
-from .tolerance import DEPTH_TOLERANCE
 
 LEVELS = ("best", "leading")
 
-# The relative error declared for approximate results, by kind of tap (`theory.tolerance`).
-DECLARED_TOLERANCE = {**DEPTH_TOLERANCE, "layer-1 eps": None}
+# The relative error declared for approximate results: derived per tap (`theory.tolerance.depth_tolerance`).
 
 # `theory.depth.predict` returns the one prediction type.
 DepthPrediction = Prediction
@@ -171,8 +169,10 @@ def predict(
 
 def _block(spec: ModelSpec, layer: int, stream: Stream, at: Layer) -> None:
     """One declared block (`theory.block.block`): the entry, then each sublayer's kernel map."""
+    at.stream = stream
     entry(stream, at)
     sublayers = list(block(spec, layer))
+    stream.writes_per_block = sum(1 for sub in sublayers if sub.kind == "residual")
     for i, sub in enumerate(sublayers):
         stream.opens = sublayers[i + 1].kind if i + 1 < len(sublayers) else ""
         DEPTH_MAPS[sub.kind](sub, stream, at)

@@ -10,10 +10,15 @@
   with a tiny sigma_embed: a safety factor of 10 would accept a theory 40% off);
 * an approximate result without a derived order (the paper's leading order, an
   asymptotic step): `DEFAULT_TOLERANCE`, a default, not an estimate;
-* the depth recursion from layer 2 on: `DEPTH_TOLERANCE`, declared from measurements
-  (docs/theory.md, "Through depth": at d = 64-256, up to 6 layers, residual taps within
-  1.1%, attention outputs within 2.5%, with margin). Not derived: the issue on the hard
-  regimes replaces it by an estimate of what the recursion neglects.
+* the depth recursion (`depth_tolerance`): an estimate of what it neglects, evaluated for
+  the spec, with constant 1 as above: the Gaussian-channel closure, whose per-block error
+  is of relative order ``1/d`` (the per-network fluctuation of the kernel through the
+  nonlinear maps, second order in its ``O(1/sqrt(d))`` size), summed over the blocks below
+  the tap (a residual write counts ``1/writes-per-block``); plus, for the corrections
+  the recursion computes to second order (the per-network fluctuation of the keys'
+  spread, the correlation of rows sharing keys: `theory.depth_maps`), the size of the
+  largest relative correction made so far, taken as the size of the next order. The
+  leading level of the recursion has no estimate: `DEFAULT_TOLERANCE`, stated as a default.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ from __future__ import annotations
 APPROX_SAFETY = 1.0
 APPROX_FLOOR = 1e-4
 DEFAULT_TOLERANCE = 0.05
-DEPTH_TOLERANCE = {"residual": 0.02, "attention": 0.03}
 
-# The taps of the depth recursion held to the attention tolerance.
+# The taps of the depth recursion whose rows the softmax corrections act on.
 ATTENTION_PATH = ("attn.hook_pattern", "attn.hook_z", "hook_attn_out")
 
 
@@ -32,10 +36,18 @@ def from_order(order: float) -> float:
     return max(APPROX_FLOOR, APPROX_SAFETY * float(order))
 
 
-def depth_tolerance(suffix: str) -> float:
-    """The declared tolerance of an approximate tap of the depth recursion."""
-    return DEPTH_TOLERANCE["attention" if suffix in ATTENTION_PATH else "residual"]
+def depth_tolerance(blocks_below: float, d: int, correction: float = 0.0) -> tuple[float, str]:
+    """``(tolerance, source)`` of an approximate tap of the depth recursion.
+
+    ``blocks_below``: closure steps before the tap, in blocks (each contributing ``1/d``);
+    ``correction``: the largest relative second-order correction the recursion has made
+    on the way (its next order taken as large).
+    """
+    closure = float(blocks_below) / float(d)
+    value = from_order(closure + float(correction))
+    source = (f"estimate: closure {blocks_below:g}/d = {closure:.3g} + next order of the softmax "
+              f"corrections {float(correction):.3g} (floor {APPROX_FLOOR:g})")
+    return value, source
 
 
-__all__ = ["APPROX_SAFETY", "APPROX_FLOOR", "DEFAULT_TOLERANCE", "DEPTH_TOLERANCE", "ATTENTION_PATH",
-           "from_order", "depth_tolerance"]
+__all__ = ["APPROX_SAFETY", "APPROX_FLOOR", "DEFAULT_TOLERANCE", "ATTENTION_PATH", "from_order", "depth_tolerance"]

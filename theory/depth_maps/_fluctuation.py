@@ -24,8 +24,10 @@ relative variance ``kappa_m = E[delta_m^2]``; the softmax rows average over
   row, which gives
 
       E[Q_m]   = (1 - 1/m) sum_k S_2(k) - (2/m) sum_k (k - 1)/k
-      Var[Q_m] = (1 - 1/m)^2 sum_k Var(S_k) + (4/m^2) sum_{k=2}^m c_k (2(k-1) - H_{k-1} - (k-1)^2/k),
+      Var[Q_m] = (1 - 1/m)^2 sum_k Var(S_k)
+                 + (4/m^2) sum_{k=2}^m [c_k (2(k-1) - 2 H_{k-1} - (k-1)(k-2)/k) + sum_{j<k} Var(P_jk)],
       c_k = (k S_2(k) - 1)/(k (k - 1)),
+      Var(P_jk) = S_2(j) S_2(k)/k + (1 - S_2(j))(1 - S_2(k))/(k (k-1)) - 1/k^2,
 
   with ``Var(S_k) = E[(sum a^2)^2] - S_2(k)^2`` from the row law (`theory._row_law`).
   The heads are independent given the input: the write's own relative variance is
@@ -53,11 +55,18 @@ def attention_spread_rel_var(s2: np.ndarray, s2sq: np.ndarray, n_heads: int) -> 
     var_s = np.maximum(s2sq - s2 * s2, 0.0)
     var_s[0] = 0.0
     harmonic_before = np.concatenate([[0.0], np.cumsum(1.0 / k)[:-1]])  # H_{k-1}
+    s2_before = np.concatenate([[0.0], np.cumsum(s2)[:-1]])  # sum_{j<k} S_2(j)
     c = np.zeros(T)
     c[1:] = (k[1:] * s2[1:] - 1.0) / (k[1:] * (k[1:] - 1.0))
-    inner = 2.0 * (k - 1.0) - harmonic_before - (k - 1.0) ** 2 / k
+    # pairs (j, j'), j != j' < k, sharing their larger row k: c_k (min(j, j')/(j j') - 1/k)
+    inner = 2.0 * (k - 1.0) - 2.0 * harmonic_before - (k - 1.0) * (k - 2.0) / k
+    # Var(P_jk) = S_j S_k/k + (1 - S_j)(1 - S_k)/(k(k-1)) - 1/k^2, summed over j < k
+    own = np.zeros(T)
+    km = k[1:]
+    own[1:] = (s2[1:] / km * s2_before[1:] + (1.0 - s2[1:]) / (km * (km - 1.0)) * ((km - 1.0) - s2_before[1:])
+               - (km - 1.0) / km**2)
     mean_q = (1.0 - 1.0 / k) * np.cumsum(s2) - (2.0 / k) * np.cumsum((k - 1.0) / k)
-    var_q = (1.0 - 1.0 / k) ** 2 * np.cumsum(var_s) + (4.0 / k**2) * np.cumsum(c * inner)
+    var_q = (1.0 - 1.0 / k) ** 2 * np.cumsum(var_s) + (4.0 / k**2) * np.cumsum(c * inner + own)
     kappa = np.zeros(T)
     ok = mean_q > 0
     kappa[ok] = np.maximum(var_q[ok], 0.0) / (n_heads * mean_q[ok] ** 2)

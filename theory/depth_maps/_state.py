@@ -25,7 +25,7 @@ import numpy as np
 from .._result import Level
 from ..prediction import TapPrediction
 from ..taps import tap_name
-from ..tolerance import depth_tolerance
+from ..tolerance import DEFAULT_TOLERANCE, depth_tolerance
 
 # Assumptions shared by every approximate step (stated once, so verify can compare them).
 CLOSURE = "residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)"
@@ -49,6 +49,11 @@ class Stream:
     # variance kappa_m of the stream's per-network key spread, and the attention branch's own part
     spread_rel_var: np.ndarray | None = None
     branch_spread_rel_var: np.ndarray | None = None
+    # for the derived tolerances (`theory.tolerance.depth_tolerance`): residual writes so far, the
+    # writes of one block, and the largest relative second-order softmax correction made so far
+    writes: int = 0
+    writes_per_block: int = 1
+    correction: float = 0.0
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Layer:
     kernels: dict[str, np.ndarray]
     progress: Callable[[str], None] | None = None
     positions: np.ndarray = field(default=None)
+    stream: Stream | None = None  # the block's kernels (set by `theory.depth`), read for the tolerances
 
     def __post_init__(self) -> None:
         T = int(self.spec.seq_len)
@@ -86,15 +92,27 @@ class Layer:
         return () if self.first else (CLOSURE, FLUCTUATION)
 
     # --- results
-    def put(self, suffix: str, level: Level, error: str, assumptions: tuple[str, ...], **quantities) -> None:
-        """Record one tap's result at every position 1..T."""
+    def put(self, suffix: str, level: Level, error: str, assumptions: tuple[str, ...], *,
+            tolerance: tuple[float, str] | None = None, **quantities) -> None:
+        """Record one tap's result at every position 1..T.
+
+        The declared tolerance: 0 if exact; ``tolerance`` (value, source) if the map derived
+        one; the leading level's stated default; otherwise `theory.tolerance.depth_tolerance`
+        from the closure steps below the tap and the corrections made so far (``stream``).
+        """
         name = tap_name(suffix, self.layer)
-        tolerance = 0.0 if level == Level.EXACT else depth_tolerance(suffix)
+        if level == Level.EXACT:
+            tolerance = (0.0, "exact")
+        elif tolerance is None and not self.best:
+            tolerance = (DEFAULT_TOLERANCE, "default (the leading level has no error estimate)")
+        elif tolerance is None:
+            stream = self.stream
+            blocks = stream.writes / max(stream.writes_per_block, 1) if stream is not None else float(self.layer)
+            tolerance = depth_tolerance(blocks, self.d, stream.correction if stream is not None else 0.0)
         self.records[name] = TapPrediction(
             tap=name, level=level, positions=self.positions, values=quantities, error=error,
             assumptions=assumptions, regime="all m" if self.first else "d >> 1 (Gaussian channels), tau^2 moderate",
-            tolerance=tolerance, tolerance_source="exact" if level == Level.EXACT else "declared (depth recursion)",
-            source="depth")
+            tolerance=tolerance[0], tolerance_source=tolerance[1], source="depth")
 
     def keep(self, suffix: str, K: np.ndarray) -> None:
         self.kernels[tap_name(suffix, self.layer)] = K.copy()

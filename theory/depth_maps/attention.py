@@ -27,11 +27,12 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from .._domain import check_logit_variance
-from .._kernel_maps import key_spread, uniform_average
-from .._row_law import chi2_mixture, gamma_factor_rule, row_law, sphere_key_law
+from .._kernel_maps import correlation, key_spread, uniform_average
+from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, gamma_factor_rule, layer_one_rows, row_law, sphere_key_law
 from .._result import Level
 from ..block import Sublayer
-from ..quantities import logit_scale_squared
+from ..quantities import logit_scale_squared, radius_spread
+from ..tolerance import from_order
 from ._fluctuation import attention_spread_rel_var
 from ._state import Layer, Stream
 from .layernorm import opening_label
@@ -56,8 +57,10 @@ class RowAverages:
 
     sum_sq: np.ndarray  # E_W[S_2(tau^2 W)]
     sum_sq2: np.ndarray  # E_W[E[(sum a^2)^2](tau^2 W)]
+    sum_cube: np.ndarray  # E_W[E[sum a^3](tau^2 W)]
     diag: np.ndarray  # E_W[W (S_2(tau^2 W) - 1/m)]   (the softmax's share of the diagonal of A, per unit spread)
     coupling: np.ndarray  # E_W[W Xi(tau^2 W)]
+    plain: tuple[np.ndarray, np.ndarray] | None = None  # (S_2, S_2 - 1/m + Xi/D) at W = 1, for the size of the correction
 
 
 def _lagrange(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -89,15 +92,17 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     mixture = chi2_mixture(d_head, sphere_dim, 8, n_sphere)
     law = sphere_key_law(64, sphere_dim)
 
-    def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = row_law(grid, t2, law, mixture=mixture)
         xi = rows.coupling
         if grid.size == T:
-            return rows.sum_sq, xi, rows.sum_sq2
+            return rows.sum_sq, xi, rows.sum_sq2, rows.sum_cube
         lm, lp = np.log(grid), np.log(pos)
+        g2, p2 = grid.astype(float) ** 2, pos.astype(float) ** 2
         s2 = CubicSpline(lm, grid * rows.sum_sq)(lp) / pos
-        s2sq = CubicSpline(lm, grid.astype(float) ** 2 * rows.sum_sq2)(lp) / pos.astype(float) ** 2
-        return s2, CubicSpline(lm, xi)(lp), s2sq
+        s2sq = CubicSpline(lm, g2 * rows.sum_sq2)(lp) / p2
+        s3 = CubicSpline(lm, g2 * rows.sum_cube)(lp) / p2
+        return s2, CubicSpline(lm, xi)(lp), s2sq, s3
 
     # the per-row rule of W
     w_nodes = np.ones((T, 1))
@@ -111,8 +116,9 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     targets = tau2[:, None] * w_nodes  # (T, J)
     active = targets[1:] if T > 1 else targets
     lo, hi = float(active.min()), float(active.max())
+    plain = None
     if hi <= lo * (1 + _TAU_RTOL) or hi == 0:
-        s2, xi, s2sq = (np.broadcast_to(v[:, None], targets.shape) for v in on_grid(0.5 * (lo + hi)))
+        s2, xi, s2sq, s3 = (np.broadcast_to(v[:, None], targets.shape) for v in on_grid(0.5 * (lo + hi)))
     else:
         lo = max(lo, hi * 1e-8)
         ratio = hi / lo
@@ -126,14 +132,19 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
         nodes = 0.5 * (a + b) + 0.5 * (b - a) * np.cos((2 * k + 1) * np.pi / (2 * count))
         tables = [on_grid(float(t if x is targets else np.exp(t))) for t in nodes]
         weights = _lagrange(x, nodes)  # (T, J, count)
-        s2, xi, s2sq = (np.einsum("tjc,ct->tj", weights, np.array([tab[i] for tab in tables])) for i in range(3))
+        s2, xi, s2sq, s3 = (np.einsum("tjc,ct->tj", weights, np.array([tab[i] for tab in tables])) for i in range(4))
+        if w_nodes.shape[1] > 1:  # the same tables at W = 1
+            at_one = _lagrange(tau2 if x is targets else np.log(np.maximum(tau2, lo)), nodes)  # (T, count)
+            p2, pxi = (np.einsum("tc,ct->t", at_one, np.array([tab[i] for tab in tables])) for i in range(2))
+            plain = (p2, p2 - 1.0 / pos + pxi / sphere_dim)
     inv = 1.0 / pos
     sum_sq = (w_weights * s2).sum(1)
     sum_sq2 = (w_weights * s2sq).sum(1)
+    sum_cube = (w_weights * s3).sum(1)
     diag = (w_weights * w_nodes * (s2 - inv[:, None])).sum(1)
     coupling = (w_weights * w_nodes * xi).sum(1)
-    sum_sq[0], sum_sq2[0], diag[0], coupling[0] = 1.0, 1.0, 0.0, 0.0  # one key: a_11 = 1
-    return RowAverages(sum_sq, sum_sq2, diag, coupling)
+    sum_sq[0], sum_sq2[0], sum_cube[0], diag[0], coupling[0] = 1.0, 1.0, 1.0, 0.0, 0.0  # one key: a_11 = 1
+    return RowAverages(sum_sq, sum_sq2, sum_cube, diag, coupling, plain)
 
 
 def softmax_rows(tau2: np.ndarray, d_head: int, sphere_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +152,64 @@ def softmax_rows(tau2: np.ndarray, d_head: int, sphere_dim: int) -> tuple[np.nda
     (`row_averages` without the spread's fluctuation)."""
     rows = row_averages(tau2, d_head, sphere_dim)
     return rows.sum_sq, rows.coupling
+
+
+def row_pair_excess(rows: RowAverages, tau2: np.ndarray, cosine: np.ndarray, d_head: int, D: int) -> np.ndarray:
+    """``E[sum_k a_mk a_nk] - 1/max(m, n)`` for two rows m != n that share their keys (T x T, 0 on the diagonal).
+
+    The logits of rows m and n over a common key k are correlated through the two
+    queries, ``rho = cos(u_m, u_n)``: mean ``r`` (the cosine of the normalised queries,
+    ``E[m, n]``), second moment ``r^2 + (1 - r^2)^2 (1/d_head + 1/D)`` (two independent
+    query directions in a head). Mehler's expansion of ``E[f(x) g(x')]`` for standardised
+    Gaussian logits with per-key correlation rho, to second order::
+
+        excess = tau_m tau_n r F1 + (tau_m^2 tau_n^2 / 2) E[rho^2] F2,
+        F1 = sum_{k,j<=m} E[d_j a^m_k] E[d_j a^n_k],  F2 = sum_{i,j,k<=m} E[d_i d_j a^m_k] E[d_i d_j a^n_k]
+
+    (m = the shorter row). By exchangeability each derivative's mean takes one value per
+    pattern of equal indices, from ``S_2`` and ``S_3 = E[sum a^3]`` of the row (r keys):
+    ``E[d_j a_k] = (1 - S_2)/r`` (j = k), ``-(1 - S_2)/(r(r-1))`` (j != k);
+    ``E[d_i d_j a_k] = (1 - 3S_2 + 2S_3)/r`` (all equal), ``(3S_2 - 2S_3 - 1)/(r(r-1))``
+    (two equal), ``2(1 - 3S_2 + 2S_3)/(r(r-1)(r-2))`` (all distinct). Multiplied by the
+    keys' per-key variance (their spread), this is the correction to the uniform
+    off-diagonal ``U`` (exact at ``rho = 0``; error ``O(rho^3 tau^6)``). Returns the excess
+    and its second-order part.
+    """
+    T = tau2.size
+    r = np.arange(1, T + 1, dtype=float)
+    S2, S3 = rows.sum_sq, rows.sum_cube
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1 = (1.0 - S2) / r
+        b2 = np.where(r > 1, -(1.0 - S2) / (r * (r - 1.0)), 0.0)
+        c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
+        c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
+        c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
+    idx = np.arange(T)
+    lo, hi = np.minimum.outer(idx, idx), np.maximum.outer(idx, idx)
+    m = r[lo]
+    F1 = m * b1[lo] * b1[hi] + m * (m - 1.0) * b2[lo] * b2[hi]
+    F2 = m * c1[lo] * c1[hi] + 3.0 * m * (m - 1.0) * c2[lo] * c2[hi] + m * (m - 1.0) * (m - 2.0) * c3[lo] * c3[hi]
+    tau = np.sqrt(tau2)
+    rho2 = cosine**2 + (1.0 - cosine**2) ** 2 * (1.0 / d_head + 1.0 / D)
+    second = 0.5 * np.outer(tau2, tau2) * rho2 * F2
+    excess = np.outer(tau, tau) * cosine * F1 + second
+    np.fill_diagonal(excess, 0.0)
+    np.fill_diagonal(second, 0.0)
+    return excess, second
+
+
+def _radius_order(at: Layer, tau2_bar: float) -> float:
+    """The neglected order of layer 1's joint radius average, ``tau_bar^2 delta^2 / 2`` (m = 2), + 3e-4 (its rule)."""
+    return tau2_bar * radius_spread(at.d, at.eps, float(at.spec.sigma_embed)) ** 2 / 2.0 + 3e-4
+
+
+def _layer_one_radius(at: Layer, tau2_bar: float) -> float:
+    """``c = d eps/sigma_e^2`` where layer 1 averages the radii jointly (`theory._row_law.layer_one_rows`), else 0."""
+    spec = at.spec
+    if not (at.first and at.best and at.eps > 0 and float(spec.sigma_embed) > 0):
+        return 0.0
+    delta = radius_spread(at.d, at.eps, float(spec.sigma_embed))
+    return at.d * at.eps / float(spec.sigma_embed) ** 2 if tau2_bar * delta**2 > RADIUS_ORDER_MIN else 0.0
 
 
 def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
@@ -165,30 +234,56 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
         tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread
         check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, at.layer, d_head, D)
         kappa = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
-        rows = row_averages(tau2, d_head, D, kappa)
+        radius_c = _layer_one_radius(at, float(tau2[-1]))
+        if radius_c:  # layer 1, eps > 0: the radii averaged jointly, as in `theory.derive`
+            _, s2r, xir, s2sqr, s3r = layer_one_rows(pos.astype(int), float(tau2[-1]), d_head, d, radius_c)
+            rows = RowAverages(s2r, s2sqr, s3r, s2r - 1.0 / pos, xir)
+        else:
+            rows = row_averages(tau2, d_head, D, kappa)
         s2 = rows.sum_sq
         at.say(f"layer {at.layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}, "
                f"spread fluctuation {kappa.max():.3g}")
         A = U.copy()
-        A[np.diag_indices(T)] += spread * rows.diag + spread * rows.coupling / D
+        pair, second = row_pair_excess(rows, tau2, correlation(E), d_head, D)
+        A += np.sqrt(np.outer(spread, spread)) * pair
+        A[np.diag_indices(T)] = np.diag(U) + spread * rows.diag + spread * rows.coupling / D
+        # the size of the second-order corrections (their next order taken as large; theory.tolerance)
+        scale = np.sqrt(np.outer(np.diag(A), np.diag(A)))
+        sizes = [float(np.max(np.abs(np.sqrt(np.outer(spread, spread)) * second) / np.where(scale > 0, scale, np.inf)))]
+        if rows.plain is not None:
+            s2_plain, diag_plain = rows.plain
+            a_plain = np.diag(U) + spread * diag_plain
+            sizes += [float(np.max(np.abs(s2[1:] / s2_plain[1:] - 1))),
+                      float(np.max(np.abs(np.diag(A)[1:] / np.where(a_plain[1:] > 0, a_plain[1:], np.inf) - 1)))]
+        if radius_c:
+            sizes.append(_radius_order(at, float(tau2[-1])))
+        stream.correction = max(stream.correction, *sizes)
         stream.branch_spread_rel_var = attention_spread_rel_var(rows.sum_sq, rows.sum_sq2, int(spec.n_heads))
         att_assume = closure + (
-            "softmax rows: keys with the same spread about their centroid, treated as i.i.d.",
-            "off-diagonal attention terms uniform (E[a_mk a_nk'] = 1/(mn), m != n)",
-        ) if not at.first else ("given the query side, keys i.i.d. (exact at layer 1)",)
+            "softmax rows: keys with the same spread about their centroid, treated as i.i.d.; the spread's "
+            "per-network fluctuation (attention randomness over the heads) by its relative variance, Gamma law",
+            "rows sharing keys: correlated through their queries, to second order (Mehler); mean weights uniform",
+        ) if not at.first else ("given the query side, keys i.i.d. (exact at layer 1)",
+                                "rows sharing keys: correlated through their queries, to second order (Mehler)")
     else:
         s2 = 1.0 / pos
         A = U
         stream.branch_spread_rel_var = None
         att_assume = closure + ("uniform attention a_mn = 1/m",)
     err_att = ("exact (quadrature, relative < 1e-6)" if at.exact_here else
-               "layer 1: O(tau^2 delta^2); deeper: measured per layer by verify" if at.best else
+               "layer 1: the radius order; deeper: closure O(1/d) per block + next order of the softmax corrections" if at.best else
                "relative O(tau^2) at small m, e^{tau^2} - 1 at large m")
     a_lvl = Level.EXACT if at.exact_here else Level.APPROXIMATE
-    at.put("attn.hook_pattern", a_lvl, err_att, att_assume, mean=1.0 / pos, sum_sq=s2)
-    at.put("attn.hook_z", a_lvl, err_att, att_assume, mean=zero, var=sv**2 * d * np.diag(A))
+    tol = None
+    if at.first and at.best and a_lvl == Level.APPROXIMATE:  # layer 1, eps > 0: the radius order (as `theory.derive`)
+        order = _radius_order(at, float(tau2[-1])) if radius_c else (
+            float(tau2[-1]) * radius_spread(at.d, at.eps, float(spec.sigma_embed)) ** 2)
+        tol = (from_order(order), f"layer-1 radius order {order:.3g} (floor 1e-4)")
+        stream.correction = max(stream.correction, order)
+    at.put("attn.hook_pattern", a_lvl, err_att, att_assume, tolerance=tol, mean=1.0 / pos, sum_sq=s2)
+    at.put("attn.hook_z", a_lvl, err_att, att_assume, tolerance=tol, mean=zero, var=sv**2 * d * np.diag(A))
     K_attn = so**2 * sv**2 * d**2 * A
-    at.put("hook_attn_out", a_lvl, err_att, att_assume, mean=zero, var=np.diag(K_attn).copy())
+    at.put("hook_attn_out", a_lvl, err_att, att_assume, tolerance=tol, mean=zero, var=np.diag(K_attn).copy())
     stream.branch = K_attn
     stream.branch_kind = sub.kind
     stream.branch_label = (a_lvl, err_att, att_assume)

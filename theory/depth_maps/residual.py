@@ -37,6 +37,7 @@ def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
         v, w = key_spread(stream.K, uniform_average(stream.K)), key_spread(stream.branch, uniform_average(stream.branch))
         stream.spread_rel_var = combine(before, v, w, stream.branch_spread_rel_var)
     stream.K = stream.K + stream.branch
+    stream.writes += 1
     suffix = sub.taps[0].suffix
     at.put(suffix, level, error, stream.block_assumptions, mean=at.zero, var=np.diag(stream.K).copy())
     if not np.all(np.isfinite(stream.K)):

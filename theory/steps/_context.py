@@ -27,6 +27,7 @@ import sympy as sp
 from .. import _layernorm
 from .._domain import check_structure
 from .._quadrature import row_expectations
+from .._row_law import RADIUS_ORDER_MIN, layer_one_rows
 from .._softmax import row_series
 from ..quantities import logit_scale, radius_spread
 from ..spec import ModelSpec
@@ -160,16 +161,36 @@ class LayerOne:
 
     def row(self, positions: np.ndarray):
         """Quadrature for ``S_2(m)`` and ``Xi(m)`` at these positions (numeric specs)."""
+        c = self.f(self.d * self.eps / self.sigma_e**2) if self.f(self.eps) > 0 and self.f(self.sigma_e) > 0 else 0.0
         return _cached_row(
             tuple(int(p) for p in positions),
             self.f(self.tau2_bar),
             self.f(self.d_head),
             self.f(self.sphere_dim),
+            c if self.radius_jointly else 0.0,
         )
+
+    @property
+    def radius_jointly(self) -> bool:
+        """Numeric, eps > 0 and ``tau_bar^2 delta^2`` above `theory._row_law.RADIUS_ORDER_MIN`: the
+        LayerNorm radii are averaged jointly with the directions inside the softmax
+        (`theory._row_law.layer_one_rows`); below, replaced by their r.m.s. (error below 1e-6)."""
+        if not self.numeric or sp.sympify(self.eps) == 0 or self.f(self.sigma_e) == 0:
+            return False
+        return self.f(self.tau2_bar) * self.f(self.radius_spread) ** 2 > RADIUS_ORDER_MIN
+
+
+@dataclass(frozen=True)
+class _Row:
+    positions: np.ndarray
+    sum_sq: np.ndarray
+    coupling: np.ndarray
 
 
 @lru_cache(maxsize=256)
-def _cached_row(positions: tuple[int, ...], tau2: float, d_head: float, dim: float):
+def _cached_row(positions: tuple[int, ...], tau2: float, d_head: float, dim: float, c: float = 0.0):
+    if c > 0:
+        return _Row(*layer_one_rows(np.array(positions), tau2, d_head, int(round(dim)) + 1, c)[:3])
     return row_expectations(np.array(positions), tau2, d_head, dim)
 
 

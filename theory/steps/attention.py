@@ -262,7 +262,9 @@ def _best_assumptions(ctx: LayerOne) -> tuple[str, ...]:
         "given the query side, key directions i.i.d. uniform on the sphere (exact)",
     )
     if sp.sympify(ctx.eps) != 0:
-        base += ("LayerNorm radii |e_n| replaced by their r.m.s. inside the softmax (eps > 0)",)
+        base += (("LayerNorm radii |e_n| averaged jointly with the directions inside the softmax; "
+                  "the key n = m's radius taken independent of the query's (eps > 0)",) if ctx.radius_jointly else
+                 ("LayerNorm radii |e_n| replaced by their r.m.s. inside the softmax (eps > 0)",))
     return base
 
 
@@ -277,6 +279,13 @@ def _best_level(ctx: LayerOne) -> tuple[Level, str, dict]:
     if not ctx.numeric:
         return Level.APPROXIMATE, error, {}
     order = ctx.f(ctx.tau2_bar) * ctx.f(spread) ** 2
+    if ctx.radius_jointly:
+        # radii averaged jointly (theory._row_law.layer_one_rows): left, the key n = m sharing the
+        # query's radius, O(tau_bar^2 delta^2 / m), largest at m = 2; and the compressed mixture rule (3e-4)
+        error = (f"relative O(tau_bar^2 delta^2 / m) (the key n = m shares the query's radius), "
+                 f"delta = {sp.sstr(sp.N(spread, 3))}")
+        return Level.APPROXIMATE, error, {"tolerance": from_order(order / 2 + 3e-4),
+                                          "tolerance_source": f"tau_bar^2 delta^2 / 2 + 3e-4 = {order / 2 + 3e-4:.3g} (floor 1e-4)"}
     return Level.APPROXIMATE, error, {"tolerance": from_order(order),
                                       "tolerance_source": f"tau_bar^2 delta^2 = {order:.3g} (floor 1e-4)"}
 
