@@ -222,7 +222,7 @@ def _checked_inputs(spec, preset, samples, seed, threads, device) -> tuple[Model
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     p = PRESETS[preset]
-    spec = spec or p.spec or DEFAULT_SPEC
+    spec = spec or p.spec_for(simulate.resolve_device(device).type) or DEFAULT_SPEC  # the real shapes on a GPU
     if spec.is_symbolic:
         raise ValueError("verify needs a numeric spec (every field a number)")
     # theory's one domain check, at both levels, before any simulation (d_model = 2 once cost 41 s first)

@@ -126,4 +126,53 @@ def specs(
                   tuple(ln_eps), tuple(attn_scale), sigma_range, max_flops)
 
 
-__all__ = ["specs", "attention_flops", "SMALL_LOGITS", "MODERATE_LOGITS", "GPT2_INIT_LOGITS", "DEFAULT_D_HEADS"]
+@st.composite
+def _modern_specs(draw, base, n_layers, positionals, mixed):
+    spec = draw(base)
+    d_head, n_heads = int(spec.d_head), int(spec.n_heads)
+    schemes = [p for p in positionals if p != "rope" or d_head % 2 == 0]
+    if mixed:
+        positional = draw(st.lists(st.sampled_from(schemes), min_size=n_layers, max_size=n_layers))
+        qk_norm = draw(st.lists(st.booleans(), min_size=n_layers, max_size=n_layers)) if d_head >= 2 else False
+    else:
+        positional = draw(st.sampled_from(schemes))
+        qk_norm = draw(st.booleans()) and d_head >= 2
+    kv = draw(st.sampled_from([k for k in range(1, n_heads + 1) if n_heads % k == 0]))
+    temperature = draw(st.none() | st.builds(lambda f, s: {"floor_scale": f, "scale": s},
+                                             st.sampled_from([2.0, 4.0, 8.0]), st.floats(0.0, 0.5)))
+    fields = {f: getattr(spec, f) for f in ("d_model", "n_heads", "seq_len", "ln_eps", "attn_scale", "sigma_embed",
+                                            "sigma_q", "sigma_k", "sigma_v", "sigma_o")}
+    return ModelSpec(**fields, n_layers=n_layers, attn_only=draw(st.booleans()),
+                     normalization=draw(st.sampled_from(["layernorm", "rmsnorm"])),
+                     mlp=draw(st.sampled_from(["standard", "swiglu"])), n_kv_heads=kv, qk_norm=qk_norm,
+                     positional=positional, rope_theta=draw(st.sampled_from([10000.0, 500000.0])),
+                     attn_temperature=temperature)
+
+
+def modern_specs(*, n_layers: int = 2, positionals: Sequence[str] = ("none", "rope", "alibi"), mixed: bool = True,
+                 **kwargs) -> st.SearchStrategy[ModelSpec]:
+    """`ModelSpec`s of modern decoder blocks (docs/modern-blocks.md) that the theory covers.
+
+    Sizes and the logit regime as `specs` (``kwargs`` go to it: ``max_d_model``,
+    ``logit_variance``, ...); then drawn: ``normalization`` (LayerNorm or RMSNorm), ``mlp``
+    (standard or SwiGLU), ``n_kv_heads`` (a divisor of ``n_heads``), ``positional`` and
+    ``qk_norm`` (per layer when ``mixed``; RoPE only with an even ``d_head``),
+    ``rope_theta``, ``attn_temperature`` (None or a small ``floor_scale``), with ``n_layers``
+    layers (with or without the MLP).
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=3)
+    ... @given(modern_specs(max_d_model=16, max_seq_len=4))
+    ... def test_spec(spec):
+    ...     assert spec.n_layers == 2
+    >>> test_spec()
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    bad = [p for p in positionals if p not in ("none", "rope", "alibi")]
+    if bad or not positionals:
+        raise ValueError(f"positionals must be a non-empty list from 'none', 'rope', 'alibi'; got {list(positionals)!r}")
+    return _modern_specs(specs(**kwargs), n_layers, tuple(positionals), bool(mixed))
+
+
+__all__ = ["specs", "modern_specs", "attention_flops", "SMALL_LOGITS", "MODERATE_LOGITS", "GPT2_INIT_LOGITS", "DEFAULT_D_HEADS"]

@@ -104,7 +104,8 @@ def _rows(sub: Sublayer, stream: Stream, at: Layer):
     else:
         tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread_l * temp2
         key_dim, mix_dof, query_norm, kappa2 = D, d_head, True, 1.0
-    check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, at.layer, mix_dof, key_dim)
+    if not qk:  # QK-norm's logits are bounded, |l| <= s d_head tau_T(m): the quadrature resolves them
+        check_logit_variance(float(tau2[1:].max()) if T > 1 else 0.0, at.layer, mix_dof, key_dim)
     at.say(f"layer {at.layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}")
     heads = []
     if scheme == "alibi":

@@ -206,7 +206,8 @@ def scores(ctx: LayerOne, level: str, tap: str = "blocks.0.attn.hook_attn_scores
         nu1 = float(_rho2(ctx)) / float(ctx.d) if level == "best" else 1.0
         rq2 = float(_modern.qk_norm_radius2(np.array([float(spec.sigma_q) ** 2 * float(ctx.d) * nu1]), d_head, eps)[0])
         rk2 = float(_modern.qk_norm_radius2(np.array([float(spec.sigma_k) ** 2 * float(ctx.d) * nu1]), d_head, eps)[0])
-        rand = ctx.scale**2 * ctx.d_head * sp.Float(rq2, 15) * sp.Float(rk2, 15) * gamma2
+        radii = sp.Integer(1) if eps == 0 else sp.Float(rq2, 15) * sp.Float(rk2, 15)  # r^2 = 1 exactly at eps = 0
+        rand = ctx.scale**2 * ctx.d_head * radii * gamma2
         title = "QK-norm logit s d_head cos(q, k): variance s^2 d_head whatever the sigmas (cos^2 ~ Beta(1/2, (d_head-1)/2))"
         kurt = sp.Float(_modern.qk_norm_cosine_moments(d_head)[1], 15)
     else:
@@ -300,7 +301,7 @@ $<<W>>_{q}$, $<<W>>_{k}$ they are independent isotropic vectors whatever the inp
 <<Var>>[<<l>>_{<<m>><<n>>}] = <<s>>^{2} <<d_head>>, \label{@label(qknorm)}
 \end{align}
 independent of the $\sigma$'s (excess kurtosis $-6/(<<d_head>>+2)$). RoPE rotates $<<q>>_{<<m>>}$ and $<<k>>_{<<n>>}$ by their positions:
-$R_{<<m>>}<<q>>\cdot R_{<<n>>}<<k>> = <<q>>\cdot R_{<<n>>-<<m>>}<<k>>$ has the law of $<<q>>\cdot<<k>>$. The temperature multiplies the
+$R_{<<m>>}<<q>>\cdot R_{<<n>>}<<k>> = <<q>>\cdot R_{<<n>>-<<m>>}<<k>>$ has the law of $<<q>>\cdot <<k>>$. The temperature multiplies the
 queries of row $<<m>>$ by $\gamma(<<m>>) = s_{T}\log(\lfloor <<m>>/F\rfloor + 1) + 1$, the variance by $\gamma(<<m>>)^{2}$; ALiBi adds
 $-\beta_{h}(<<m>>-<<n>>)$, whose mean and spread over the keys and heads enter the pooled moments.""",
     ),
@@ -321,10 +322,10 @@ the ALiBi keys being the distance-$0$ key shifted in $\log t$. $<<E>>[<<a>>_{<<m
     "attn.hook_z": StepText(
         heading="Value aggregation (modern layer)",
         subject="<<z>>_{<<m>>,j}",
-        derivation=r"""At layer $1$ the keys are independent ($<<E>>[<<e>>_{<<n>>}\cdot<<e>>_{<<n>>'}] = <<rho>>^{2}\delta_{<<n>><<n>>'}$), so for every variant
+        derivation=r"""At layer $1$ the keys are independent ($<<E>>[<<e>>_{<<n>>}\cdot <<e>>_{<<n>>'}] = <<rho>>^{2}\delta_{<<n>><<n>>'}$), so for every variant
 \begin{align}
 <<Var>>[<<z>>_{<<m>>,j}] = <<sigma_v>>^{2}<<rho>>^{2}\Bigl(<<S_2>>(<<m>>) + \frac{<<Xi>>(<<m>>)}{<<D>>}\Bigr), \qquad
-<<Xi>>(<<m>>) = \kappa^{2}\,\bar c(<<m>>)\, <<E>>\Bigl[\sum_{<<n>>\ne<<n>>'} <<a>>_{<<m>><<n>>}<<a>>_{<<m>><<n>>'} x_{<<n>>} x_{<<n>>'}\Bigr]. \label{@label(coupling)}
+<<Xi>>(<<m>>) = \kappa^{2}\,\bar c(<<m>>)\, <<E>>\Bigl[\sum_{<<n>>\ne <<n>>'} <<a>>_{<<m>><<n>>}<<a>>_{<<m>><<n>>'} x_{<<n>>} x_{<<n>>'}\Bigr]. \label{@label(coupling)}
 \end{align}
 QK-norm: $\kappa^{2} = (<<E>>\chi_{<<d_head>>})^{2}/<<d_head>>$ (given its cosine, a key's component along the query is $\lVert <<k>>\rVert\cos$).
 RoPE: the rotated query directions of keys $<<n>>, <<n>>'$ have cosine $c(<<n>>-<<n>>')$, $c(\delta) = \frac{2}{<<d_head>>}\sum_{i}\cos(\delta\theta_{i})$,
