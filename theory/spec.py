@@ -423,10 +423,11 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known, key=str)
         if unknown:
-            listed = ", ".join(shown(k, 40) for k in unknown[:5])
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            # one line of at most ~400 characters whatever the input: two names, then a count
+            listed = ", ".join(shown(k, 24) for k in unknown[:2])
+            more = f" and {len(unknown) - 2} more" if len(unknown) > 2 else ""
             raise ValueError(
-                f"unknown spec field(s) {listed}{more}; allowed fields are: {', '.join(sorted(known))}"
+                f"unknown spec field(s) {listed}{more}; allowed fields are: {','.join(sorted(known))}"
             )
         kwargs = {}
         for name, value in data.items():
