@@ -23,7 +23,7 @@ SMALL = dict(d_model=16, n_heads=2, n_layers=2, seq_len=8)
 
 @pytest.mark.parametrize("changes, field", [
     ({"d_model": 2, "n_heads": 1}, "d_model"),
-    ({"positional": "rope"}, "positional"),
+    ({"positional": "sinusoidal"}, "positional"),  # rope and alibi are covered (issue 16)
     ({"vocab_size": 10}, "vocab_size"),
     ({"sigma_embed": 1e-300}, "sigma_embed"),
     ({"sigma_embed": 5e-324}, "sigma_embed"),
