@@ -75,13 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="result JSON path (arrays go beside it as .npz)")
 
     b = sub.add_parser("bench", help="time the engine against a per-network loop and the matmul ceiling")
-    b.add_argument("--json", action="store_true", help="print {d64: {engine, loop, ceiling}, ...} as JSON")
+    b.add_argument("--json", action="store_true",
+                   help="print {d64: {engine, loop, ceiling, float32: {...}, bfloat16: {...}}, ..., peak, gpt2_small, "
+                        "machine} as JSON")
     b.add_argument("--widths", default="64,768", help="model widths d (default 64,768)")
     b.add_argument("--seq-len", type=int, default=256)
     b.add_argument("--seconds", type=float, default=3.0, help="time per measurement (split over the rounds)")
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     b.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    b.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: torch's choice)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads for all (default: torch's choice)")
+    b.add_argument("--dtypes", default="float32,bfloat16",
+                   help="comma-separated dtypes to time (float32, bfloat16; float16 on CUDA)")
+    b.add_argument("--gpt2-seq-len", type=int, default=None,
+                   help="T of the 12-layer GPT-2-small forward per network (default: --seq-len; 0: skip it)")
     return parser
 
 
@@ -141,7 +147,14 @@ def _bench(args) -> int:
         raise ValueError("--seq-len, --rounds and --threads must be >= 1 and --seconds > 0")
     if any(w < 1 for w in widths):
         raise ValueError("--widths must be positive integers")
-    results = bench(widths=widths, seq_len=args.seq_len, seconds=args.seconds, device=args.device, threads=args.threads, rounds=args.rounds)
+    dtypes = [t.strip() for t in args.dtypes.split(",") if t.strip()]
+    if not dtypes or any(t not in ("float32", "bfloat16", "float16") for t in dtypes):
+        raise ValueError(f"--dtypes: give float32, bfloat16 or float16, comma-separated; got {args.dtypes!r}")
+    gpt2 = args.seq_len if args.gpt2_seq_len is None else args.gpt2_seq_len
+    if gpt2 < 0:
+        raise ValueError("--gpt2-seq-len must be >= 0 (0 skips the GPT-2-small forward)")
+    results = bench(widths=widths, seq_len=args.seq_len, seconds=args.seconds, device=args.device, threads=args.threads,
+                    rounds=args.rounds, dtypes=dtypes, gpt2_seq_len=gpt2)
     print(json.dumps(results) if args.json else format_table(results))
     return 0
 

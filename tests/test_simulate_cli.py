@@ -103,5 +103,7 @@ def test_subprocess_exit_status(tmp_path):
 def test_bench_json_schema(capsys):
     assert main(["bench", "--json", "--widths", "16", "--seq-len", "8", "--seconds", "0.05"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"d16"} and set(data["d16"]) == {"engine", "loop", "ceiling"}
-    assert all(v > 0 for v in data["d16"].values())
+    # today's keys (issue 14) kept; per dtype, the peak, GPT-2 small and the machine added (issue 18)
+    assert set(data) == {"d16", "peak", "gpt2_small", "machine"} and {"engine", "loop", "ceiling"} <= set(data["d16"])
+    assert all(data["d16"][k] > 0 for k in ("engine", "loop", "ceiling"))
+    assert set(data["peak"]) == {"float32", "bfloat16"} and data["d16"]["bfloat16"]["engine_of_peak"] > 0

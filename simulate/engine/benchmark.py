@@ -1,25 +1,33 @@
-"""`simulate bench`: the engine against a per-network loop and the matmul ceiling.
+"""`simulate bench`: the engine against a per-network loop, the matmul ceiling and the machine's peak.
 
-Three throughputs (networks per second) of the same model -- one pre-LN attention layer,
-``T`` tokens, float32 -- measured in the same process, one after the other:
+For each width and each dtype (float32, bfloat16), four throughputs of the same model --
+one pre-LN attention layer, ``T`` tokens -- measured in the same process, interleaved:
 
 * ``engine``: `simulate.run` recording ``blocks.0.hook_resid_post`` (the layer's output)
-  at every position, statistics included;
+  at every position, statistics included (``dtype="bfloat16"``: the matrix products in bf16);
 * ``loop``: what a user would write -- for each network, draw the weights with
-  ``torch.randn``, run the forward with torch's fused attention, accumulate per-position
-  sums of the output;
+  ``torch.randn`` (rounded to bf16 for the bf16 loop), run the forward with torch's fused
+  attention, accumulate per-position sums of the output;
 * ``ceiling``: only the matrix products of that forward (the fused Q/K/V projection, all
   T x T scores, pattern x V, output projection), batched, with weights drawn beforehand
   and not timed: what the explicit-weights forward could reach if nothing but its
-  matrix products cost anything.
+  matrix products cost anything;
+* ``peak``: the machine's own dense matrix product (``PEAK_N`` square, in the dtype), the
+  GFLOP/s the hardware gives torch here.
 
-The ratios engine/loop and engine/ceiling are what the timings mean; absolute numbers
-depend on the machine.
+Each figure is also given in GFLOP/s of the *nominal* work -- the matrix-product FLOPs of
+the explicit forward (`forward_flops`: full T x T scores, as the ceiling computes them) --
+and as a fraction of the peak; the engine's Gram path and the causal kernel do less
+actual work, so the engine can exceed the ceiling. Optionally the 12-layer GPT-2-small
+forward (d = 768, 12 heads, MLP 3072) per network, in each dtype. The ratios are what the
+timings mean; absolute numbers depend on the machine and its load (``machine`` says which
+matrix units torch found and the load averages at the start and the end).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import torch
@@ -29,8 +37,11 @@ from theory import ModelSpec
 
 from theory.block import block
 
-from .arguments import resolve_device
+from .arguments import resolve_device, resolve_dtype
 from .runner import run
+
+BENCH_DTYPES = ("float32", "bfloat16")
+PEAK_N = 1024  # the square matrices of the peak measurement
 
 
 def bench_spec(d_model: int, seq_len: int) -> ModelSpec:
@@ -57,18 +68,33 @@ def _calibrate(fn, seconds: float, first: int) -> int:
         n = max(n + 1, int(n * min(8.0, seconds / max(dt, 1e-3))))
 
 
-def engine(spec: ModelSpec, device: torch.device):
+def forward_flops(spec: ModelSpec) -> float:
+    """Matrix-product FLOPs of one network's explicit forward (one sequence), ``2 m n k`` each:
+    per layer Q/K/V ``2 T d (H + 2 H_kv) d_h``, all ``T^2`` scores and pattern x V ``2 x 2 T^2 H d_h``,
+    W_o ``2 T H d_h d``, and the MLP ``2 T d d_mlp`` per matrix (two, SwiGLU three)."""
+    T, d, H, dh = spec.seq_len, spec.d_model, spec.n_heads, spec.d_head
+    attn = 2 * T * d * (H + 2 * spec.kv_heads) * dh + 4 * T * T * H * dh + 2 * T * H * dh * d
+    mlp = 0 if spec.attn_only else (3 if spec.mlp == "swiglu" else 2) * 2 * T * d * spec.mlp_width
+    return float(spec.n_layers * (attn + mlp))
+
+
+def engine(spec: ModelSpec, device: torch.device, dtype: str = "float32"):
     output = block(spec).output_tap  # the layer's output
 
     def go(samples: int) -> None:
-        run(spec, taps=[f"blocks.0.{output}"], samples=samples, seed=0, device=device, progress=False)
+        run(spec, taps=[f"blocks.{spec.n_layers - 1}.{output}"], samples=samples, seed=0, device=device,
+            progress=False, dtype=dtype)
 
     return go
 
 
-def loop(spec: ModelSpec, device: torch.device):
+def loop(spec: ModelSpec, device: torch.device, dtype: str = "float32"):
     d, T, H = spec.d_model, spec.seq_len, spec.n_heads
     dh = spec.d_head
+    low = resolve_dtype(dtype, device)
+
+    def draw(rows: int, gen, sigma: float) -> torch.Tensor:
+        return (torch.randn(rows, d, generator=gen, device=device) * sigma).to(low)  # float32 drawn, rounded
 
     def go(samples: int) -> None:
         s1 = torch.zeros(T, device=device, dtype=torch.float64)
@@ -77,16 +103,14 @@ def loop(spec: ModelSpec, device: torch.device):
         with torch.no_grad():
             for _ in range(samples):
                 x = torch.randn(T, d, generator=gen, device=device) * spec.sigma_embed
-                w_q = torch.randn(d, d, generator=gen, device=device) * spec.sigma_q
-                w_k = torch.randn(d, d, generator=gen, device=device) * spec.sigma_k
-                w_v = torch.randn(d, d, generator=gen, device=device) * spec.sigma_v
-                w_o = torch.randn(d, d, generator=gen, device=device) * spec.sigma_o
-                e = F.layer_norm(x, (d,), eps=spec.ln_eps)
+                w_q, w_k, w_v = draw(d, gen, spec.sigma_q), draw(d, gen, spec.sigma_k), draw(d, gen, spec.sigma_v)
+                w_o = draw(d, gen, spec.sigma_o)
+                e = F.layer_norm(x, (d,), eps=spec.ln_eps).to(low)
                 q = (e @ w_q.T).view(T, H, dh).transpose(0, 1)
                 k = (e @ w_k.T).view(T, H, dh).transpose(0, 1)
                 v = (e @ w_v.T).view(T, H, dh).transpose(0, 1)
                 z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                out = x + z.transpose(0, 1).reshape(T, d) @ w_o.T
+                out = x + (z.transpose(0, 1).reshape(T, d) @ w_o.T).float()
                 s1 += out.double().sum(-1)
                 s2 += (out.double() ** 2).sum(-1)
         if device.type == "cuda":
@@ -95,13 +119,14 @@ def loop(spec: ModelSpec, device: torch.device):
     return go
 
 
-def ceiling(spec: ModelSpec, device: torch.device, chunk: int):
+def ceiling(spec: ModelSpec, device: torch.device, chunk: int, dtype: str = "float32"):
     d, T, H = spec.d_model, spec.seq_len, spec.n_heads
     dh = spec.d_head
+    low = resolve_dtype(dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(chunk, T, d, generator=gen, device=device)
-    w_qkv = torch.randn(chunk, 3 * d, d, generator=gen, device=device)  # W_q, W_k, W_v stacked
-    w_o = torch.randn(chunk, d, d, generator=gen, device=device)
+    x = torch.randn(chunk, T, d, generator=gen, device=device).to(low)
+    w_qkv = torch.randn(chunk, 3 * d, d, generator=gen, device=device).to(low)  # W_q, W_k, W_v stacked
+    w_o = torch.randn(chunk, d, d, generator=gen, device=device).to(low)
 
     def go(samples: int) -> None:
         with torch.no_grad():
@@ -117,47 +142,153 @@ def ceiling(spec: ModelSpec, device: torch.device, chunk: int):
     return go
 
 
+def peak(device: torch.device, dtype: str = "float32", n: int = PEAK_N):
+    """The machine's dense product: ``fn(k)`` multiplies two n x n matrices k times (2 n^3 FLOPs each)."""
+    low = resolve_dtype(dtype, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=gen, device=device).to(low)
+    b = torch.randn(n, n, generator=gen, device=device).to(low)
+    out = torch.empty(n, n, device=device, dtype=low)
+
+    def go(samples: int) -> None:
+        for _ in range(samples):
+            torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return go
+
+
+def gpt2_small_spec(seq_len: int) -> ModelSpec:
+    """GPT-2 small's shape: 12 pre-LN layers, d = 768, 12 heads, MLP 3072 (GPT-2 init)."""
+    return ModelSpec(d_model=768, n_heads=12, n_layers=12, seq_len=seq_len)
+
+
+def machine(device: torch.device) -> dict:
+    """What the timings ran on: torch's CPU capability (or the GPU), threads, load averages."""
+    info = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
 def bench(
     widths=(64, 768), seq_len: int = 256, seconds: float = 3.0, device: str = "cpu",
-    threads: int | None = None, rounds: int = 3,
-) -> dict[str, dict[str, float]]:
-    """``{"d64": {"engine": s/s, "loop": s/s, "ceiling": s/s}, ...}`` (networks per second).
+    threads: int | None = None, rounds: int = 3, dtypes=BENCH_DTYPES, gpt2_seq_len: int | None = None,
+) -> dict:
+    """``{"d64": {"engine": s/s, "loop": s/s, "ceiling": s/s, "float32": {...}, "bfloat16": {...}}, ...,
+    "peak": {...}, "gpt2_small": {...}, "machine": {...}}``.
 
-    Each of the three runs ``rounds`` times for about ``seconds / rounds``, interleaved, and
-    the best throughput of each is kept. ``threads`` sets torch's intra-op threads for all
-    three alike.
+    Today's keys ``engine``, ``loop``, ``ceiling`` (float32 networks per second) stay at the top
+    of each width; per dtype, each of them with ``*_gflops`` (nominal FLOPs, `forward_flops`)
+    and ``*_of_peak``, and ``peak_gflops``. Each measurement runs ``rounds`` times for about
+    ``seconds / rounds``, interleaved with the others (peaks included), and the best of each is
+    kept. ``threads`` sets torch's intra-op threads for all alike. ``gpt2_seq_len`` adds the
+    GPT-2-small forward at that T (one network per dtype, after a warm-up one).
     """
     dev = resolve_device(device)
+    dtypes = tuple(dtypes)
+    for dt in dtypes:
+        resolve_dtype(dt, dev)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench(widths, seq_len, seconds, dev, rounds)
+        start = machine(dev)
+        out = _bench(widths, seq_len, seconds, dev, rounds, dtypes)
+        if gpt2_seq_len:
+            out["gpt2_small"] = _gpt2(gpt2_seq_len, dev, dtypes, out["peak"])
+        out["machine"] = dict(start, load_average_end=machine(dev).get("load_average"))
+        return out
     finally:
         torch.set_num_threads(before)
 
 
-def _bench(widths, seq_len, seconds, dev, rounds) -> dict[str, dict[str, float]]:
-    out = {}
+def _bench(widths, seq_len, seconds, dev, rounds, dtypes) -> dict:
+    peaks = {f"peak/{dt}": peak(dev, dt) for dt in dtypes}
+    sizes = {name: _calibrate(fn, seconds / rounds, 1) for name, fn in peaks.items()}
+    out, best = {}, dict.fromkeys(peaks, 0.0)
     for d in widths:
         spec = bench_spec(d, seq_len)
         chunk = 64 if d <= 128 else 8
-        fns = {"engine": engine(spec, dev), "loop": loop(spec, dev), "ceiling": ceiling(spec, dev, chunk)}
-        first = {"engine": 2, "loop": 2, "ceiling": chunk}
-        sizes = {name: _calibrate(fn, seconds / rounds, first[name]) for name, fn in fns.items()}
-        best = dict.fromkeys(fns, 0.0)
+        fns = dict(peaks)
+        for dt in dtypes:
+            fns.update({f"engine/{dt}": engine(spec, dev, dt), f"loop/{dt}": loop(spec, dev, dt),
+                        f"ceiling/{dt}": ceiling(spec, dev, chunk, dt)})
+        for name, fn in fns.items():
+            if name not in sizes:
+                sizes[name] = _calibrate(fn, seconds / rounds, chunk if name.startswith("ceiling") else 2)
+        for name in fns:
+            best.setdefault(name, 0.0)
         for _ in range(rounds):  # interleaved rounds, best of each: robust to a passing load
             for name, fn in fns.items():
                 best[name] = max(best[name], _timed(fn, sizes[name]))
-        out[f"d{d}"] = best
+        flops = forward_flops(spec)
+        row = {k: best[f"{k}/float32"] for k in ("engine", "loop", "ceiling") if f"{k}/float32" in best}
+        for dt in dtypes:
+            peak_gflops = best[f"peak/{dt}"] * 2 * PEAK_N**3 / 1e9
+            r = {"peak_gflops": peak_gflops}
+            for k in ("engine", "loop", "ceiling"):
+                r[k] = best[f"{k}/{dt}"]
+                r[f"{k}_gflops"] = r[k] * flops / 1e9
+                r[f"{k}_of_peak"] = r[f"{k}_gflops"] / peak_gflops
+            row[dt] = r
+        row["nominal_gflop_per_network"] = flops / 1e9
+        out[f"d{d}"] = row
+    out["peak"] = {dt: best[f"peak/{dt}"] * 2 * PEAK_N**3 / 1e9 for dt in dtypes}
     return out
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'model':<8}{'engine':>12}{'loop':>12}{'ceiling':>12}{'eng/loop':>10}{'eng/ceil':>10}   (networks/s)"]
+def _gpt2(seq_len: int, dev: torch.device, dtypes, peaks: dict) -> dict:
+    spec = gpt2_small_spec(seq_len)
+    flops = forward_flops(spec)
+    out = {"seq_len": seq_len, "nominal_gflop_per_network": flops / 1e9}
+    for dt in dtypes:
+        fn = engine(spec, dev, dt)
+        fn(1)  # warm-up
+        t0 = time.perf_counter()
+        fn(1)
+        dt_s = time.perf_counter() - t0
+        gflops = flops / dt_s / 1e9
+        out[dt] = {"seconds_per_network": dt_s, "gflops": gflops, "of_peak": gflops / peaks[dt]}
+    return out
+
+
+def format_table(results: dict) -> str:
+    """The table `simulate bench` prints: per width and dtype, networks/s, GFLOP/s, fraction of peak."""
+    lines = []
+    peaks = results.get("peak", {})
+    if peaks:
+        lines.append("machine peak (dense %d^3 product): " % PEAK_N
+                     + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
+    lines.append(f"{'model':<8}{'dtype':<10}{'engine':>10}{'loop':>10}{'ceiling':>10}{'eng/loop':>9}{'eng/ceil':>9}"
+                 f"{'eng GF/s':>10}{'eng/peak':>9}{'ceil/peak':>10}   (networks/s)")
     for name, r in results.items():
-        lines.append(
-            f"{name:<8}{r['engine']:>12.1f}{r['loop']:>12.1f}{r['ceiling']:>12.1f}"
-            f"{r['engine'] / r['loop']:>10.2f}{r['engine'] / r['ceiling']:>10.2f}"
-        )
+        if not name.startswith("d") or not isinstance(r, dict):
+            continue
+        per = {dt: r[dt] for dt in BENCH_DTYPES if dt in r} or {"float32": dict(r, engine_gflops=float("nan"),
+                                                                                 engine_of_peak=float("nan"),
+                                                                                 ceiling_of_peak=float("nan"))}
+        for dt, x in per.items():
+            lines.append(
+                f"{name:<8}{dt:<10}{x['engine']:>10.1f}{x['loop']:>10.1f}{x['ceiling']:>10.1f}"
+                f"{x['engine'] / x['loop']:>9.2f}{x['engine'] / x['ceiling']:>9.2f}"
+                f"{x['engine_gflops']:>10.1f}{x['engine_of_peak']:>9.2f}{x['ceiling_of_peak']:>10.2f}"
+            )
+    g = results.get("gpt2_small")
+    if g:
+        lines.append(f"GPT-2 small, 12 layers, T = {g['seq_len']} ({g['nominal_gflop_per_network']:.1f} GFLOP nominal):")
+        for dt in BENCH_DTYPES:
+            if dt in g:
+                x = g[dt]
+                lines.append(f"  {dt:<9} {x['seconds_per_network']:.2f} s/network, {x['gflops']:.1f} GFLOP/s, "
+                             f"{x['of_peak']:.2f} of peak")
+    m = results.get("machine")
+    if m:
+        lines.append(f"machine: {m.get('cpu_capability', m.get('gpu', ''))}, {m['threads']} threads, load average "
+                     f"{m.get('load_average')} -> {m.get('load_average_end')} (ratios of one run are what count)")
     return "\n".join(lines)
