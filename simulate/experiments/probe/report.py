@@ -353,7 +353,10 @@ def write_outputs(results: dict, curves: dict, out: Path, *, command: str, wall_
         findings(results),
         f"Network: d_model {spec['d_model']}, {spec['n_heads']} heads, {spec['n_layers']} layers, context {T}, vocabulary "
         f"{spec['vocab_size']} (ids uniform), sigmas {', '.join(sorted({str(spec[k]) for k in spec if k.startswith('sigma_')}))}, "
-        f"{'attention only' if spec['attn_only'] else 'MLP ' + spec['activation']}, LayerNorm eps {spec['ln_eps']}. "
+        f"{'attention only' if spec['attn_only'] else 'MLP ' + (spec['activation'] if spec.get('mlp', 'standard') == 'standard' else spec['mlp'])}, "
+        f"{spec.get('normalization', 'layernorm')} eps {spec['ln_eps']}, positional {spec['positional']}"
+        f"{', QK-norm ' + str(spec['qk_norm']) if spec.get('qk_norm') else ''}"
+        f"{', ' + str(spec['n_kv_heads']) + ' key/value heads' if spec.get('n_kv_heads') else ''}. "
         f"Quenched: {meta['networks']} frozen networks per variant (the same weights across variants), {meta['sequences']} "
         f"sequences each, split {meta['split']['train']}/{meta['split']['val']}/{meta['split']['test']} (train/validation/test); "
         f"seed {meta['seed']}. Taps: {', '.join(meta['taps'])} of every layer; full-state probes at "
