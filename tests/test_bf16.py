@@ -23,6 +23,8 @@ from simulate.engine import Sampler, extract
 from theory import ModelSpec
 from theory.taps import all_taps
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # a shared CPU stalls torch's thread teams
+
 SPEC = ModelSpec(d_model=16, n_heads=2, n_layers=3, seq_len=4)  # tiny: 10^4 networks in seconds
 NETWORKS = 10_000
 
@@ -107,3 +109,39 @@ def test_float16_is_refused_on_a_cpu_and_the_cli_takes_bfloat16(tmp_path, capsys
     assert main(["run", "--spec", str(tmp_path / "s.json"), "--samples", "8", "--seed", "0", "--device", "cpu",
                  "--dtype", "float16", "--no-progress", "--out", str(out)]) == 2
     assert "float16" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- training under bf16 autocast
+def test_training_under_bf16_autocast_learns_like_float32(tmp_path):
+    """The first step's loss agrees with float32 to bf16 rounding (same init, same batch); 20
+    steps lower the loss as float32's do, and end within 0.1 nats of them (held-out, float32
+    evaluation); a float32 config still writes no ``autocast`` key (old runs resume)."""
+    import dataclasses
+    from pathlib import Path
+
+    from simulate.experiments.train import PRESETS, evaluate, load_model, train_model, windows
+    from simulate.experiments.train.corpus import load_corpus
+    from simulate.experiments.train.training import autocast
+
+    corpus = load_corpus(Path(__file__).parent / "data" / "tiny_corpus.txt", holdout=0.1)
+    base = dataclasses.replace(PRESETS["tiny"], d_model=16, n_heads=2, n_layers=2, seq_len=16, batch_size=8,
+                               steps=20, warmup=4, eval_every=20, eval_windows=4, checkpoint_every=20,
+                               positionals=("none",))
+    low = dataclasses.replace(base, autocast="bfloat16")
+    assert "autocast" not in base.to_dict() and low.to_dict()["autocast"] == "bfloat16"
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        dataclasses.replace(base, autocast="float16")
+    batch = windows(corpus.heldout, base.seq_len + 1, 16)
+    from simulate.experiments.train.model import NoPETransformer
+    model = NoPETransformer(base.spec("none"), seed=0)
+    with torch.no_grad():
+        exact = float(model.loss(batch[:, :-1], batch[:, 1:]))
+        with autocast(low):
+            rounded = float(model.loss(batch[:, :-1], batch[:, 1:]))
+    assert rounded != exact and abs(rounded - exact) < 0.01
+    finals = {}
+    for cfg in (base, low):
+        summary = train_model(cfg, corpus, tmp_path / cfg.autocast, "none", progress=False)
+        assert np.mean(summary["train_loss"][-5:]) < np.mean(summary["train_loss"][:5]) - 0.5
+        finals[cfg.autocast] = evaluate(load_model(tmp_path / cfg.autocast / "none" / "checkpoint.pt"), batch)
+    assert abs(finals["bfloat16"] - finals["none"]) < 0.1, finals

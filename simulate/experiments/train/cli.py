@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the data order (default 0)")
     p.add_argument("--positional", default=None, help="comma-separated models to train: none,learned (default both)")
+    p.add_argument("--autocast", default=None, choices=("none", "bfloat16"),
+                   help="training steps under bf16 autocast (weights and optimiser float32; default none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--sequences", type=int, default=256, help="held-out windows for the measurement (default 256)")
     p.add_argument("--groups", type=int, default=8, help="disjoint groups of windows for the slopes' errors (default 8)")
@@ -68,6 +70,8 @@ def _config(args) -> TrainConfig:
         changes["steps"] = args.steps
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.autocast is not None:
+        changes["autocast"] = args.autocast
     if args.positional is not None:
         changes["positionals"] = tuple(p.strip() for p in args.positional.split(",") if p.strip())
         bad = [p for p in changes["positionals"] if p not in POSITIONALS]

@@ -23,6 +23,12 @@ bytes (every position of a window counts, so contexts of 1..seq_len bytes are av
 Optimiser: AdamW (Loshchilov & Hutter 2019), betas (0.9, 0.95), weight decay on every
 matrix (not on the final LayerNorm's gain and bias), linear warm-up then cosine decay to
 ``min_lr_ratio * lr``, gradient clipping at norm 1 (the nanoGPT recipe).
+
+Precision: ``autocast="bfloat16"`` runs each training step's forward under
+``torch.autocast`` (bf16 matrix products; LayerNorm, softmax and the cross-entropy in float32,
+torch's autocast lists); the weights, gradients and AdamW state stay float32 (mixed
+precision), and every evaluation (the held-out curve and the final bits per byte) runs in
+float32. ``"none"`` (the default) is float32 throughout and leaves the run's files as before.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from .model import NoPETransformer
 STREAM_DATA = 0xDA7A
 CHECKPOINT_VERSION = 1
 POSITIONALS = ("none", "learned")
+AUTOCASTS = ("none", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,11 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     positionals: tuple[str, ...] = POSITIONALS
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"autocast must be one of {', '.join(AUTOCASTS)}, got {self.autocast!r}")
         for name in ("d_model", "n_heads", "n_layers", "seq_len", "batch_size", "steps", "eval_every",
                      "eval_windows", "final_eval_windows", "checkpoint_every"):
             value = getattr(self, name)
@@ -99,6 +109,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["positionals"] = list(self.positionals)
+        if d["autocast"] == "none":  # float32 runs write (and fingerprint) what they always did
+            d.pop("autocast")
         return d
 
     def fingerprint(self) -> dict:
@@ -126,6 +138,11 @@ def optimizer(model: NoPETransformer, cfg: TrainConfig) -> torch.optim.AdamW:
     rest = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def autocast(cfg: TrainConfig) -> torch.autocast:
+    """The training step's precision: ``torch.autocast`` to bfloat16, or disabled (float32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16")
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -239,7 +256,8 @@ class _Training:
             group["lr"] = learning_rate(cfg, step)
         starts = torch.randint(self.train.numel() - T - 1, (B,), generator=self.gen)
         batch = self.train[starts.unsqueeze(1) + self.offsets].long()  # (B, T+1)
-        loss = model.loss(batch[:, :-1], batch[:, 1:])
+        with autocast(cfg):
+            loss = model.loss(batch[:, :-1], batch[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
