@@ -46,7 +46,8 @@ def _timed_sweep(workers: int, grid, folder: str) -> dict:
         wall = time.perf_counter() - t
     ds = open_dataset(folder)
     theory_s, point_s = ds["theory_s"].values, ds["wall_s"].values
-    return {"workers": workers, "wall_s": wall, "points": summary.ran,
+    return {"workers": workers, "wall_s": wall, "points": summary.ran, "write_s": summary.write_s,
+            "cpu_per_point_s": float(np.nanmean(ds["cpu_s"].values)),
             "mean_point_s": float(np.nanmean(point_s)),
             "theory_share": float(np.nansum(theory_s) / np.nansum(point_s)),
             "simulation_share": float(np.nansum(ds["simulation_s"].values) / np.nansum(point_s))}
@@ -77,12 +78,16 @@ def main() -> None:
     speedup = statistics.median(ratios)
     rows = [{"wall_s": statistics.median(r["wall_s"] for r in runs[w]),
              "theory_share": statistics.median(r["theory_share"] for r in runs[w]),
-             "simulation_share": statistics.median(r["simulation_share"] for r in runs[w])} for w in (1, 2)]
+             "simulation_share": statistics.median(r["simulation_share"] for r in runs[w]),
+             "cpu": statistics.median(r["cpu_per_point_s"] for r in runs[w]),
+             "write": statistics.median(r["write_s"] / max(r["points"], 1) for r in runs[w])} for w in (1, 2)]
     print(f"grid: {json.dumps(_grid(args))}")
     print(f"median of {args.repeats}: 1 worker {rows[0]['wall_s']:.1f} s, 2 workers {rows[1]['wall_s']:.1f} s; speed-up per "
           f"round {', '.join(f'{r:.2f}x' for r in ratios)}, median {speedup:.2f}x "
           f"(target >= 1.8x on two idle cores); theory {100 * rows[0]['theory_share']:.1f}% and simulation "
           f"{100 * rows[0]['simulation_share']:.1f}% of a point's time (1 worker); "
+          f"CPU per point {rows[0]['cpu']:.2f} s (1 worker) and {rows[1]['cpu']:.2f} s (2 workers), the client's "
+          f"store write {1000 * rows[0]['write']:.0f} ms a point; "
           f"load average before {load0[0]:.2f}, after {load1[0]:.2f} on {os.cpu_count()} cores "
           "(a shared machine: other processes take cores, and the ratio with them)")
 

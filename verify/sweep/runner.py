@@ -39,6 +39,7 @@ class SweepSummary:
     failed: int = 0
     invalid: int = 0
     wall_s: float = 0.0
+    write_s: float = 0.0  # the client's time writing points to the store
     note: str = ""
     errors: list[str] = field(default_factory=list)
 
@@ -165,7 +166,9 @@ def _run(client, store: Store, grid: Grid, todo: list[Point], summary: SweepSumm
                     summary.invalid += 1
                     bar.invalid += 1
                 else:
+                    t = time.perf_counter()
                     store.write_result(idx, result, seed)
+                    summary.write_s += time.perf_counter() - t
                     summary.ran += 1
                     summary.finished += 1
                     bar.finished += 1

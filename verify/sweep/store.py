@@ -17,7 +17,7 @@ without its layer, ``attn.hook_z``), ``layer`` (0-based), ``quantity`` (``mean``
 | ``theory_level`` | tap, layer, level | 0 exact, 1 asymptotic, 2 approximate |
 | ``status`` | | 0 pending, 1 done, 2 failed, 3 invalid |
 | ``error`` | | why a point failed or is invalid |
-| ``seed``, ``passed``, ``logit_variance``, ``theory_s``, ``simulation_s``, ``wall_s``, ``worker`` | | per point |
+| ``seed``, ``passed``, ``logit_variance``, ``theory_s``, ``simulation_s``, ``wall_s``, ``cpu_s``, ``worker`` | | per point |
 
 Absent numbers are NaN (a tap a point's spec does not have, a position beyond its T).
 
@@ -61,10 +61,11 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, Any]] = {
     "tolerance": (_TAP, "f8", math.nan), "theory_level": (_TAP, "i1", -1),
     "seed": ((), "i8", -1), "passed": ((), "i1", -1), "logit_variance": ((), "f8", math.nan),
     "theory_s": ((), "f8", math.nan), "simulation_s": ((), "f8", math.nan), "wall_s": ((), "f8", math.nan),
+    "cpu_s": ((), "f8", math.nan),
     "worker": ((), f"<U{TEXT}", ""), "error": ((), f"<U{ERROR_TEXT}", ""),
     "status": ((), "i1", 0),  # last: written after a point's numbers
 }
-POINT_NUMBERS = ("logit_variance", "theory_s", "simulation_s", "wall_s")
+POINT_NUMBERS = ("logit_variance", "theory_s", "simulation_s", "wall_s", "cpu_s")
 
 
 class StoreError(ValueError):

@@ -70,7 +70,7 @@ def simulate_point(spec: ModelSpec, taps, samples: int, seed: int, positions, de
 def run_point(task: dict) -> dict:
     """Run one point (see the module docstring); returns the columns and timings, or
     ``{"invalid": reason}`` for a spec outside theory's numeric domain (`check_domain`)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     spec = ModelSpec.from_dict(task["spec"])
     try:
         check_domain(spec, evaluate=True, level="best")
@@ -112,6 +112,7 @@ def run_point(task: dict) -> dict:
         "theory_s": t_theory,
         "simulation_s": t_sim,
         "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - cpu0,  # this worker process's CPU time for the point
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
 
