@@ -98,6 +98,22 @@ def test_bad_json_and_missing_store(tmp_path, capsys):
     assert "no sweep store" in capsys.readouterr().err
 
 
+def test_boundary_crossing_and_paper_slice():
+    from verify.sweep.maps import crossing
+    from verify.sweep.regimes import _nearest_paper
+
+    m = np.array([1, 2, 4, 8])
+    # |r| crosses 5% between m = 2 (2%) and m = 4 (8%): halfway in |r| is halfway in log m
+    assert crossing(m, np.array([0.0, 0.02, 0.08, 0.2]), 0.05) == (pytest.approx(2 * math.sqrt(2)), "")
+    assert crossing(m, np.array([0.0, -0.01, 0.02, 0.04]), 0.05) == (8.0, ">=")
+    assert crossing(m, np.array([0.3, 0.4, 0.5, 0.6]), 0.05) == (1.0, "<=")
+    assert math.isnan(crossing(m, np.full(4, np.nan), 0.05)[0])
+    # other axes are held nearest the paper's value (GPT-2: d = 768, sigma 0.02), in log distance
+    assert _nearest_paper("d_model", [16, 512, 1024]) == 1024
+    assert _nearest_paper("sigma_v", [0.01, 0.05, 0.5]) == 0.01
+    assert _nearest_paper("attn_scale", ["linear", "sqrt"]) == "sqrt"
+
+
 # ------------------------------------------------------------------ end to end
 def test_end_to_end_store_labels_and_invalid_points(swept):
     out, summary = swept

@@ -106,9 +106,10 @@ def heat_map(title: str, x: tuple[str, list], y: tuple[str, list], errors: dict,
                 if missing[i, j]:
                     ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], facecolor="0.85",
                                            edgecolor="0.6", hatch="xx", linewidth=0.0))
-                elif noise[level][i, j]:
+                elif noise[level][i, j]:  # white lines on the dark end of viridis, black on the bright end
+                    ink = "white" if not np.isfinite(e[i, j]) or e[i, j] < 0.03 else "black"
                     ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], fill=False,
-                                           edgecolor="white", hatch="///", linewidth=0.0))
+                                           edgecolor=ink, hatch="///", linewidth=0.0))
         finite = np.isfinite(e)
         if len(xv) >= 2 and len(yv) >= 2 and finite.sum() >= 4 and np.nanmax(e) > min(CONTOURS) * 0.999 \
                 and np.nanmin(e) < max(CONTOURS):
