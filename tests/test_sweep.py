@@ -114,6 +114,35 @@ def test_boundary_crossing_and_paper_slice():
     assert _nearest_paper("attn_scale", ["linear", "sqrt"]) == "sqrt"
 
 
+def test_heat_map_marks_the_paper_hatches_noise_and_draws_contours():
+    from matplotlib.patches import Rectangle
+
+    from verify.sweep.grid import spec_fields
+    from verify.sweep.maps import heat_map
+
+    err = np.array([[0.002, 0.03, 0.3], [0.004, 0.06, 0.5], [0.008, 0.1, 0.9]])  # (y, x)
+    noise = np.zeros((3, 3), bool)
+    noise[0, :2] = True
+    missing = np.zeros((3, 3), bool)
+    missing[2, 2] = True
+    fig = heat_map("t", ("d_model", [512, 768, 1024]), ("sigma_q", [0.01, 0.02, 0.04]),
+                   {"best": err, "leading": 2 * err}, {"best": noise, "leading": noise}, missing, spec_fields())
+    best, leading = fig.axes[:2]
+    stars = [ln for ln in best.lines if ln.get_marker() == "*"]
+    assert len(stars) == 1 and stars[0].get_xdata()[0] == 768 and stars[0].get_ydata()[0] == 0.02
+    hatched = [p for p in best.patches if isinstance(p, Rectangle) and p.get_hatch() == "///"]
+    grey = [p for p in best.patches if isinstance(p, Rectangle) and p.get_hatch() == "xx"]
+    assert len(hatched) == 2 and len(grey) == 1
+    assert best.get_xscale() == "linear" and best.get_yscale() == "linear"
+    from matplotlib.contour import ContourSet
+
+    contours = [c for c in best.collections if isinstance(c, ContourSet)]
+    assert len(contours) == 1 and list(contours[0].levels) == [0.01, 0.05, 0.2]
+    off = heat_map("t", ("d_model", [16, 32]), ("sigma_q", [0.1, 1.0]), {"best": err[:2, :2]},
+                   {"best": noise[:2, :2]}, missing[:2, :2], spec_fields())
+    assert "off this map" in " ".join(t.get_text() for t in off.axes[0].texts)
+
+
 # ------------------------------------------------------------------ end to end
 def test_end_to_end_store_labels_and_invalid_points(swept):
     out, summary = swept
