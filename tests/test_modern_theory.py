@@ -252,3 +252,23 @@ def test_modern_specs_strategy_draws_specs_the_theory_predicts():
             assert np.all(np.isfinite(pred.var("hook_resid_post", layer)))
 
     check()
+
+
+def test_layer_one_laws_of_the_variants():
+    """theory.law: QK-norm scores and the RMSNorm coordinate are scaled sphere coordinates (KS against draws)."""
+    from scipy import stats
+
+    from theory.laws import law
+    rng = np.random.default_rng(7)
+    spec = ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=8, attn_only=True, ln_eps=0.0, qk_norm=True,
+                     sigma_q=0.3, sigma_k=3.0, attn_temperature={"floor_scale": 2, "scale": 0.5})
+    q, k = rng.standard_normal((2, 20_000, 16))
+    gamma = spec.attn_temperature.factor(5)
+    cos = (q * k).sum(1) / np.linalg.norm(q, axis=1) / np.linalg.norm(k, axis=1)
+    assert stats.kstest(cos * 16 / 4 * gamma, law(spec, "blocks.0.attn.hook_attn_scores", 6).cdf).pvalue > 1e-3
+    rms = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=2, ln_eps=0.0, normalization="rmsnorm")
+    x = rng.standard_normal((20_000, 16))
+    e = x / np.sqrt((x**2).mean(1, keepdims=True))
+    assert stats.kstest(e[:, 0], law(rms, "blocks.0.ln1.hook_normalized").cdf).pvalue > 1e-3
+    with pytest.raises(NotImplementedError):
+        law(ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4, positional="alibi"), "blocks.0.attn.hook_attn_scores", 3)

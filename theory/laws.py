@@ -256,6 +256,45 @@ def _scores(spec: ModelSpec, position: int | None) -> Law:
                density, x, dist, True, "cdf as the chi-square mixture of Gaussian cdfs (abs error < 1e-9)")
 
 
+def _cosine_law(tap: str, dim: int, half_width: float, what: str) -> Law:
+    """``half_width (2B - 1)``, ``B ~ Beta((dim-1)/2, (dim-1)/2)``: a coordinate of a uniform point of
+    ``S^{dim-1}`` (``(1 + C)/2 ~ Beta``), scaled to ``[-half_width, half_width]``."""
+    a = (dim - 1) / 2.0
+    x = sp.Symbol("x", real=True)
+    w = sp.Float(half_width)
+    density = (1 - (x / w) ** 2) ** sp.Rational(dim - 3, 2) / (w * sp.beta(sp.Rational(1, 2), sp.Rational(dim - 1, 2)))
+    return Law(tap, what, density, x, stats.beta(a, a, loc=-half_width, scale=2 * half_width), True, "exact (scipy's Beta)")
+
+
+def _modern_law(spec: ModelSpec, suffix: str, position: int | None) -> Law | None:
+    """The layer-1 laws that RMSNorm, QK-norm, RoPE, ALiBi or the temperature change (docs/modern-blocks.md);
+    None where the NoPE LayerNorm law holds; NotImplementedError where no closed form is given."""
+    rms, qk = spec.normalization == "rmsnorm", spec.qk_norm_at(0)
+    scheme, temp = spec.positional_at(0), spec.temperature_at(0)
+    if not (rms or qk or scheme != "none" or temp is not None) or suffix == "hook_resid_pre":
+        return None
+    eps = float(spec.ln_eps)
+    if suffix == "ln1.hook_normalized" and rms:
+        if eps:
+            raise NotImplementedError("the RMSNorm coordinate law with eps > 0 is a radius mixture not given here")
+        return _cosine_law("ln1.hook_normalized", spec.d_model, math.sqrt(spec.d_model),
+                           "RMSNorm coordinate: sqrt(d) times a coordinate of a uniform point of S^{d-1}")
+    if suffix in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
+        if rms and eps:
+            raise NotImplementedError("the projections after RMSNorm with eps > 0 are a radius mixture not given here")
+        return None  # Gaussian sigma sqrt(d) at eps = 0 (RoPE, QK-norm and the temperature act after the tap)
+    if suffix == "attn.hook_attn_scores":
+        gamma = temp.factor(position - 1) if temp is not None and position is not None else 1.0
+        if qk and scheme != "alibi" and eps == 0 and (temp is None or position is not None):
+            s = logit_scale(spec.d_head, spec.attn_scale)
+            return _cosine_law("attn.hook_attn_scores", spec.d_head, s * spec.d_head * gamma,
+                               "QK-norm score s d_head cos(q, k): cos a coordinate of a uniform point of S^{d_head-1}")
+        if qk or scheme == "alibi" or temp is not None or (rms and eps):
+            raise NotImplementedError("no closed-form score law for this variant here; its moments are in theory.predict")
+        return None  # RoPE rotations keep the variance-gamma law
+    return None
+
+
 def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
     """The law of one coordinate of a layer-1 tap at query position ``position`` (1-based).
 
@@ -269,6 +308,9 @@ def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
     suffix, layer = parse_tap(tap)
     if layer != 0:
         raise NotImplementedError(f"laws exist for layer 1 (blocks.0) only; got {tap}")
+    modern = _modern_law(spec, suffix, position)  # RMSNorm, QK-norm, RoPE, ALiBi, temperature (issue 16)
+    if modern is not None:
+        return modern
     if suffix == "hook_resid_pre":
         x = sp.Symbol("x", real=True)
         s = spec.sigma_embed
