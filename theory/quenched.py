@@ -228,7 +228,9 @@ def quenched_law(spec: ModelSpec, prediction=None, level: str = "best") -> Quenc
     why = _supported(spec)
     if why:
         raise ValueError(why)
-    pred = prediction if prediction is not None else _depth.predict(spec, level, keep_kernels=False)
+    if prediction is None:  # the levels of a finite table's rows are those of Gaussian inputs (theory.depth)
+        prediction = _depth.predict(spec.replace(vocab_size=None), level, keep_kernels=False)
+    pred = prediction
     d, T, L = int(spec.d_model), int(spec.seq_len), int(spec.n_layers)
     n = float(d - 1 if spec.normalization == "layernorm" else d)
     dm = float(spec.mlp_width) if hasattr(spec, "mlp_width") else float(spec.mlp_ratio * d)
