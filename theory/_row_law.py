@@ -202,24 +202,41 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
         first[g] = block[:, -1] if mean_weights else 0.0
     tiny = 1e-300
     with np.errstate(divide="ignore"):
-        log_phi = np.log(phi)  # -inf where phi underflows: those t carry no mass
+        log_phi = np.where(phi > 0, np.log(phi), -1e10)  # where phi underflows those t carry no mass (and 0 x -inf is nan)
     log_Phi = counts @ log_phi  # (P, Y)
     inv = 1.0 / np.maximum(phi, tiny)
-    # the measures of 1/s = int e^{-ts} dt, 1/s^2 = int t e^{-ts} dt, 1/s^4 = int t^3/6 e^{-ts} dt
-    # (dt = t dy), times Phi, in logs: t^4 overflows where Phi and the integrand are tiny
-    log_dy = math.log(y_step)
-    L1, L2, L4 = log_Phi + y + log_dy, log_Phi + 2.0 * y + log_dy, log_Phi + 4.0 * y + log_dy - math.log(6.0)
-    L3 = log_Phi + 3.0 * y + log_dy - math.log(2.0)  # 1/s^3 = int t^2/2 e^{-ts} dt
-    rp, rpr, rc, r4, r1 = psi * inv, psi_r * inv, chi * inv, psi4 * inv, first * inv  # (G, Y)
-    sum_sq = _integrate(L2, counts @ rp)
-    sum_sq_r = _integrate(L2, counts @ rpr)
-    cc = counts @ rc
-    coupling = _integrate(L2, cc * cc - counts @ (rc * rc))
-    cp = counts @ rp
-    sum_sq2 = _integrate(L4, counts @ r4 + cp * cp - counts @ (rp * rp))
-    sum_cube = _integrate(L3, counts @ (psi3 * inv))
-    mean_weight = (np.stack([_integrate(L1, np.broadcast_to(r1[g], L1.shape)) for g in range(G)], axis=1) * (counts > 0)
-                   if mean_weights else np.zeros((counts.shape[0], G)))
+    rp, rpr, rc, r4, r3, r1 = psi * inv, psi_r * inv, chi * inv, psi4 * inv, psi3 * inv, first * inv  # (G, Y)
+    # the measures of 1/s = int e^{-ts} dt, 1/s^2 = int t e^{-ts} dt, 1/s^3 = int t^2/2 e^{-ts} dt,
+    # 1/s^4 = int t^3/6 e^{-ts} dt (dt = t dy), times Phi
+    if 4.0 * float(y.max()) < 700.0 and G <= 8:
+        # Phi once; every integral a matrix product (P, Y) @ (Y, k): sums over groups and pairs of groups
+        Phi = np.exp(log_Phi)
+        m1, m2, m3, m4 = t * y_step, t**2 * y_step, t**3 * y_step / 2.0, t**4 * y_step / 6.0
+        lin = Phi @ np.stack([(rp * m2).T, (rpr * m2).T, (r4 * m4).T, (r3 * m3).T, (r1 * m1).T, (rc * rc * m2).T,
+                              (rp * rp * m4).T], axis=0).transpose(1, 0, 2).reshape(Y, -1)  # (P, 7 G)
+        lin = lin.reshape(-1, 7, G)
+        sum_sq = (counts * lin[:, 0]).sum(1)
+        sum_sq_r = (counts * lin[:, 1]).sum(1)
+        pair_c = Phi @ (rc[:, None, :] * rc[None, :, :] * m2).reshape(G * G, Y).T  # (P, G G)
+        pair_p = Phi @ (rp[:, None, :] * rp[None, :, :] * m4).reshape(G * G, Y).T
+        cc = (counts[:, :, None] * counts[:, None, :]).reshape(-1, G * G)
+        coupling = (cc * pair_c).sum(1) - (counts * lin[:, 5]).sum(1)
+        sum_sq2 = (counts * lin[:, 2]).sum(1) + (cc * pair_p).sum(1) - (counts * lin[:, 6]).sum(1)
+        sum_cube = (counts * lin[:, 3]).sum(1)
+        mean_weight = lin[:, 4] * (counts > 0) if mean_weights else np.zeros((counts.shape[0], G))
+    else:  # products formed in logs: t^4 overflows where Phi and the integrand are tiny; or many groups
+        log_dy = math.log(y_step)
+        L1, L2, L4 = log_Phi + y + log_dy, log_Phi + 2.0 * y + log_dy, log_Phi + 4.0 * y + log_dy - math.log(6.0)
+        L3 = log_Phi + 3.0 * y + log_dy - math.log(2.0)
+        sum_sq = _integrate(L2, counts @ rp)
+        sum_sq_r = _integrate(L2, counts @ rpr)
+        cc = counts @ rc
+        coupling = _integrate(L2, cc * cc - counts @ (rc * rc))
+        cp = counts @ rp
+        sum_sq2 = _integrate(L4, counts @ r4 + cp * cp - counts @ (rp * rp))
+        sum_cube = _integrate(L3, counts @ r3)
+        mean_weight = (np.stack([_integrate(L1, np.broadcast_to(r1[g], L1.shape)) for g in range(G)], axis=1) * (counts > 0)
+                       if mean_weights else np.zeros((counts.shape[0], G)))
     return sum_sq, sum_sq_r, coupling, sum_sq2, sum_cube, mean_weight
 
 
@@ -263,7 +280,10 @@ def layer_one_rows(positions, tau2_bar: float, d_head: float, d: int, c: float,
 
 
 def _integrate(log_measure: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``sum_y exp(log_measure) values`` per row, each product formed in logs (no overflow)."""
+    """``sum_y exp(log_measure) values`` per row; where the measure would overflow, each product
+    is formed in logs (the integrand is small where ``t^4`` is huge and ``Phi`` tiny)."""
+    if float(np.max(log_measure)) < 700.0:
+        return (np.exp(log_measure) * values).sum(1)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         terms = np.sign(values) * np.exp(log_measure + np.log(np.abs(values)))
     return np.where(np.isfinite(terms), terms, 0.0).sum(1)

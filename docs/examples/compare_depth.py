@@ -55,7 +55,7 @@ def main() -> None:
         quantity = "sum_sq" if tap.endswith("hook_pattern") else "var"
         stats = sim[tap]
         value, se = getattr(stats, quantity), getattr(stats, quantity + "_se")
-        theory = at[tap][quantity]
+        theory = at[tap].values[quantity]
         rel, z = theory / value - 1, (theory - value) / np.where(se > 0, se, np.nan)
         print(f"{tap:34s} " + " ".join(f"{r * 100:+7.2f}%({zz:+5.1f})" for r, zz in zip(rel, z)))
         suffix, layer = parse_tap(tap)
