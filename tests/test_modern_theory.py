@@ -272,3 +272,37 @@ def test_layer_one_laws_of_the_variants():
     assert stats.kstest(e[:, 0], law(rms, "blocks.0.ln1.hook_normalized").cdf).pvalue > 1e-3
     with pytest.raises(NotImplementedError):
         law(ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=4, positional="alibi"), "blocks.0.attn.hook_attn_scores", 3)
+
+
+def test_swiglu_kernel_against_monte_carlo():
+    """The SwiGLU depth map's kernel (theory.depth_maps.swiglu.gated_kernel) against a torch reference:
+    one RMS-normalised pair of positions with correlation rho, fresh weights per network. At rho = 0
+    the off-diagonal is b_1^2 C/D (the cosine's variance), which the kernel-only map misses (0)."""
+    from theory import _activations
+    from theory._kernel_maps import correlation, layernorm_kernel
+    from theory.depth_maps.swiglu import gated_kernel
+    d, dm, s = 32, 64, 0.05
+    g = torch.Generator().manual_seed(11)
+    for rho in (0.0, 0.5):
+        K = np.array([[1.0, rho], [rho, 1.0]])
+        E, _ = layernorm_kernel(K, d, 0.0, dof=d)
+        C = s**2 * d * E
+        FC, _ = gated_kernel(C, correlation(K), d)
+        theory_off = s**2 * dm * FC[0, 1]
+        offs = []
+        for _ in range(4):
+            B = 1000
+            z = torch.randn(B, 2, d, generator=g, dtype=torch.float64)
+            x = torch.stack([z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho**2) * z[:, 1]], 1)
+            e = x / x.pow(2).mean(-1, keepdim=True).sqrt()
+            gate = torch.einsum("bhd,btd->bth", torch.randn(B, dm, d, generator=g, dtype=torch.float64) * s, e)
+            up = torch.einsum("bhd,btd->bth", torch.randn(B, dm, d, generator=g, dtype=torch.float64) * s, e)
+            h = torch.einsum("bdh,bth->btd", torch.randn(B, d, dm, generator=g, dtype=torch.float64) * s,
+                             torch.nn.functional.silu(gate) * up)
+            offs.append((h[:, 0] * h[:, 1]).mean(-1))
+        off = torch.cat(offs)
+        se = float(off.std()) / math.sqrt(off.numel())
+        assert abs(float(off.mean()) - theory_off) <= 4.5 * se, (rho, float(off.mean()), theory_off, se)
+        if rho == 0.0:
+            F, _ = _activations.mehler_kernel("silu", C)
+            assert abs(float(off.mean()) - s**2 * dm * (F * C)[0, 1]) > 4.5 * se  # the kernel-only map is refuted
