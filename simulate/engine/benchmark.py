@@ -220,10 +220,9 @@ def _bench(widths, seq_len, seconds, dev, rounds, dtypes) -> dict:
             fns.update({f"engine/{dt}": engine(spec, dev, dt), f"loop/{dt}": loop(spec, dev, dt),
                         f"ceiling/{dt}": ceiling(spec, dev, chunk, dt)})
         for name, fn in fns.items():
-            if name not in sizes:
+            if name not in peaks:  # each width's own sizes and bests (the peaks are shared)
                 sizes[name] = _calibrate(fn, seconds / rounds, chunk if name.startswith("ceiling") else 2)
-        for name in fns:
-            best.setdefault(name, 0.0)
+                best[name] = 0.0
         for _ in range(rounds):  # interleaved rounds, best of each: robust to a passing load
             for name, fn in fns.items():
                 best[name] = max(best[name], _timed(fn, sizes[name]))
