@@ -1,6 +1,6 @@
 """Layer-1 hook_attn_out: the quenched law of log |h_m|^2/d against many frozen networks.
 
-    python docs/evidence/probe-paper/quenched_check.py D NETWORKS SEQUENCES T
+    python docs/evidence/probe-paper/quenched_check.py D HEADS NETWORKS SEQUENCES T
 
 Per network (seeds 100, 101, ...; GPT-2's init, vocabulary 50257, one layer), the
 within-network variance of log s_m over SEQUENCES sequences divided by theory.quenched's
@@ -21,8 +21,8 @@ from theory.information import predicted_probe
 from theory.quenched import quenched_law
 
 torch.set_num_threads(1)
-d, K, N, T = (int(a) for a in sys.argv[1:5])
-spec = ModelSpec(d_model=d, n_heads=max(1, d // 64), n_layers=1, seq_len=T, vocab_size=50257)
+d, H, K, N, T = (int(a) for a in sys.argv[1:6])
+spec = ModelSpec(d_model=d, n_heads=H, n_layers=1, seq_len=T, vocab_size=50257)
 tap = "blocks.0.hook_attn_out"
 law = quenched_law(spec).law(tap)
 y = np.tile(np.arange(1, T + 1), N)
@@ -35,7 +35,7 @@ for k in range(K):
     ratios.append(ls.var(axis=0, ddof=1) / law.var)
     maes.append(np.abs(invert_law(law.mean, law.var, np.exp(ls)).point - y).mean())
 ratios = np.array(ratios)
-edges = [1, 2, 4, 16, 64, T // 2, T + 1]
+edges = sorted({1, 2, 4, 16, 64, T // 2, T + 1})
 for a, b in zip(edges[:-1], edges[1:]):
     per = ratios[:, a - 1:b - 1].mean(axis=1)
     print(f"m in [{a}, {b - 1}]: Var(log s) measured / predicted = {per.mean():.3f} ± {per.std(ddof=1) / np.sqrt(K):.3f}")
