@@ -241,8 +241,9 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
 
 
 # Below this size of the neglected order tau_bar^2 delta^2 the LayerNorm radii are replaced by
-# their r.m.s. inside the softmax (its error is then below the quadrature's, 1e-6).
-RADIUS_ORDER_MIN = 1e-6
+# their r.m.s. inside the softmax: its error is then below the floor of every declared
+# tolerance (`theory.tolerance.APPROX_FLOOR`).
+RADIUS_ORDER_MIN = 1e-4
 
 
 def layer_one_rows(positions, tau2_bar: float, d_head: float, d: int, c: float,

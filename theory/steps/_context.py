@@ -174,7 +174,7 @@ class LayerOne:
     def radius_jointly(self) -> bool:
         """Numeric, eps > 0 and ``tau_bar^2 delta^2`` above `theory._row_law.RADIUS_ORDER_MIN`: the
         LayerNorm radii are averaged jointly with the directions inside the softmax
-        (`theory._row_law.layer_one_rows`); below, replaced by their r.m.s. (error below 1e-6)."""
+        (`theory._row_law.layer_one_rows`); below, replaced by their r.m.s. (error below the 1e-4 floor)."""
         if not self.numeric or sp.sympify(self.eps) == 0 or self.f(self.sigma_e) == 0:
             return False
         return self.f(self.tau2_bar) * self.f(self.radius_spread) ** 2 > RADIUS_ORDER_MIN
