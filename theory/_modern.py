@@ -50,6 +50,7 @@ from scipy.special import gammaln
 
 from ._kernel_maps import layernorm_radius_moments
 from ._quadrature import row_expectations, scaled_chi2_rule, sphere_coordinate_rule
+from .quantities import alibi_slopes  # noqa: F401 (one rule for theory and simulate; re-exported)
 
 # ---------------------------------------------------------------- QK-norm
 def qk_norm_key_dim(d_head: int) -> int:
@@ -142,24 +143,6 @@ def rope_scale_sharing(T: int, d_head: int, base: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- ALiBi
-def alibi_slopes(n_heads: int) -> list[float]:
-    """Per-head slopes of Press et al. 2022 (their reference ``get_slopes``; simulate's rule, tested equal).
-
-    >>> alibi_slopes(4)
-    [0.25, 0.0625, 0.015625, 0.00390625]
-    """
-    def power_of_two(n: int) -> list[float]:
-        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
-        return [start * start**i for i in range(n)]
-
-    if n_heads < 1:
-        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
-    if math.log2(n_heads).is_integer():
-        return power_of_two(n_heads)
-    closest = 2 ** math.floor(math.log2(n_heads))
-    return power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
-
-
 def alibi_weights(T: int, slope: float) -> np.ndarray:
     """The tau -> 0 limit: ``w[m, k] = e^{-slope (m - k)} / sum_{k' <= m} e^{-slope (m - k')}`` (T, T)."""
     idx = np.arange(T)

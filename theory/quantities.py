@@ -75,4 +75,26 @@ def radius_spread(d, eps, sigma_e):
     return share * _sqrt(2 / (d - 1) if _is_sympy(d) else 2.0 / (d - 1))
 
 
-__all__ = ["SCALE_RULES", "logit_scale", "logit_scale_squared", "mean_logit_variance", "radius_spread"]
+def alibi_slopes(n_heads: int) -> list[float]:
+    """Per-head ALiBi slopes of Press et al. 2022 (their reference ``get_slopes``): for a
+    power of two ``n``, ``2^(-8 k / n)``, k = 1..n; otherwise those of the power of two below
+    and every other slope of the one above. Theory and simulate read this one rule.
+
+    >>> alibi_slopes(4)
+    [0.25, 0.0625, 0.015625, 0.00390625]
+    >>> alibi_slopes(8) == [2.0 ** -k for k in range(1, 9)]
+    True
+    """
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))  # 2^(-8/n)
+        return [start * start**i for i in range(n)]
+
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    if math.log2(n_heads).is_integer():
+        return power_of_two(n_heads)
+    closest = 2 ** math.floor(math.log2(n_heads))
+    return power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+
+
+__all__ = ["SCALE_RULES", "logit_scale", "logit_scale_squared", "mean_logit_variance", "radius_spread", "alibi_slopes"]

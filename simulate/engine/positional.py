@@ -54,11 +54,10 @@ Each variant follows its reference paper:
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from theory import ModelSpec
+from theory.quantities import alibi_slopes  # noqa: F401 (the one rule for theory and simulate; re-exported)
 
 ROPE_BASE = 10000.0
 SINUSOID_BASE = 10000.0
@@ -102,25 +101,6 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     c = cos.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
     s = sin.to(x.dtype).unsqueeze(-2)  # (T, 1, dh/2)
     return torch.cat((first * c - second * s, second * c + first * s), dim=-1)  # (..., T, H, dh)
-
-
-def alibi_slopes(n_heads: int) -> list[float]:
-    """Per-head slopes of Press et al. 2022 (their reference ``get_slopes``).
-
-    >>> alibi_slopes(8) == [2.0 ** -k for k in range(1, 9)]
-    True
-    """
-
-    def power_of_two(n: int) -> list[float]:
-        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))  # 2^(-8/n)
-        return [start * start**i for i in range(n)]
-
-    if n_heads < 1:
-        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
-    if math.log2(n_heads).is_integer():
-        return power_of_two(n_heads)
-    closest = 2 ** math.floor(math.log2(n_heads))
-    return power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
 
 
 def alibi_bias(n_heads: int, seq_len: int, *, device=None, dtype=torch.float32) -> torch.Tensor:

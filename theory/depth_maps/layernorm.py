@@ -46,6 +46,11 @@ def mlp_label(at: Layer) -> tuple[Level, str, tuple[str, ...]]:
 def layernorm(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = LN(x)``: ``E, nu2 = LN(K)``; the tap's variance is ``nu_1 = diag(E)``."""
     stream.E, stream.nu2 = normalise(stream.K, at)
+    put_normalised(sub, stream, at)
+
+
+def put_normalised(sub: Sublayer, stream: Stream, at: Layer) -> None:
+    """The norm's tap (``nu_1 = diag(E)``), labelled by the branch the norm opens (LayerNorm and RMSNorm)."""
     if stream.opens == "attention":
         level, error, assumptions = opening_label(at)
     else:

@@ -32,10 +32,20 @@ def mlp(sub: Sublayer, stream: Stream, at: Layer) -> None:
     mu, second = _activations.activation_moments(activation, np.diag(pre_cov))
     at.put("mlp.hook_post", level, error, assumptions[:1], mean=mu, var=second - mu**2)
     F, tail = _activations.mehler_kernel(activation, pre_cov)
+    write_branch(sub, stream, at, s_out**2 * d_mlp * F, (level, with_truncation(error, tail, F), assumptions))
+
+
+def with_truncation(error: str, tail: float, F: np.ndarray) -> str:
+    """``error``, naming the Mehler truncation bound ``tail`` (absolute, in F's units) when it is not negligible."""
     if tail > 1e-8 * float(np.min(np.diag(F))):
-        error += f"; Mehler series truncated at {tail:.1e} (absolute)"
-    K_mlp = s_out**2 * d_mlp * F
-    at.put("hook_mlp_out", level, error, assumptions, mean=zero, var=np.diag(K_mlp).copy())
+        return error + f"; Mehler series truncated at {tail:.1e} (absolute)"
+    return error
+
+
+def write_branch(sub: Sublayer, stream: Stream, at: Layer, K_mlp: np.ndarray, label) -> None:
+    """``hook_mlp_out`` and the branch the residual write adds (standard MLP and SwiGLU)."""
+    level, error, assumptions = label
+    at.put("hook_mlp_out", level, error, assumptions, mean=at.zero, var=np.diag(K_mlp).copy())
     stream.branch = K_mlp
     stream.branch_kind = sub.kind
     stream.branch_label = (level, error, assumptions)

@@ -19,7 +19,7 @@ import numpy as np
 from .._kernel_maps import correlation, layernorm_kernel
 from ..block import Sublayer
 from ._state import Layer, Stream
-from .layernorm import mlp_label, opening_label
+from .layernorm import put_normalised
 
 
 def rms_normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +32,4 @@ def rms_normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
 def rmsnorm(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = x / rms(x)``: ``E, nu2 = RMSNorm(K)``; the tap's variance is ``nu_1 = diag(E)``."""
     stream.E, stream.nu2 = rms_normalise(stream.K, at)
-    if stream.opens == "attention":
-        level, error, assumptions = opening_label(at)
-    else:
-        level, error, assumptions = mlp_label(at)
-        assumptions = assumptions[:1]
-    at.put(sub.taps[0].suffix, level, error, assumptions, mean=at.zero, var=np.diag(stream.E).copy())
+    put_normalised(sub, stream, at)

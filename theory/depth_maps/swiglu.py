@@ -40,6 +40,7 @@ from .._kernel_maps import correlation
 from ..block import Sublayer
 from ._state import Layer, Stream
 from .layernorm import mlp_label
+from .mlp import with_truncation, write_branch
 
 
 def swiglu(sub: Sublayer, stream: Stream, at: Layer) -> None:
@@ -59,14 +60,7 @@ def swiglu(sub: Sublayer, stream: Stream, at: Layer) -> None:
     else:  # the kernel-only map: the input's Gram matrix replaced by its mean
         F, tail = _activations.mehler_kernel("silu", C)
         FC = F * C
-    if tail > 1e-8 * float(np.min(np.diag(FC))):
-        error += f"; Mehler series truncated at {tail:.1e} (absolute)"
-    K_mlp = s_out**2 * d_mlp * FC
-    at.put("hook_mlp_out", level, error, assumptions, mean=zero, var=np.diag(K_mlp).copy())
-    stream.branch = K_mlp
-    stream.branch_kind = sub.kind
-    stream.branch_label = (level, error, assumptions)
-    stream.block_assumptions = tuple(dict.fromkeys(stream.block_assumptions + assumptions))
+    write_branch(sub, stream, at, s_out**2 * d_mlp * FC, (level, with_truncation(error, tail, FC), assumptions))
 
 
 def gated_kernel(C: np.ndarray, rho: np.ndarray, dof: int, order: int = 60) -> tuple[np.ndarray, float]:
