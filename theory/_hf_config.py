@@ -44,11 +44,10 @@ output_scaling         gpt2 (c_proj / sqrt(2 L))    none
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._outputs import shown
+from ._outputs import read_json_file, shown
 
 LLAMA_FAMILY = ("llama", "qwen2", "qwen3", "smollm3", "llama4_text")
 FAMILIES = ("gpt2",) + LLAMA_FAMILY
@@ -96,17 +95,7 @@ def load_config(source: Any) -> dict[str, Any]:
     """A config as a dict: a dict itself, or the path of a ``config.json``."""
     if isinstance(source, dict):
         return dict(source)
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read((1 << 20) + 1)
-    except (OSError, TypeError) as err:
-        raise ValueError(f"cannot read Hugging Face config {shown(str(source))}: {getattr(err, 'strerror', None) or err}") from None
-    if len(raw) > 1 << 20:
-        raise ValueError(f"Hugging Face config {shown(str(source))} is larger than 1 MiB; a config.json is a small JSON object")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"Hugging Face config {shown(str(source))} is not valid JSON: {shown(str(err))}") from None
+    data = read_json_file(source, "Hugging Face config")
     if not isinstance(data, dict):
         raise ValueError(f"a Hugging Face config must be a JSON object, got {type(data).__name__}")
     return data

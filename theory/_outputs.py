@@ -25,6 +25,7 @@ into ``<prog>: error: ...`` and exit status 2. Pure Python, no third-party impor
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -47,6 +48,25 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} chars)"
+
+
+def read_json_file(path: str | os.PathLike, what: str, max_bytes: int = 1 << 20):
+    """The JSON value in a small file, or a ValueError naming ``what`` ("grid file", ...).
+
+    Reads at most ``max_bytes`` (a larger file is refused before it is parsed), as UTF-8;
+    JSON only, so nothing read runs code.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except (OSError, TypeError) as err:
+        raise ValueError(f"cannot read {what} {shown(str(path))}: {getattr(err, 'strerror', None) or err}") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"{what} {shown(str(path))} is larger than {max_bytes} bytes; it should be a small JSON object")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{what} {shown(str(path))} is not valid JSON: {shown(str(err), 120)}") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:

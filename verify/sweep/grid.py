@@ -34,7 +34,7 @@ import numpy as np
 
 from theory import ModelSpec
 from theory._domain import check_domain, check_structure
-from theory._outputs import shown
+from theory._outputs import read_json_file, shown
 
 from ..presets import positions_for
 
@@ -279,17 +279,7 @@ def parse_grid(data: Any) -> Grid:
 
 def load_grid(path: str) -> Grid:
     """Read and parse a grid file (at most 1 MiB of UTF-8 JSON)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_GRID_BYTES + 1)
-    except OSError as err:
-        raise ValueError(f"cannot read grid file {shown(str(path))}: {err.strerror or err}") from None
-    if len(raw) > MAX_GRID_BYTES:
-        raise ValueError(f"grid file {shown(str(path))} is larger than {MAX_GRID_BYTES} bytes")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise ValueError(f"grid file {shown(str(path))} is not valid JSON: {shown(str(err), 120)}") from None
+    data = read_json_file(path, "grid file", MAX_GRID_BYTES)
     return parse_grid(data)
 
 
