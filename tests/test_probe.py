@@ -321,3 +321,31 @@ def test_the_specs_own_positional_schedule_is_probed_as_it_is():
     assert list(results["variants"]) == ["spec"]
     assert results["meta"]["spec"]["positional"] == ["rope", "none"]
     assert all("theory" not in r for r in results["variants"]["spec"]["layers"])
+
+
+# ---------------------------------------------------------------- bf16 frozen forward (issue 18, item 5)
+def test_bf16_forward_leaves_the_probe_statistics_unchanged_within_their_errors(one_thread):
+    """The probes read |h_m|^2/d per token and its mean cosine: with the frozen forward's matrix
+    products in bfloat16, the per-position means over sequences move by far less than their
+    standard errors (same network, same sequences: a paired comparison)."""
+    import torch
+
+    from simulate.experiments.probe.experiment import tap_features
+
+    spec = ModelSpec(d_model=64, n_heads=4, n_layers=2, seq_len=32, vocab_size=300)
+    taps = ["blocks.0.hook_attn_out", "blocks.0.attn.hook_z", "blocks.1.hook_resid_post"]
+    cpu = torch.device("cpu")
+    f32 = tap_features(spec, 64, 7, taps, set(), device=cpu, dtype=torch.float32)
+    b16 = tap_features(spec, 64, 7, taps, set(), device=cpu, dtype=torch.bfloat16)
+    for name in taps:
+        for key in ("s", "cos"):
+            a, b = f32[name][key], b16[name][key]
+            se = a.std(axis=0, ddof=1) / np.sqrt(a.shape[0])  # the probes' own error on a per-position mean
+            shift = np.abs(b.mean(axis=0) - a.mean(axis=0))
+            assert np.all(shift < 0.2 * se), (name, key, float(np.max(shift / se)))
+            assert not np.array_equal(a, b)  # bf16 did run: the numbers are not the float32 ones
+
+
+def test_probe_dtype_is_validated():
+    with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', 'float16'; got 'int8'"):
+        ProbeConfig(spec=ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=16), dtype="int8")

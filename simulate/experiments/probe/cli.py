@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp-epochs", type=int, default=60, help="most epochs of the MLP probes (early stopping on validation MAE)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--device", default="cpu", help="where the forward passes run: cpu | cuda | auto")
+    p.add_argument("--dtype", default="float32", help="the frozen forward's matrix products: float32 | bfloat16 "
+                   "(bf16 matrix units; norms, softmax and features stay float32) | float16 (CUDA)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="run even when the estimated memory or time exceeds the limits (see docs/simulate.md)")
@@ -150,6 +152,7 @@ def build_config(args) -> ProbeConfig:
         full_taps=_full_taps(args.full_taps),
         mlp_epochs=args.mlp_epochs,
         device=args.device,
+        dtype=args.dtype,
     )
 
 

@@ -25,7 +25,7 @@ import torch
 from theory import ModelSpec
 from theory.block import block
 
-from ...engine import POSITIONAL, Progress, Sampler, check_positional, derive_seed, resolve_device
+from ...engine import POSITIONAL, Progress, Sampler, check_positional, derive_seed, resolve_device, resolve_dtype
 from .budget import check_probe_size
 from .probes import (FULL_STATE_PROBES, PROBES, fit_ridge, fit_scalar, fit_variance_only, invert_law, mean_cosines,
                      position_metrics, resolution_length, tune_mlp)
@@ -40,6 +40,10 @@ STREAM_PROBE_NETWORK = 0x9B0E
 STREAM_PROBE_MLP = 0x31F7
 SIGMA_FIELDS = ("sigma_embed", "sigma_q", "sigma_k", "sigma_v", "sigma_o", "sigma_mlp_in", "sigma_mlp_out")
 MARKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+# The forward's dtypes (float16 exists on CUDA only; the engine refuses it elsewhere).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def default_spec() -> ModelSpec:
@@ -78,7 +82,7 @@ def _suffix(name: str) -> str:
 
 # ---------------------------------------------------------------- features of one frozen network
 def tap_features(spec: ModelSpec, sequences: int, seed: int, taps: list[str], full_taps: set[str], *,
-                 device: torch.device, chunk: int = 8) -> dict[str, dict[str, np.ndarray]]:
+                 device: torch.device, chunk: int = 8, dtype: torch.dtype = torch.float32) -> dict[str, dict[str, np.ndarray]]:
     """What the probes see, for one frozen network (quenched) and ``sequences`` sequences.
 
     Per full tap name: ``s`` = ``|h_m|^2 / d`` (sequences, T) float64, ``cos`` = the mean cosine
@@ -86,11 +90,13 @@ def tap_features(spec: ModelSpec, sequences: int, seed: int, taps: list[str], fu
     states ``full`` (sequences, T, d) float32 (``attn.hook_z``'s heads concatenated).
     The network is `simulate`'s quenched network of ``seed``; sequence ``i`` draws its ids
     from its own generator ``(seed, i)``, so the numbers do not depend on ``chunk``.
+    ``dtype`` is the engine's (`simulate.run`): bfloat16 runs the matrix products on the matrix
+    units and keeps norms, softmax and the features in float32/float64 (docs/simulate.md, bf16).
     """
     check_positional(spec)
     T = int(spec.seq_len)
     out = {name: {"s": np.empty((sequences, T)), "cos": np.empty((sequences, T))} for name in taps}
-    with Sampler(spec, seed=seed, measure="quenched", method="explicit", device=device, dtype=torch.float32) as sampler:
+    with Sampler(spec, seed=seed, measure="quenched", method="explicit", device=device, dtype=dtype) as sampler:
         for first in range(0, sequences, chunk):
             count = min(chunk, sequences - first)
             cache = sampler.taps(first, count, taps)  # each (1, count, T, ...): one network, `count` sequences
@@ -126,6 +132,7 @@ class ProbeConfig:
     mlp_epochs: int = 60
     mlp_grid: tuple[tuple[int, float], ...] = ((128, 3e-3), (512, 1e-3))
     device: str = "cpu"
+    dtype: str = "float32"  # the frozen forward's matrix products: float32 | bfloat16 (| float16 on CUDA)
 
     def __post_init__(self):
         if not isinstance(self.spec, ModelSpec) or self.spec.is_symbolic:
@@ -135,6 +142,8 @@ class ProbeConfig:
                 raise ValueError(f"positional must be among {', '.join(POSITIONALS + (AS_SPEC,))}; got {p!r}")
         if not self.positionals:
             raise ValueError("give at least one positional variant")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {self.dtype!r}")
         for p in tuple(self.probes) + tuple(self.sweep_probes):
             if p not in PROBES:
                 raise ValueError(f"probe must be among {', '.join(PROBES)}; got {p!r}")
@@ -196,7 +205,7 @@ def _probe_one_network(spec: ModelSpec, cfg: ProbeConfig, rep: int, probes, side
     full_taps = cfg.full_tap_names(spec) if any(p in probes for p in FULL_STATE_PROBES) else set()
     t0 = time.perf_counter()
     feats = tap_features(spec, cfg.sequences, network_seed(cfg.seed, rep), taps, full_taps,
-                         device=resolve_device(cfg.device))
+                         device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
     t_fwd = time.perf_counter() - t0
     tr, va, te = slice(0, n_tr), slice(n_tr, n_tr + n_va), slice(n_tr + n_va, cfg.sequences)
     y = lambda n: np.tile(np.arange(1, T + 1), n)  # noqa: E731  (rows are sequence-major)
@@ -328,7 +337,7 @@ def probe_experiment(cfg: ProbeConfig, progress: bool = True, *, force: bool = F
         "split": dict(zip(("train", "val", "test"), cfg.split_sizes())), "measure": "quenched",
         "taps": list(cfg.taps), "full_taps": sorted(cfg.full_tap_names(spec)), "probes": list(cfg.probes),
         "decoder": "posterior median (minimises absolute error) for the Bayes and MLP probes; ridge regression for linear",
-        "mlp_grid": [list(g) for g in cfg.mlp_grid], "mlp_epochs": cfg.mlp_epochs,
+        "mlp_grid": [list(g) for g in cfg.mlp_grid], "mlp_epochs": cfg.mlp_epochs, "dtype": cfg.dtype,
     }}
     runs = [(positional, spec if positional == AS_SPEC else spec.replace(positional=positional), list(cfg.probes))
             for positional in cfg.positionals]
