@@ -68,6 +68,10 @@ def test_grid_axes_spacings_and_point_seeds():
     assert len(shared) == 2 and all(a[k] == b[k] for k in shared)
     assert len(set(a.values())) == 9  # distinct points, distinct seeds
     assert point_seed(1, {"d_model": 16}) != point_seed(2, {"d_model": 16})
+    # integer fields whose default is null (d_mlp, n_kv_heads) get integers; a repeat after rounding goes
+    h = parse_grid({"base": {"n_layers": 1, "n_heads": 4}, "axes": {"d_mlp": {"log": [64, 512, 4]},
+                    "n_kv_heads": {"log": [1, 2, 3]}}, "samples": 10})
+    assert h.axes["d_mlp"] == [64, 128, 256, 512] and h.axes["n_kv_heads"] == [1, 2]
 
 
 @pytest.mark.parametrize("grid, words", [

@@ -56,8 +56,14 @@ def spec_fields() -> dict[str, Any]:
 
 
 def _is_integer_field(name: str) -> bool:
+    """An integer field: its default is an int, or it is declared ``int | None`` (d_mlp, n_kv_heads, vocab_size)."""
     default = spec_fields()[name]
-    return isinstance(default, numbers.Integral) and not isinstance(default, bool)
+    if isinstance(default, bool):
+        return False
+    if isinstance(default, numbers.Integral):
+        return True
+    declared = {f.name: str(f.type) for f in dataclasses.fields(ModelSpec)}[name]
+    return declared.replace(" ", "") in ("int|None", "Optional[int]")
 
 
 def _scalar(value: Any, where: str) -> Any:
@@ -88,7 +94,7 @@ def _spaced(name: str, spacing: str, args: Any) -> list:
     else:
         values = np.linspace(float(lo), float(hi), int(n)) if n > 1 else np.array([float(lo)])
     if _is_integer_field(name):
-        values = [int(round(v)) for v in values]
+        values = list(dict.fromkeys(int(round(v)) for v in values))  # rounding may repeat a value: keep it once
     else:
         values = [float(f"{v:.12g}") for v in values]  # stable decimal values: 0.1, not 0.10000000000000002
     return values
