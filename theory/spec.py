@@ -239,39 +239,36 @@ class ModelSpec:
         self._check_modern_block()
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"attn_only must be true or false, got {shown(self.attn_only)}")
-        if self.vocab_size is not None:
-            allowed = "vocab_size must be null (continuous Gaussian inputs) or an integer >= 1"
-            vocab = _as_integer(self.vocab_size, allowed)
-            if vocab < 1:
-                raise ValueError(f"{allowed}, got {vocab}")
-            object.__setattr__(self, "vocab_size", vocab)
+        self._check_optional_count("vocab_size", "vocab_size must be null (continuous Gaussian inputs) or an integer >= 1")
 
     def _check_modern_block(self) -> None:
         """The fields of modern decoder blocks (see the class docstring)."""
         self._check_choice("normalization", NORMALIZATIONS)
         self._check_choice("mlp", MLPS)
-        if self.d_mlp is not None:
-            allowed = "d_mlp must be null (mlp_ratio * d_model) or an integer >= 1"
-            width = _as_integer(self.d_mlp, allowed)
-            if width < 1:
-                raise ValueError(f"{allowed}, got {width}")
-            object.__setattr__(self, "d_mlp", width)
-        if self.n_kv_heads is not None:
-            allowed = "n_kv_heads must be null (= n_heads) or an integer >= 1 that divides n_heads"
-            kv = _as_integer(self.n_kv_heads, allowed)
-            if kv < 1:
-                raise ValueError(f"{allowed}, got {kv}")
-            if not _is_symbolic(self.n_heads) and self.n_heads % kv:
-                divisors = [k for k in range(1, self.n_heads + 1) if self.n_heads % k == 0]
-                raise ValueError(f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads}); "
-                                 f"allowed n_kv_heads are {', '.join(map(str, divisors))}")
-            object.__setattr__(self, "n_kv_heads", kv)
+        self._check_optional_count("d_mlp", "d_mlp must be null (mlp_ratio * d_model) or an integer >= 1")
+        kv = self._check_optional_count(
+            "n_kv_heads", "n_kv_heads must be null (= n_heads) or an integer >= 1 that divides n_heads")
+        if kv is not None and not _is_symbolic(self.n_heads) and self.n_heads % kv:
+            divisors = [k for k in range(1, self.n_heads + 1) if self.n_heads % k == 0]
+            raise ValueError(f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads}); "
+                             f"allowed n_kv_heads are {', '.join(map(str, divisors))}")
         object.__setattr__(self, "qk_norm", check_qk_norm(self.qk_norm, self.n_layers))
         theta = self.rope_theta
         if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not math.isfinite(float(theta)) or theta <= 1:
             raise ValueError(f"rope_theta must be a finite number > 1 (Llama uses 10000 or 500000), got {shown(theta)}")
         object.__setattr__(self, "rope_theta", float(theta))
         object.__setattr__(self, "attn_temperature", AttnTemperature.parse(self.attn_temperature))
+
+    def _check_optional_count(self, name: str, allowed: str) -> int | None:
+        """A field that is null or an integer >= 1 (``allowed`` says so): stored as an int."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        count = _as_integer(value, allowed)
+        if count < 1:
+            raise ValueError(f"{allowed}, got {count}")
+        object.__setattr__(self, name, count)
+        return count
 
     def _check_size(self, name: str) -> None:
         value = getattr(self, name)

@@ -212,6 +212,13 @@ def _layer_one_radius(at: Layer, tau2_bar: float) -> float:
     return at.d * at.eps / float(spec.sigma_embed) ** 2 if tau2_bar * delta**2 > RADIUS_ORDER_MIN else 0.0
 
 
+def put_projections(at: Layer, nu1: np.ndarray, label) -> None:
+    """``hook_q|k|v``: ``Var = sigma^2 d nu_1`` per coordinate (a zero-mean projection of the normalised stream)."""
+    spec, (level, error, assumptions) = at.spec, label
+    for which, sigma in (("q", spec.sigma_q), ("k", spec.sigma_k), ("v", spec.sigma_v)):
+        at.put(f"attn.hook_{which}", level, error, assumptions, mean=at.zero, var=float(sigma)**2 * at.d * nu1)
+
+
 def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = W_o z``: the taps of the attention path from ``E``, and the branch kernel ``K_attn``."""
     spec, E, nu2, pos, zero, d = at.spec, stream.E, stream.nu2, at.pos, at.zero, at.d
@@ -220,8 +227,7 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     sq, sk, sv, so = float(spec.sigma_q), float(spec.sigma_k), float(spec.sigma_v), float(spec.sigma_o_effective)
     nu1 = np.diag(E).copy()
     level, error, assumptions = opening_label(at)
-    for which, sigma in (("q", sq), ("k", sk), ("v", sv)):
-        at.put(f"attn.hook_{which}", level, error, assumptions, mean=zero, var=sigma**2 * d * nu1)
+    put_projections(at, nu1, (level, error, assumptions))
     # logits: Var(s q_m.k_n) = s^2 sq^2 sk^2 d_head E|e_m|^2 E|e_n|^2 (n != m), E|e_m|^4 (n = m); pooled over n <= m
     off = np.cumsum(np.concatenate([[0.0], nu1[:-1]])) * nu1  # sum_{n<m} nu1_m nu1_n
     at.put("attn.hook_attn_scores", level, error, assumptions,

@@ -39,6 +39,7 @@ from .._result import Level
 from ..block import Sublayer
 from ..quantities import logit_scale_squared
 from ._state import Layer, Stream
+from .attention import put_projections
 from .layernorm import opening_label
 
 
@@ -128,8 +129,7 @@ def modern_attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     sq, sk, sv, so = float(spec.sigma_q), float(spec.sigma_k), float(spec.sigma_v), float(spec.sigma_o_effective)
     nu1 = np.diag(E).copy()
     level, error, assumptions = opening_label(at)
-    for which, sigma in (("q", sq), ("k", sk), ("v", sv)):
-        at.put(f"attn.hook_{which}", level, error, assumptions, mean=zero, var=sigma**2 * d * nu1)
+    put_projections(at, nu1, (level, error, assumptions))
     temp2 = temperature_factors(sub, T) ** 2
     # logits pooled over keys n <= m (the temperature scales row m; ALiBi adds its biases)
     if qk:
