@@ -217,10 +217,28 @@ def test_extension_and_refusal(swept, client, tmp_path):
     assert ds["sigma_q"].values.tolist() == [0.1, 0.4, 0.8]  # sorted when read
     assert float(ds["wall_s"].sel(sigma_q=0.1, n_heads=2)) == wall  # not run again
     assert int(ds["status"].sel(sigma_q=0.4, n_heads=2)) == STATUS["done"]
+    # the same base written with floats (16.0, 8.0) and n_heads as 2.0 is the same grid: resumed, nothing run
+    floats = dict(grid, base={k: float(v) if not isinstance(v, bool) else v for k, v in BASE.items()},
+                  axes={"sigma_q": [0.1, 0.8, 0.4], "n_heads": [2.0, 3]})
+    again = sweep(parse_grid(floats), out, client=client, progress=False)
+    assert (again.skipped, again.ran, again.note) == (3, 0, "")  # the 3 valid points (n_heads 3 does not divide 16)
+    with pytest.raises(StoreError, match="base"):  # a different number is still refused
+        sweep(parse_grid(dict(grid, base={**BASE, "seq_len": 8.5})), out, client=client, progress=False)
     with pytest.raises(StoreError, match="samples"):
         sweep(parse_grid(dict(grid, samples=80)), out, client=client, progress=False)
     with pytest.raises(StoreError, match="axes"):
         sweep(parse_grid(dict(grid, axes={"sigma_k": [0.1]})), out, client=client, progress=False)
+
+
+def test_settings_compare_equal_numbers_equal():
+    from verify.sweep.store import _canonical
+
+    assert _canonical({"base": {"d_model": 16, "sigma_q": 1}}) == _canonical({"base": {"d_model": 16.0, "sigma_q": 1.0}})
+    assert _canonical([np.int64(3), np.float64(0.5), 2.0]) == [3, 0.5, 2]
+    assert _canonical({"d_model": 16}) != _canonical({"d_model": 16.5})
+    assert _canonical({"attn_only": True}) != _canonical({"attn_only": 1})  # a bool is not a number here
+    assert _canonical(2**60 + 1) != _canonical(2**60)  # integers compare exactly (not through float)
+    assert _canonical("16") != _canonical(16)
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):

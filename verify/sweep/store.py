@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,27 @@ def _key(v) -> tuple:
     return ("n", float(v))
 
 
+def _canonical(value):
+    """A form of a JSON setting in which equal numbers are equal: a number (not a bool) of integral
+    value as an int, any other as a float, so a base written ``16`` on one run and ``16.0`` on the
+    next is the same grid (and large integers such as seeds still compare exactly)."""
+    value = _plain(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool):
+        return ("bool", value)  # True == 1 in Python: keep a flag apart from the number
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return int(value) if value.is_integer() else value
+    return value
+
+
 def _arrays(labels: dict[str, list], axes: list[str]):
     """(name, dims, dtype, fill) of every array: the coordinates, then the variables."""
     for dim, values in labels.items():
@@ -277,7 +299,7 @@ def open_store(path: Path, settings: dict, labels: dict[str, list], axes: list[s
         old = old_settings.get(key)
         if key == "axes":
             continue
-        if json.dumps(old, sort_keys=True) != json.dumps(value, sort_keys=True):
+        if _canonical(old) != _canonical(value):
             raise StoreError(f"the store {path} was made with {key} = {shown(json.dumps(old, sort_keys=True), 80)}, "
                              f"this grid has {shown(json.dumps(value, sort_keys=True), 80)}: the points would not be "
                              "comparable; give another --out or the store's grid")
