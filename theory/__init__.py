@@ -9,7 +9,9 @@
 from . import depth, taps
 from ._domain import check_domain
 from ._facade import latex
-from ._result import Level, StepResult
+from ._latex.notation import Notation
+from ._result import Level, StepResult, StepText
+from ._spec_schedule import AttnTemperature
 from .derive import Derivation, Step, derive, predict
 from .information import position_information
 from .laws import Law, law
@@ -17,5 +19,5 @@ from .spec import ModelSpec
 
 __all__ = [
     "ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex",
-    "depth", "position_information", "check_domain",
+    "depth", "position_information", "check_domain", "Notation", "StepText", "AttnTemperature",
 ]

@@ -152,9 +152,12 @@ class ModelSpec:
         LayerNorm's epsilon: ``LN(x) = (x - mean) / sqrt(var_biased + eps)``.
     attn_scale : "sqrt" | "linear"
         Logits divided by ``sqrt(d_head)`` or by ``d_head``.
-    activation : "gelu" (exact erf form) | "gelu_tanh" (GPT-2) | "relu"
-    norm : "pre"          LayerNorm placement.
-    attn_only : bool      No MLP sub-block when true.
+    activation : "gelu" | "gelu_tanh" | "relu"
+        The MLP's nonlinearity: "gelu" is the exact erf form, "gelu_tanh" GPT-2's.
+    norm : "pre"
+        LayerNorm placement.
+    attn_only : bool
+        No MLP sub-block when true.
     positional : "none" | "learned" | "sinusoidal" | "rope" | "alibi"
         "none" is the subject of this toolkit (and the only one theory covers); the
         others exist in `simulate` for comparison experiments.

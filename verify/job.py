@@ -83,8 +83,8 @@ class Report:
         return self.best.n_layers
 
     def depth_accuracy(self) -> list[dict]:
-        """Per layer and tap kind: largest |theory/sim - 1| over positions, its z and SE,
-        largest |z|, declared tolerance, failures, and the leading order's largest error
+        """Per layer and tap kind: largest ``|theory/sim - 1|`` over positions, its z and SE,
+        largest ``|z|``, declared tolerance, failures, and the leading order's largest error
         (`verify.checks.depth.depth_accuracy`)."""
         return depth_accuracy(self.checks, self.leading_rows, self.best)
 
@@ -95,7 +95,7 @@ class Report:
 
     def leading_deviations(self) -> list[dict]:
         """The paper's leading order against the simulation, row by row, with a flag
-        ``significant`` (|z| above the Bonferroni critical value at ``alpha``)."""
+        ``significant`` (``|z|`` above the Bonferroni critical value at ``alpha``)."""
         crit = critical_z(self.alpha, len(self.leading_rows))
         out = []
         for r in self.leading_rows:

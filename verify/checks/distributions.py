@@ -34,7 +34,7 @@ class DistributionCheck:
     Holm's level for the p-value over the distribution checks of the run. The paper's
     Gaussian picture for the same draws: ``gaussian_p_value``, the KS p-value against
     N(0, Var of the law); ``gaussian_distance``, the Kolmogorov distance
-    D = sup |F_law - Phi| between the two laws; ``n_detect`` = (1.36/D)^2, the draws at
+    ``D = sup |F_law - Phi|`` between the two laws; ``n_detect`` = (1.36/D)^2, the draws at
     which a 5% KS test against the Gaussian rejects about half the time.
     """
 

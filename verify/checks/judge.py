@@ -146,7 +146,7 @@ class CheckSet(Sequence[Check]):
         return [c for c in self.checks if c.tap == tap]
 
     def by_tap(self) -> dict[str, dict]:
-        """Per tap: level, number of checks, failures, largest |z|, verdict."""
+        """Per tap: level, number of checks, failures, largest ``|z|``, verdict."""
         out: dict[str, dict] = {}
         for c in self.checks:
             row = out.setdefault(c.tap, {"level": c.level, "checks": 0, "failed": 0, "max_abs_z": 0.0})
