@@ -36,6 +36,7 @@ from theory._argparse import OneLineParser
 from ...engine import versions
 from .corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
 from .files import read_run_json
+from .evaluation import baselines, heldout_batch
 from .measure import measure_run
 from .training import POSITIONALS, PRESETS, TrainConfig, final_evaluation, train_model
 
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="training steps under bf16 autocast (weights and optimiser float32; default none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--sequences", type=int, default=256, help="held-out windows for the measurement (default 256)")
-    p.add_argument("--groups", type=int, default=8, help="disjoint groups of windows for the slopes' errors (default 8)")
+    p.add_argument("--groups", type=int, default=8,
+                   help="errors are clustered by held-out document; for a single text file (byte split), the number of "
+                        "contiguous held-out blocks that stand in for documents (default 8)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the n-gram and compressor baselines (~30 s)")
     p.add_argument("--no-measure", action="store_true", help="train only")
     p.add_argument("--measure-only", action="store_true", help="measure the models of a finished run in --out")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures (loss curve, measurement)")
@@ -105,7 +109,13 @@ def _read_corpus_cache(cache: Path) -> tuple[dict, Corpus]:
     for key in ("train", "heldout"):
         if arrays[key].dtype != np.uint8 or arrays[key].ndim != 1:
             raise unusable(f"{key!r} is not a 1-D array of bytes")
-    return info, Corpus(arrays["train"], arrays["heldout"], info["source"], info["files"], info["heldout_files"])
+    starts = None
+    if "heldout_starts" in info:  # the held-out pages' offsets (document ids of the windows)
+        starts = np.asarray(info["heldout_starts"], dtype=np.int64)
+        if starts.ndim != 1 or (starts.size and (starts[0] != 0 or np.any(np.diff(starts) < 0)
+                                                 or starts[-1] > arrays["heldout"].size)):
+            raise unusable("its held-out document offsets are not increasing offsets into the held-out text")
+    return info, Corpus(arrays["train"], arrays["heldout"], info["source"], info["files"], info["heldout_files"], starts)
 
 
 def _corpus(args, out: Path) -> Corpus:
@@ -115,7 +125,9 @@ def _corpus(args, out: Path) -> Corpus:
     source = str(Path(args.corpus).resolve()) if args.corpus else None
     if cache.exists():
         info, cached = _read_corpus_cache(cache)
-        same = info["requested"] == source and info["holdout"] == args.holdout
+        # a cache without the held-out pages' offsets (older runs) is rebuilt for a by-file split
+        same = (info["requested"] == source and info["holdout"] == args.holdout
+                and (cached.heldout_starts is not None or cached.heldout_files == 0))
         if same or (args.measure_only and args.corpus is None):
             return cached
     t0 = time.perf_counter()
@@ -124,6 +136,8 @@ def _corpus(args, out: Path) -> Corpus:
     corpus = load_corpus(source, holdout=args.holdout)
     info = {"requested": source, "holdout": args.holdout, "source": corpus.source, "files": corpus.files,
             "heldout_files": corpus.heldout_files}
+    if corpus.heldout_starts is not None:
+        info["heldout_starts"] = [int(x) for x in corpus.heldout_starts]
     with atomic_path(cache) as tmp:
         np.savez(tmp, train=corpus.train, heldout=corpus.heldout, info=np.array(json.dumps(info)))
     print(f"[train] corpus: {corpus.train.size} training bytes, {corpus.heldout.size} held out "
@@ -187,19 +201,27 @@ def _train_all(args, cfg: TrainConfig, out: Path, run: dict) -> dict:
     run["seeds"] = {"init": cfg.seed, "data_order": f"derive_seed({cfg.seed}, STREAM_DATA)",
                     "note": "init: NoPETransformer(spec, seed); data: one torch.Generator, the same for every model"}
     run["corpus"] = corpus.describe()
-    run["baselines"] = {
-        "unigram_bits_per_byte": unigram_bits_per_byte(corpus.train, corpus.heldout),
-        "bigram_bits_per_byte": bigram_bits_per_byte(corpus.train, corpus.heldout),
-    }
+    if not args.no_baselines:
+        if not args.no_progress:
+            print("[train] baselines: Kneser-Ney n-grams of orders 1-7 on the training bytes, compressors ...",
+                  file=sys.stderr)
+        batch, docs = heldout_batch(corpus, cfg.seq_len + 1, cfg.final_eval_windows, args.groups)
+        run["baselines"] = baselines(corpus, batch, docs)
+    else:
+        run["baselines"] = {"unigram_bits_per_byte": unigram_bits_per_byte(corpus.train, corpus.heldout),
+                            "bigram_bits_per_byte": bigram_bits_per_byte(corpus.train, corpus.heldout)}
+    _write(out, run)
     run.setdefault("models", {})
     for positional in cfg.positionals:
         summary = train_model(cfg, corpus, out, positional, progress=not args.no_progress)
-        summary.update(final_evaluation(cfg, corpus, out, positional))
+        summary.update(final_evaluation(cfg, corpus, out, positional, args.groups))
         run["models"][positional] = summary
         _write(out, run)
-        print(f"[train] {positional}: held-out {summary['trained_bits_per_byte']:.3f} bits/byte after "
-              f"{summary['steps']} steps ({summary['wall_s']:.0f} s); init {summary['init_bits_per_byte']:.3f}; "
-              f"unigram {run['baselines']['unigram_bits_per_byte']:.3f}", file=sys.stderr)
+        kn = run["baselines"].get("kneser_ney", {})
+        grams = "; " + ", ".join(f"{n}-gram {s['bits_per_byte']:.3f}" for n, s in kn.items() if n in ("3", "4", "7")) if kn else ""
+        print(f"[train] {positional}: held-out {summary['trained_bits_per_byte']:.3f} ± {summary['trained_bits_per_byte_se']:.3f} "
+              f"bits/byte after {summary['steps']} steps ({summary['wall_s']:.0f} s); init {summary['init_bits_per_byte']:.3f}; "
+              f"unigram {run['baselines']['unigram_bits_per_byte']:.3f}{grams} (Kneser-Ney, same bytes)", file=sys.stderr)
     if not args.no_figures:
         loss_figure(run, out)
     return run

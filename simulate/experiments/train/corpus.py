@@ -31,6 +31,7 @@ DEFAULT_CORPUS = Path("/usr/share/doc/python3.11/html")
 DEBIAN_PACKAGE = "python3.11-doc"
 TEXT_SUFFIXES = (".html", ".htm", ".txt", ".rst", ".md")
 SKIP_FILES = ("genindex", "search.html", "py-modindex.html", "searchindex")
+PSEUDO_DOCUMENTS = 8  # clusters of a byte-split single file (see Corpus.documents)
 
 
 class CorpusError(ValueError):
@@ -127,6 +128,18 @@ class Corpus:
     source: str
     files: int
     heldout_files: int
+    heldout_starts: np.ndarray | None = None  # byte offset of each held-out document (by-file split)
+
+    def documents(self, starts: np.ndarray, blocks: int = PSEUDO_DOCUMENTS) -> np.ndarray:
+        """The document id (0-based) of the held-out bytes at offsets ``starts`` (a window's
+        first byte): the held-out page it falls in for a by-file split; for a byte split (one
+        text file) the held-out text cut into ``blocks`` equal contiguous blocks, so that
+        clustering still groups neighbouring windows."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if self.heldout_starts is not None and len(self.heldout_starts) > 1:
+            return np.searchsorted(np.asarray(self.heldout_starts), starts, side="right") - 1
+        block = max(1, -(-self.heldout.size // int(blocks)))
+        return starts // block
 
     def describe(self) -> dict:
         return {
@@ -180,6 +193,7 @@ def load_corpus(path: str | Path | None = None, holdout: float = 0.05, min_heldo
         np.frombuffer(b"".join(train), dtype=np.uint8).copy(),
         np.frombuffer(b"".join(held), dtype=np.uint8).copy(),
         str(root), len(files), len(held),
+        np.cumsum([0] + [len(h) for h in held[:-1]]).astype(np.int64),
     )
     if corpus.heldout.size < min_heldout:
         raise CorpusError(

@@ -1,34 +1,40 @@
-"""The measurement of issue #9: variance against position, trained against initialisation.
+"""The measurement of issues #9 and #20: variance against position, trained against init.
 
-For every model of a training run (``DIR/<positional>/init.pt`` and ``checkpoint.pt``) and
-every layer ``l``, on ``sequences`` evenly spaced, non-overlapping held-out windows of
-``seq_len`` bytes, `simulate.record` gives per position ``m``:
+For every model of a training run (``DIR/<positional>/init.pt`` and ``checkpoint.pt``, and
+the snapshots ``step_NNNNNN.pt`` along training when the run kept them) and every layer
+``l``, on ``sequences`` evenly spaced, non-overlapping held-out windows of ``seq_len`` bytes,
+each belonging to one held-out document (`Corpus.documents`), `simulate.record_sequences`
+gives each window's own numbers, and per position ``m``:
 
 * ``Var`` of one coordinate of ``blocks.l.hook_attn_out``, ``blocks.l.attn.hook_z`` and
-  ``blocks.l.hook_resid_post`` (pooled over coordinates and windows; standard errors across
-  windows), for the trained model and for its own initialisation;
-* the attention entropy ``E[-sum_n a_mn ln a_mn]`` (nats, mean over heads) and
-  ``E[sum_n a_mn^2]``; uniform causal attention has entropy ``ln m``.
+  ``blocks.l.hook_resid_post``: ``E[x^2] - E[x]^2`` pooled over coordinates and windows;
+* ``Var across inputs``: ``mean_c Var_windows(x_{m,c})`` (coordinate held fixed), at the
+  fit positions;
+* the attention entropy ``E[-sum_n a_mn ln a_mn]`` (nats, mean over heads; ``ln m`` for
+  uniform causal attention), ``entropy / ln m`` averaged over m = 2..T, and the effective
+  number of keys ``1 / E[sum_n a_mn^2]`` at m = T.
 
-**Slope.** ``b`` in the least-squares fit ``ln Var(m) = a + b ln m`` over log-spaced positions
-(24 points from 1 to T, so each decade weighs the same), over all positions and over the tail
-``m >= 16``. Uniform attention over i.i.d. values gives ``b = -1`` (Chi et al. 2023, eq. for
-``Var(attention output) ~ sigma^2 / m``); ``b = 0`` is no positional trend. Its standard error
-comes from ``groups`` disjoint groups of windows (window ``i`` in group ``i mod groups``): the
-slope is refitted in each group and ``se = sd(group slopes) / sqrt(groups)``; the groups share
-no window, so their slopes are independent up to the corpus itself.
+**Slope.** ``b`` in the least-squares fit ``ln Var(m) = a + b ln m`` at the log-spaced
+positions `fit_positions` (24 points from 1 to T, rounded and made unique, so each decade
+weighs the same), over all of them and over the tail ``m >= 16``. Uniform attention over
+i.i.d. values gives ``b = -1`` (Chi et al. 2023, ``Var(attention output) ~ sigma^2 / m``);
+``b = 0`` is no positional trend.
+
+**Errors, clustered by document** (`clustered`): every variance and every slope has the
+delete-one-document jackknife error (the statistic recomputed without each held-out
+document); every mean over windows (entropy) the CR1 cluster-robust error. The number of
+documents is in the results.
 
 **Verdict per layer and tap.** The shrinkage *persists* where the trained slope is below zero
-by more than two standard errors; the report states it per layer, with the trained slope as
-a fraction of the initial one.
+by more than two standard errors.
 
-Writes ``DIR/measure/results.json``, ``report.md`` and PNG figures.
+Writes ``DIR/measure/results.json``, ``report.md`` and PNG figures (``through_training.png``:
+slopes and entropy against the training step, per layer).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,9 +44,10 @@ import torch
 
 from theory._outputs import atomic_savefig, atomic_write_text
 
-from ...engine import SimulationResult
-from ...record import record
-from .corpus import Corpus
+from ...record import record_sequences
+from .clustered import across_inputs_variance, clustered_mean, jackknife_se, leave_one_out_means, pooled_variance, slope_with_se
+from .corpus import PSEUDO_DOCUMENTS, Corpus
+from .evaluation import heldout_batch
 from .files import load_model, read_run_json
 from .training import POSITIONALS
 
@@ -61,14 +68,12 @@ def slope(positions: np.ndarray, var: np.ndarray, lo: int = 1) -> float:
     return float(np.polyfit(np.log(positions[keep]), np.log(var[keep]), 1)[0])
 
 
-def heldout_windows(corpus: Corpus, seq_len: int, sequences: int) -> torch.Tensor:
-    """``sequences`` evenly spaced, non-overlapping held-out windows (sequences, seq_len)."""
-    n_max = corpus.heldout.size // seq_len
-    if n_max < 2:
+def heldout_windows(corpus: Corpus, seq_len: int, sequences: int, blocks: int = PSEUDO_DOCUMENTS) -> tuple[torch.Tensor, np.ndarray]:
+    """``sequences`` evenly spaced, non-overlapping held-out windows (sequences, seq_len) and
+    the held-out document of each (`Corpus.documents`; ``blocks`` for a byte-split file)."""
+    if corpus.heldout.size // seq_len < 2:
         raise ValueError(f"held-out text ({corpus.heldout.size} bytes) holds fewer than two windows of {seq_len}")
-    count = min(sequences, n_max)
-    starts = np.arange(count) * (n_max // count) * seq_len
-    return torch.from_numpy(np.stack([corpus.heldout[s:s + seq_len] for s in starts]).astype(np.int64))
+    return heldout_batch(corpus, seq_len, sequences, blocks)
 
 
 def _taps(n_layers: int, with_pattern: bool) -> list[str]:
@@ -76,67 +81,72 @@ def _taps(n_layers: int, with_pattern: bool) -> list[str]:
     return taps + ([f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)] if with_pattern else [])
 
 
-def measure_model(model, ids: torch.Tensor, groups: int, progress: bool = False) -> dict:
-    """Per layer and tap: variance curve with errors, slopes (all, tail) with group errors;
-    per layer: entropy and sum_sq curves."""
+def measure_model(model, ids: torch.Tensor, docs: np.ndarray, curves: bool = True) -> dict:
+    """Per layer and tap: the variance curve and the slopes (all positions, tail), per layer the
+    attention entropy; every error clustered by held-out document (``docs``, one id per window):
+    jackknife over documents for variances and slopes, CR1 for means (`clustered`).
+    ``curves=False`` keeps only the slopes and the entropy summaries (checkpoints along a run)."""
     L, T = model.spec.n_layers, ids.shape[1]
-    full = record(model, ids, taps=_taps(L, True), names="hooked", progress="auto" if progress else False,
-                  across_inputs=True)
     fit_pos = fit_positions(T)
-    group_results: list[SimulationResult] = [
-        record(model, ids[g::groups], taps=_taps(L, False), names="hooked", positions=fit_pos, progress=False,
-               across_inputs=True)
-        for g in range(groups)
-    ]
-    out = {"layers": []}
+    idx = fit_pos - 1
+    seq = record_sequences(model, ids, taps=_taps(L, True), names="hooked", values_at=fit_pos)
+    out = {"layers": [], "documents": int(np.unique(docs).size)}
     for l in range(L):
         layer = {"layer": l, "taps": {}}
         for suffix in MEASURED_TAPS:
-            tap = f"blocks.{l}.{suffix}"
-            ts = full[tap]
-            idx = np.searchsorted(ts.positions, fit_pos)
-            vin = ts.var_across_inputs
-            vin_groups = np.array([g[tap].var_across_inputs for g in group_results])  # (G, fit positions)
-            entry = {
-                "var": ts.var.tolist(), "var_se": ts.var_se.tolist(),
-                "var_across_inputs": vin.tolist(),
-                "var_across_inputs_se_at_fit": (np.std(vin_groups, axis=0, ddof=1) / math.sqrt(groups)).tolist(),
-                "slope": slope(fit_pos, ts.var[idx]), "slope_tail": slope(fit_pos, ts.var[idx], TAIL_FROM),
-                "slope_in": slope(fit_pos, vin[idx]), "slope_in_tail": slope(fit_pos, vin[idx], TAIL_FROM),
-            }
-            for key, lo, stat in (("slope", 1, "var"), ("slope_tail", TAIL_FROM, "var"),
-                                  ("slope_in", 1, "var_across_inputs"), ("slope_in_tail", TAIL_FROM, "var_across_inputs")):
-                per_group = np.array([slope(fit_pos, getattr(g[tap], stat), lo) for g in group_results])
-                entry[key + "_se"] = float(np.std(per_group, ddof=1) / math.sqrt(len(per_group)))
-                entry[key + "_groups"] = per_group.tolist()
+            d = seq[f"blocks.{l}.{suffix}"]
+            var, var_se, var_out = pooled_variance(d["m1"], d["m2"], docs)  # (T,), (T,), (G, T)
+            vin, vin_se, vin_out = across_inputs_variance(d["values"], docs)  # at the fit positions
+            entry = {}
+            if curves:
+                entry.update({"var": var.tolist(), "var_se": var_se.tolist(), "var_across_inputs_at_fit": vin.tolist(),
+                              "var_across_inputs_se_at_fit": vin_se.tolist()})
+            for key, lo, full, left in (("slope", 1, var[idx], var_out[:, idx]), ("slope_tail", TAIL_FROM, var[idx], var_out[:, idx]),
+                                        ("slope_in", 1, vin, vin_out), ("slope_in_tail", TAIL_FROM, vin, vin_out)):
+                entry[key], entry[key + "_se"] = slope_with_se(fit_pos, full, left, lo)
             layer["taps"][suffix] = entry
-        pat = full[f"blocks.{l}.attn.hook_pattern"]
-        m = pat.positions.astype(float)
-        layer["entropy"] = pat.entropy.tolist()
-        layer["entropy_se"] = pat.entropy_se.tolist()
-        layer["sum_sq"] = pat.sum_sq.tolist()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = pat.entropy[m >= 2] / np.log(m[m >= 2])
-        layer["entropy_over_ln_m"] = float(np.mean(rel))  # 1 = uniform attention, 0 = one key
-        layer["entropy_at_T"] = float(pat.entropy[-1])
-        layer["entropy_at_T_se"] = float(pat.entropy_se[-1])
-        layer["effective_keys_at_T"] = float(1.0 / pat.sum_sq[-1])
+        pat = seq[f"blocks.{l}.attn.hook_pattern"]
+        m = np.arange(1, T + 1, dtype=float)
+        ent, ent_se = clustered_mean(pat["entropy"], docs)
+        rel, rel_se = clustered_mean((pat["entropy"][:, 1:] / np.log(m[1:])).mean(axis=1), docs)
+        sq_mean, sq_out = leave_one_out_means(pat["sum_sq"][:, -1], docs)
+        layer["entropy_over_ln_m"], layer["entropy_over_ln_m_se"] = float(rel), float(rel_se)  # 1 = uniform
+        layer["entropy_at_T"], layer["entropy_at_T_se"] = float(ent[-1]), float(ent_se[-1])
+        layer["effective_keys_at_T"] = float(1.0 / sq_mean)
+        layer["effective_keys_at_T_se"] = float(jackknife_se(1.0 / sq_out))
+        if curves:
+            layer["entropy"], layer["entropy_se"] = ent.tolist(), ent_se.tolist()
+            layer["sum_sq"] = clustered_mean(pat["sum_sq"], docs)[0].tolist()
         out["layers"].append(layer)
-    out["positions"] = full.positions.tolist()
+    out["positions"] = list(range(1, T + 1))
     out["sequences"] = int(ids.shape[0])
     return out
 
 
-def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = 8, progress: bool = True,
-                with_figures: bool = True) -> dict:
-    """Measure every trained model in ``out_dir``; write ``out_dir/measure/``; return a summary."""
+def snapshots(model_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of ``init.pt`` (step 0) and every ``step_NNNNNN.pt`` in ``model_dir``."""
+    found = [(0, model_dir / "init.pt")] if (model_dir / "init.pt").exists() else []
+    for path in sorted(model_dir.glob("step_*.pt")):
+        try:
+            found.append((int(path.stem[5:]), path))
+        except ValueError:
+            continue
+    return found
+
+
+def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = PSEUDO_DOCUMENTS,
+                progress: bool = True, with_figures: bool = True) -> dict:
+    """Measure every trained model in ``out_dir`` (and its snapshots along training, if any);
+    write ``out_dir/measure/``; return a summary. ``groups``: the blocks that stand in for
+    documents when the held-out text is one file (byte split)."""
     out_dir = Path(out_dir)
     dest = out_dir / "measure"
     dest.mkdir(exist_ok=True)
     models = [p for p in POSITIONALS if (out_dir / p / "checkpoint.pt").exists() and (out_dir / p / "init.pt").exists()]
     if not models:
         raise ValueError(f"no trained model in {str(out_dir)!r} (expected <positional>/checkpoint.pt and init.pt)")
-    results = {"models": {}, "sequences": None, "groups": groups, "fit_positions": None, "tail_from": TAIL_FROM}
+    results = {"models": {}, "sequences": None, "documents": None, "fit_positions": None, "tail_from": TAIL_FROM,
+               "errors": "clustered by held-out document: delete-one-document jackknife (variances, slopes), CR1 (means)"}
     t0 = time.perf_counter()
     for positional in models:
         entry = {}
@@ -149,14 +159,24 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
                 f"{str(out_dir / positional)!r}: init.pt and checkpoint.pt are not the same {positional!r} model; "
                 "rerun the train command with another --out"
             )
+        ids, docs = heldout_windows(corpus, pair["init"].spec.seq_len, sequences, groups)
         for which, model in pair.items():
-            ids = heldout_windows(corpus, model.spec.seq_len, sequences)
             if progress:
-                print(f"[measure] {positional} {which}: {ids.shape[0]} held-out windows of {ids.shape[1]} bytes", file=sys.stderr)
-            entry[which] = measure_model(model, ids, groups, progress=progress)
+                print(f"[measure] {positional} {which}: {ids.shape[0]} held-out windows of {ids.shape[1]} bytes "
+                      f"from {np.unique(docs).size} documents", file=sys.stderr)
+            entry[which] = measure_model(model, ids, docs)
             entry["spec"] = model.spec.to_dict()
-            results["sequences"] = int(ids.shape[0])
-            results["fit_positions"] = fit_positions(model.spec.seq_len).tolist()
+        steps = snapshots(out_dir / positional)
+        if len(steps) > 1:
+            entry["through_training"] = []
+            for step, path in steps:
+                if progress:
+                    print(f"[measure] {positional} step {step}", file=sys.stderr)
+                snap = measure_model(load_model(path), ids, docs, curves=False)
+                snap["step"] = step
+                entry["through_training"].append(snap)
+        results["sequences"], results["documents"] = int(ids.shape[0]), int(np.unique(docs).size)
+        results["fit_positions"] = fit_positions(pair["init"].spec.seq_len).tolist()
         results["models"][positional] = entry
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     results["verdict"] = verdicts(results)
@@ -214,13 +234,49 @@ def figures(results: dict, dest: Path) -> None:
         _variance_figure(plt, results, nope, m, suffix, dest)
     _slopes_figure(plt, results, dest)
     _entropy_figure(plt, nope, learned, m, dest)
+    if any("through_training" in e for e in results["models"].values()):
+        _training_figure(plt, results, dest)
+
+
+def _training_figure(plt, results: dict, dest: Path) -> None:
+    """Per tap: the slope of ln Var against ln m at each checkpoint, one line per layer (±1 se
+    over documents; solid all positions, dashed m >= tail_from); last panel the entropy / ln m."""
+    fig, axes = plt.subplots(1, len(MEASURED_TAPS) + 1, figsize=(3.3 * (len(MEASURED_TAPS) + 1), 3.3), squeeze=False)
+    for positional, entry in results["models"].items():
+        snaps = entry.get("through_training")
+        if not snaps:
+            continue
+        steps = [s["step"] for s in snaps]
+        ls = "-" if positional == "none" else ":"
+        for ax, suffix in zip(axes[0], MEASURED_TAPS):
+            for l in range(len(snaps[0]["layers"])):
+                for key, style in (("slope", ls), ("slope_tail", "--")):
+                    if positional != "none" and key == "slope_tail":
+                        continue
+                    y = [s["layers"][l]["taps"][suffix][key] for s in snaps]
+                    e = [s["layers"][l]["taps"][suffix][key + "_se"] for s in snaps]
+                    ax.errorbar(steps, y, yerr=e, ls=style, marker=".", ms=3, color=f"C{l}", lw=1, elinewidth=0.6,
+                                label=f"{positional} layer {l}" + (" (m >= %d)" % results["tail_from"] if key == "slope_tail" else ""))
+            ax.set_title(f"slope of ln Var vs ln m: {suffix}", fontsize=7)
+        ax = axes[0][-1]
+        for l in range(len(snaps[0]["layers"])):
+            ax.errorbar(steps, [s["layers"][l]["entropy_over_ln_m"] for s in snaps],
+                        yerr=[s["layers"][l]["entropy_over_ln_m_se"] for s in snaps], ls=ls, marker=".", ms=3,
+                        color=f"C{l}", lw=1, label=f"{positional} layer {l}")
+        ax.set_title("attention entropy / ln m (1 = uniform)", fontsize=7)
+    for ax in axes[0]:
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=4.5)
+    fig.tight_layout()
+    atomic_savefig(fig, dest / "through_training.png", dpi=110)
+    plt.close(fig)
 
 
 def _variance_figure(plt, results: dict, nope: dict, m: np.ndarray, suffix: str, dest: Path) -> None:
     """Var of one coordinate of ``suffix`` against position, per layer, init and trained NoPE."""
     L = len(nope["init"]["layers"])
     fit = np.asarray(results["fit_positions"], dtype=float)
-    fit_idx = np.searchsorted(m, fit)
     fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.2), squeeze=False, sharey=False)
     for l, ax in enumerate(axes[0]):
         for which, color in (("init", "C7"), ("trained", "C0")):
@@ -228,8 +284,7 @@ def _variance_figure(plt, results: dict, nope: dict, m: np.ndarray, suffix: str,
             var, se = np.asarray(t["var"]), np.asarray(t["var_se"])
             ax.errorbar(m, var, yerr=se, color=color, lw=1, elinewidth=0.6, capsize=0,
                         label=f"{which}: Var (slope {t['slope']:+.2f}±{t['slope_se']:.2f})")
-            vin = np.asarray(t["var_across_inputs"])
-            ax.errorbar(fit, vin[fit_idx], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
+            ax.errorbar(fit, t["var_across_inputs_at_fit"], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
                         marker=".", ms=3, elinewidth=0.6,
                         label=f"{which}: across inputs ({t['slope_in']:+.2f}±{t['slope_in_se']:.2f})")
         ax.set_xscale("log")
@@ -311,8 +366,9 @@ def report(results: dict, out_dir: Path) -> str:
                              f"{base.get('bigram_bits_per_byte', float('nan')):.3f} |")
             lines.append("")
     lines += [
-        f"{results['sequences']} held-out windows; standard errors across windows; slopes of ln Var against ln m "
-        f"fitted at positions {results['fit_positions']}; slope errors from {results['groups']} disjoint groups of windows. "
+        f"{results['sequences']} held-out windows from {results['documents']} held-out documents; every standard error "
+        f"is clustered by document ({results['errors']}); slopes of ln Var against ln m "
+        f"fitted by least squares at the positions {results['fit_positions']} (log-spaced, each decade weighted alike). "
         f"'tail' fits m >= {results['tail_from']} only. Uniform attention over i.i.d. values gives slope -1. "
         "'Var' pools the coordinates of a position (the paper's measure); 'across inputs' is the mean over coordinates of "
         "the variance across windows with the coordinate held fixed (Var minus the spread of the per-coordinate means). "
@@ -340,9 +396,27 @@ def report(results: dict, out_dir: Path) -> str:
                          f"{a['entropy_at_T']:.3f} ± {a['entropy_at_T_se']:.3f} | {b['entropy_at_T']:.3f} ± {b['entropy_at_T_se']:.3f} | "
                          f"{a['effective_keys_at_T']:.1f} | {b['effective_keys_at_T']:.1f} |")
         lines += ["", _findings(positional, results["verdict"][positional], entry), ""]
+        if entry.get("through_training"):
+            lines += _training_table(entry["through_training"], results["tail_from"])
     lines += ["Figures: `variance_attn_out.png`, `variance_z.png`, `variance_resid_post.png` (log-log, ±1 se), "
               "`slopes.png`, `entropy.png`.", ""]
     return "\n".join(lines)
+
+
+def _training_table(snaps: list[dict], tail_from: int) -> list[str]:
+    """Slopes of ``hook_attn_out`` (all positions | m >= tail_from) and entropy / ln m per checkpoint."""
+    L = len(snaps[0]["layers"])
+    lines = [f"Through training: slope of ln Var(`hook_attn_out`) vs ln m (all positions | m >= {tail_from}), ± se over documents, "
+             "and attention entropy / ln m, per layer:", "",
+             "| step | " + " | ".join(f"layer {l}" for l in range(L)) + " |", "| ---: |" + " --- |" * L]
+    for s in snaps:
+        cells = []
+        for lay in s["layers"]:
+            t = lay["taps"]["hook_attn_out"]
+            cells.append(f"{t['slope']:+.3f} ± {t['slope_se']:.3f} \\| {t['slope_tail']:+.3f} ± {t['slope_tail_se']:.3f}; "
+                         f"H/ln m {lay['entropy_over_ln_m']:.3f}")
+        lines.append(f"| {s['step']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _findings(positional: str, rows: list[dict], entry: dict) -> str:
