@@ -52,3 +52,5 @@ __all__ = [
     "Site",
     "NoPETransformer",
 ]
+
+from theory import __version__  # noqa: E402  (one version for the three packages)

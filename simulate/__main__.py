@@ -48,6 +48,14 @@ def _int_list(text: str, what: str) -> list[int]:
     return out
 
 
+# Subcommands whose parsers live in their own modules: name -> module, and their --help line.
+_DELEGATED = {"probe": "simulate.experiments.probe.cli", "train": "simulate.experiments.train.cli"}
+_DELEGATED_HELP = {
+    "probe": "probe frozen random models for position (python -m simulate probe --help)",
+    "train": "train a byte-level NoPE language model and measure it (python -m simulate train --help)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(error_prefix="simulate", prog="python -m simulate", description="Monte Carlo simulation of random NoPE transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -73,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="run even when the estimated memory or time exceeds the limits (see docs/simulate.md)")
     r.add_argument("--out", required=True, help="result JSON path (arrays go beside it as .npz)")
+
+    # probe and train parse their own arguments (main() hands them over before this parser
+    # runs); they are declared here so that --help lists them and a wrong name is told all four.
+    for name, text in _DELEGATED_HELP.items():
+        sub.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
 
     b = sub.add_parser("bench", help="time the engine against a per-network loop and the matmul ceiling")
     b.add_argument("--json", action="store_true",
@@ -159,8 +172,6 @@ def _bench(args) -> int:
     return 0
 
 
-# Subcommands whose parsers live in their own modules: name -> module.
-_DELEGATED = {"probe": "simulate.experiments.probe.cli", "train": "simulate.experiments.train.cli"}
 
 
 @guarded("simulate")

@@ -107,3 +107,30 @@ def test_bench_json_schema(capsys):
     assert set(data) == {"d16", "peak", "gpt2_small", "machine"} and {"engine", "loop", "ceiling"} <= set(data["d16"])
     assert all(data["d16"][k] > 0 for k in ("engine", "loop", "ceiling"))
     assert set(data["peak"]) == {"float32", "bfloat16"} and data["d16"]["bfloat16"]["engine_of_peak"] > 0
+
+
+def test_help_lists_every_subcommand_and_a_wrong_one_names_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("run", "probe", "train", "bench"):
+        assert f"    {name} " in out, name
+    with pytest.raises(SystemExit) as exit_info:
+        main(["nonsense"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'probe'" in err and "'train'" in err and "Traceback" not in err
+
+
+def test_packages_have_a_version_and_type_marker():
+    import importlib.metadata
+    from pathlib import Path
+
+    import simulate
+    import theory
+    import verify
+
+    assert theory.__version__ == simulate.__version__ == verify.__version__ == importlib.metadata.version("nope-theory")
+    for package in (theory, simulate, verify):
+        assert (Path(package.__file__).parent / "py.typed").is_file()

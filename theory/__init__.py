@@ -6,6 +6,9 @@
 'approximate'
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed_version
+
 from . import depth, taps
 from ._domain import check_domain
 from ._facade import latex
@@ -16,6 +19,11 @@ from .derive import Derivation, Step, derive, predict
 from .information import position_information
 from .laws import Law, law
 from .spec import ModelSpec
+
+try:  # one version for the three packages: the installed distribution's
+    __version__ = _installed_version("nope-theory")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ModelSpec", "Level", "StepResult", "Step", "Derivation", "derive", "predict", "law", "Law", "taps", "latex",

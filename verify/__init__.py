@@ -55,3 +55,5 @@ __all__ = [
     "Calibration",
     "MUTANTS",
 ]
+
+from theory import __version__  # noqa: E402  (one version for the three packages)
