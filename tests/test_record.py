@@ -162,3 +162,34 @@ def test_user_name_map_templates_inputs_and_errors():
         record(model, x, names=names, taps=[("hook_z", 0)])
     with pytest.raises(ValueError, match="batch_size"):
         record(model, x, names=names, batch_size=0)
+
+
+def test_record_sequences_keeps_each_sequence_apart():
+    """Issue 20: per-sequence summaries give back `record`'s statistics, and each sequence's
+    own coordinates, straight from a forward hook of our own."""
+    from simulate.record import record_sequences
+
+    spec = ModelSpec(d_model=16, n_heads=2, n_layers=2, seq_len=8, vocab_size=11)
+    model = NoPETransformer(spec, seed=3)
+    ids = torch.randint(11, (10, 8), generator=torch.Generator().manual_seed(1))
+    taps = ["blocks.1.hook_attn_out", "blocks.0.attn.hook_z", "blocks.1.attn.hook_pattern"]
+    ref = record(model, ids, taps=taps, names="hooked", progress=False, across_inputs=True)
+    got = record_sequences(model, ids, taps=taps, names="hooked", values_at=[2, 8], batch_size=3)
+    grabbed = {}
+    handle = model.blocks[1].hook_attn_out.register_forward_hook(lambda mod, a, out: grabbed.setdefault("x", out.detach()))
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    x = grabbed["x"].double().numpy()  # (10, 8, 16)
+    scale = np.abs(x).max()  # float32 forwards in batches of 3 and of 10 differ by rounding
+    np.testing.assert_allclose(got[taps[0]]["m1"], x.mean(-1), rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(got[taps[0]]["m2"], (x * x).mean(-1), rtol=1e-4)
+    np.testing.assert_allclose(got[taps[0]]["values"], x[:, [1, 7]], rtol=0, atol=1e-5 * scale)
+    for tap in taps[:2]:
+        d = got[tap]
+        pooled = d["m2"].mean(0) - d["m1"].mean(0) ** 2
+        # record's var adds the squared standard error of the per-sequence means (docs/simulate.md)
+        np.testing.assert_allclose(ref[tap].var, pooled + d["m1"].var(0, ddof=1) / 10, rtol=1e-5)
+        np.testing.assert_allclose(ref[tap].var_across_inputs[[1, 7]], d["values"].var(0, ddof=1).mean(-1), rtol=1e-5)
+    np.testing.assert_allclose(ref[taps[2]].entropy, got[taps[2]]["entropy"].mean(0), atol=1e-6)
+    assert got[taps[2]]["entropy"].shape == (10, 8)

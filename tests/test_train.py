@@ -123,6 +123,14 @@ def test_cli_trains_measures_and_records(tmp_path):
     init = res["models"]["none"]["init"]["layers"][0]
     assert init["entropy_over_ln_m"] > 0.99  # near-uniform attention at init (logits ~ 1e-3)
     assert (out / "measure" / "report.md").read_text().count("## positional =") == 1
+    # issue 20: baselines on the same scored bytes, errors over documents, loss per context position
+    base, m = run["baselines"], run["models"]["none"]
+    assert set(base["kneser_ney"]) == {str(n) for n in range(1, 8)} and set(base["compressors"]) == {"xz", "bz2", "zlib"}
+    assert len(base["kneser_ney"]["3"]["per_position"]) == len(m["per_position"]) == 32
+    assert base["kneser_ney"]["3"]["bits_per_byte"] < base["kneser_ney"]["1"]["bits_per_byte"]
+    assert m["trained_bits_per_byte_se"] > 0 and m["documents"] >= 2
+    assert res["documents"] >= 2 and "jackknife" in res["errors"]
+    assert "Kneser-Ney 4-gram" in (out / "measure" / "report.md").read_text()
     assert main(argv[:4] + ["--measure-only", "--sequences", "8", "--groups", "2", "--no-progress", "--no-figures"]) == 0
     assert len(json.loads((out / "run.json").read_text())["commands"]) == 2
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import lzma
 import math
 import zlib
@@ -192,3 +193,22 @@ def test_loss_per_position_report(tmp_path):
     assert final["documents"] == np.unique(docs).size and len(final["per_position"]) == cfg.seq_len
     s = summarise(np.ones((4, 8)), np.array([0, 0, 1, 1]))
     assert s["bits_per_byte"] == 1.0 and s["bits_per_byte_se"] == 0.0
+
+
+def test_variance_beyond_the_training_length():
+    """A NoPE model runs past seq_len (a learned table refuses); the measurement returns curves
+    of 4 x T positions and finite slopes inside and past T."""
+    from theory import ModelSpec
+    from simulate.experiments.train import NoPETransformer
+    from simulate.experiments.train.beyond import variance_beyond
+
+    corpus = load_corpus(TINY, holdout=0.3)
+    spec = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=16, vocab_size=256)
+    out = variance_beyond(NoPETransformer(spec, seed=0), corpus, factor=4, sequences=16, blocks=4)
+    lay = out["layers"][0]
+    assert len(lay["var"]) == 64 and out["fit_positions"][-1] == 64 and 16 in out["fit_positions"]
+    assert all(np.isfinite(lay[k]) for k in ("slope_inside", "slope_inside_se", "slope_beyond", "slope_beyond_in"))
+    assert lay["slope_inside_in"] < -0.3  # uniform attention at init averages the inputs: variance falls
+    learned = NoPETransformer(dataclasses.replace(spec, positional="learned"), seed=0)
+    with pytest.raises(ValueError, match="longer than seq_len"):
+        learned(torch.zeros(1, 17, dtype=torch.long))

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=8,
                    help="errors are clustered by held-out document; for a single text file (byte split), the number of "
                         "contiguous held-out blocks that stand in for documents (default 8)")
+    p.add_argument("--beyond", type=int, default=4,
+                   help="also measure the NoPE attention output on windows this many times the training length (default 4; 0 skips)")
     p.add_argument("--no-baselines", action="store_true", help="skip the n-gram and compressor baselines (~30 s)")
     p.add_argument("--no-measure", action="store_true", help="train only")
     p.add_argument("--measure-only", action="store_true", help="measure the models of a finished run in --out")
@@ -185,6 +187,9 @@ def loss_figure(run: dict, out: Path) -> None:
     base = run["baselines"]
     ax.axhline(base["unigram_bits_per_byte"], color="gray", ls="--", lw=1, label="unigram baseline")
     ax.axhline(base["bigram_bits_per_byte"], color="gray", ls=":", lw=1, label="bigram baseline")
+    for n, color in (("3", "C2"), ("4", "C3"), ("7", "C4")):
+        if n in base.get("kneser_ney", {}):
+            ax.axhline(base["kneser_ney"][n]["bits_per_byte"], color=color, ls="-.", lw=0.8, label=f"Kneser-Ney {n}-gram")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("bits per byte")
     ax.set_title(f"byte-level LM on {'/'.join(Path(run['corpus']['source']).parts[-2:])}", fontsize=10)
@@ -192,6 +197,28 @@ def loss_figure(run: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_savefig(fig, out / "loss.png", dpi=120)
+    plt.close(fig)
+    scored = {name: m for name, m in run["models"].items() if "per_position" in m}
+    if not scored:
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, m in scored.items():
+        y, e = np.asarray(m["per_position"]), np.asarray(m["per_position_se"])
+        j = np.arange(1, y.size + 1)
+        ax.plot(j, y, color=colors.get(name), lw=1.2, label=f"{name} (trained)")
+        ax.fill_between(j, y - e, y + e, color=colors.get(name), alpha=0.25, lw=0)
+    for n, color in (("2", "C5"), ("3", "C2"), ("4", "C3"), ("7", "C4")):
+        s = base.get("kneser_ney", {}).get(n)
+        if s:
+            ax.plot(np.arange(1, len(s["per_position"]) + 1), s["per_position"], color=color, lw=0.8, ls="-.",
+                    label=f"Kneser-Ney {n}-gram")
+    ax.set_xscale("log")
+    ax.set_xlabel("context position j (bytes of context)")
+    ax.set_ylabel("held-out bits per byte (± 1 se over documents)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both", lw=0.3)
+    fig.tight_layout()
+    atomic_savefig(fig, out / "loss_per_position.png", dpi=120)
     plt.close(fig)
 
 
@@ -240,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads < 1 or args.sequences < 2 or args.groups < 2 or args.groups > args.sequences:
             raise ValueError("--threads must be >= 1, --sequences >= 2, and --groups in 2..--sequences")
+        if args.beyond < 0 or args.beyond == 1:
+            raise ValueError(f"--beyond must be 0 (skip) or a factor >= 2, got {args.beyond}")
         if args.measure_only and args.no_measure:
             raise ValueError("--measure-only and --no-measure exclude each other")
         cfg = _config(args)
@@ -259,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_measure:
                 corpus = _corpus(args, out)
                 run["measurement"] = measure_run(out, corpus, sequences=args.sequences, groups=args.groups,
-                                                 progress=not args.no_progress, with_figures=not args.no_figures)
+                                                 progress=not args.no_progress, with_figures=not args.no_figures,
+                                                 beyond=args.beyond)
             entry["finished_after_s"] = round(time.perf_counter() - t0, 1)
             _write(out, run)
         finally:

@@ -47,7 +47,8 @@ from theory._outputs import atomic_savefig, atomic_write_text
 from ...record import record_sequences
 from .clustered import across_inputs_variance, clustered_mean, jackknife_se, leave_one_out_means, pooled_variance, slope_with_se
 from .corpus import PSEUDO_DOCUMENTS, Corpus
-from .evaluation import heldout_batch
+from .beyond import FACTOR, beyond_figure, variance_beyond
+from .evaluation import baseline_table, heldout_batch
 from .files import load_model, read_run_json
 from .training import POSITIONALS
 
@@ -135,7 +136,7 @@ def snapshots(model_dir: Path) -> list[tuple[int, Path]]:
 
 
 def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, groups: int = PSEUDO_DOCUMENTS,
-                progress: bool = True, with_figures: bool = True) -> dict:
+                progress: bool = True, with_figures: bool = True, beyond: int = FACTOR) -> dict:
     """Measure every trained model in ``out_dir`` (and its snapshots along training, if any);
     write ``out_dir/measure/``; return a summary. ``groups``: the blocks that stand in for
     documents when the held-out text is one file (byte split)."""
@@ -166,6 +167,12 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
                       f"from {np.unique(docs).size} documents", file=sys.stderr)
             entry[which] = measure_model(model, ids, docs)
             entry["spec"] = model.spec.to_dict()
+        if beyond > 1 and positional == "none":  # past the training length (`beyond`); NoPE runs on any length
+            if progress:
+                print(f"[measure] {positional}: attention output to {beyond}x the training length", file=sys.stderr)
+            far = {which: variance_beyond(model, corpus, beyond, blocks=groups) for which, model in pair.items()}
+            if all(far.values()):
+                entry["beyond"] = far
         steps = snapshots(out_dir / positional)
         if len(steps) > 1:
             entry["through_training"] = []
@@ -236,6 +243,8 @@ def figures(results: dict, dest: Path) -> None:
     _entropy_figure(plt, nope, learned, m, dest)
     if any("through_training" in e for e in results["models"].values()):
         _training_figure(plt, results, dest)
+    if "beyond" in nope:
+        beyond_figure(plt, nope["beyond"], dest)
 
 
 def _training_figure(plt, results: dict, dest: Path) -> None:
@@ -365,6 +374,15 @@ def report(results: dict, out_dir: Path) -> str:
                              f"{mod.get('init_bits_per_byte', float('nan')):.3f} | {base.get('unigram_bits_per_byte', float('nan')):.3f} | "
                              f"{base.get('bigram_bits_per_byte', float('nan')):.3f} |")
             lines.append("")
+            scored = [m for m in run["models"].values() if "context_bands" in m]
+            if "kneser_ney" in base and scored:
+                lines += [f"The same {scored[0].get('windows', '?')} held-out windows ({scored[0].get('documents', '?')} documents), "
+                          "bits/byte with errors clustered by document, overall and by context position j (bytes of context):", ""]
+                lines += baseline_table(base, {f"{name} (trained)": {"bits_per_byte": m["trained_bits_per_byte"],
+                                                                      "bits_per_byte_se": m["trained_bits_per_byte_se"],
+                                                                      "context_bands": m["context_bands"]}
+                                               for name, m in run["models"].items() if "context_bands" in m})
+                lines.append("")
     lines += [
         f"{results['sequences']} held-out windows from {results['documents']} held-out documents; every standard error "
         f"is clustered by document ({results['errors']}); slopes of ln Var against ln m "
@@ -398,9 +416,26 @@ def report(results: dict, out_dir: Path) -> str:
         lines += ["", _findings(positional, results["verdict"][positional], entry), ""]
         if entry.get("through_training"):
             lines += _training_table(entry["through_training"], results["tail_from"])
+        if entry.get("beyond"):
+            lines += _beyond_table(entry["beyond"])
     lines += ["Figures: `variance_attn_out.png`, `variance_z.png`, `variance_resid_post.png` (log-log, ±1 se), "
-              "`slopes.png`, `entropy.png`.", ""]
+              "`slopes.png`, `entropy.png`, and when measured `through_training.png` (slopes and entropy per checkpoint) "
+              "and `beyond_training_length.png`.", ""]
     return "\n".join(lines)
+
+
+def _beyond_table(far: dict) -> list[str]:
+    """Slopes of ln Var(`hook_attn_out`) inside and past the training length, init and trained."""
+    b = far["trained"]
+    lines = [f"Past the training length ({b['sequences']} windows of {b['factor']} x {b['seq_len']} bytes, {b['documents']} documents): "
+             f"slope of ln Var(`hook_attn_out`) vs ln m for m <= {b['seq_len']} | {b['seq_len']} <= m <= {b['factor'] * b['seq_len']}; "
+             "Var pooled / across inputs, ± se over documents:", "",
+             "| layer | init, pooled | trained, pooled | init, across inputs | trained, across inputs |",
+             "| ---: | --- | --- | --- | --- |"]
+    for l, (a, t) in enumerate(zip(far["init"]["layers"], far["trained"]["layers"])):
+        cell = lambda x, k: f"{x['slope_inside' + k]:+.3f} ± {x['slope_inside' + k + '_se']:.3f} \\| {x['slope_beyond' + k]:+.3f} ± {x['slope_beyond' + k + '_se']:.3f}"  # noqa: E731
+        lines.append(f"| {l} | {cell(a, '')} | {cell(t, '')} | {cell(a, '_in')} | {cell(t, '_in')} |")
+    return lines + [""]
 
 
 def _training_table(snaps: list[dict], tail_from: int) -> list[str]:

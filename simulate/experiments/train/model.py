@@ -309,12 +309,14 @@ class NoPETransformer(nn.Module):
                     module.weight.fill_(1.0)  # Llama's init
 
     def embed_input(self, ids: torch.Tensor) -> torch.Tensor:
-        """``x_0 = E[ids] (+ P[:T])``, shape (B, T, d_model)."""
+        """``x_0 = E[ids] (+ P[:T])``, shape (B, T, d_model). A NoPE model (no position table)
+        runs on sequences longer than ``seq_len`` too (nothing in it depends on T: length
+        generalisation); a learned table ends at ``seq_len``."""
         if ids.dim() != 2:
             raise ValueError(f"token ids must have shape (batch, positions), got {tuple(ids.shape)}")
         T = ids.shape[1]
-        if T > self.spec.seq_len:
-            raise ValueError(f"sequence of {T} tokens is longer than seq_len = {self.spec.seq_len}")
+        if T > self.spec.seq_len and self.pos_embed is not None:
+            raise ValueError(f"sequence of {T} tokens is longer than seq_len = {self.spec.seq_len} (the position table's length)")
         x = self.embed(ids)
         if self.pos_embed is not None:
             x = x + self.pos_embed[:T]
