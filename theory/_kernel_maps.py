@@ -26,8 +26,9 @@ def correlation(cov: np.ndarray) -> np.ndarray:
     """``cov[m, n] / sqrt(cov[m, m] cov[n, n])``, 0 where a variance is 0 (a constant is uncorrelated)."""
     s = np.sqrt(np.diag(cov))
     scale = np.outer(s, s)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(scale > 0, cov / np.where(scale > 0, scale, 1.0), 0.0)
+    out = np.zeros(np.shape(cov))
+    np.divide(cov, scale, out=out, where=scale > 0)  # the same quotients as cov / scale, in one pass
+    return out
 
 
 def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48, dof: int | None = None):
@@ -62,7 +63,46 @@ def gaussian_cosine_mean(r: np.ndarray, dim: int) -> np.ndarray:
     """
     r = np.clip(np.asarray(r, dtype=float), -1.0, 1.0)
     ratio = math.exp(2.0 * (gammaln((dim + 1) / 2.0) - gammaln(dim / 2.0))) * 2.0 / dim
-    return r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, r * r)
+    z = r * r
+    coefficients = _cosine_series(dim / 2.0 + 1.0, float(np.max(z, initial=0.0)))
+    if coefficients is None:
+        return r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, z)
+    return r * ratio * _horner(coefficients, z)
+
+
+# The hypergeometric series of `gaussian_cosine_mean` is summed directly when this many terms
+# bound its remainder below float64 rounding (wide LayerNorms: c = dim/2 + 1 large), else scipy's hyp2f1.
+_SERIES_TERMS = 40
+_SERIES_REMAINDER = 2.0**-56  # below half an ulp of the sum (>= 1)
+
+
+def _cosine_series(c: float, z_max: float) -> np.ndarray | None:
+    """Taylor coefficients ``a_n`` of ``2F1(1/2, 1/2; c; z) = sum_n a_n z^n`` up to the first N whose
+    remainder on ``[0, z_max]`` is below ``_SERIES_REMAINDER``, or None past ``_SERIES_TERMS`` terms.
+
+    ``a_0 = 1``, ``a_{n+1} = a_n (n + 1/2)^2 / ((c + n)(n + 1))``. For ``c >= 1/4`` every ratio
+    ``a_{n+1} z / a_n`` is at most ``z``, so the remainder after N is at most
+    ``a_{N+1} z_max^{N+1} / (1 - z_max)``: the truncated sum equals the function to float64
+    rounding (tests compare with scipy's hyp2f1).
+    """
+    if c < 0.25 or z_max >= 1.0:
+        return None
+    a = [1.0]
+    for n in range(_SERIES_TERMS):
+        nxt = a[-1] * (n + 0.5) ** 2 / ((c + n) * (n + 1.0))
+        if nxt * z_max ** (n + 1) / (1.0 - z_max) < _SERIES_REMAINDER:
+            return np.array(a)
+        a.append(nxt)
+    return None
+
+
+def _horner(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``sum_n coefficients[n] x^n`` elementwise (Horner's rule, in place, highest power first)."""
+    out = np.full(x.shape, coefficients[-1])
+    for a in coefficients[-2::-1]:
+        out *= x
+        out += a
+    return out
 
 
 def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +128,10 @@ def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) 
 def uniform_average(E: np.ndarray) -> np.ndarray:
     """``U[m, n] = (1/(m n)) sum_{k <= m} sum_{k' <= n} E[k, k']``: the kernel of causal means."""
     T = E.shape[0]
-    C = np.cumsum(np.cumsum(E, axis=0), axis=1)
+    C = np.array(E, dtype=float)  # C = cumsum(cumsum(E, axis=0), axis=1), the same additions in the same order:
+    for i in range(1, T):  # numpy's cumsum along axis 0 walks the columns with a stride, a row at a time is ~3x faster
+        np.add(C[i], C[i - 1], out=C[i])
+    np.cumsum(C, axis=1, out=C)
     pos = np.arange(1, T + 1, dtype=float)
     return C / np.outer(pos, pos)
 
