@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                 run["measurement"] = measure_run(out, corpus, sequences=args.sequences, groups=args.groups,
                                                  progress=not args.no_progress, with_figures=not args.no_figures,
                                                  beyond=args.beyond)
+            if args.measure_only and not args.no_figures and run.get("models") and run.get("baselines"):
+                loss_figure(run, out)  # redrawn: a run measured again gets the current figures
             entry["finished_after_s"] = round(time.perf_counter() - t0, 1)
             _write(out, run)
         finally:
