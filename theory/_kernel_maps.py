@@ -64,10 +64,16 @@ def gaussian_cosine_mean(r: np.ndarray, dim: int) -> np.ndarray:
     r = np.clip(np.asarray(r, dtype=float), -1.0, 1.0)
     ratio = math.exp(2.0 * (gammaln((dim + 1) / 2.0) - gammaln(dim / 2.0))) * 2.0 / dim
     z = r * r
-    coefficients = _cosine_series(dim / 2.0 + 1.0, float(np.max(z, initial=0.0)))
+    c = dim / 2.0 + 1.0
+    edge = z >= 1.0  # |r| = 1 (a kernel's diagonal); the series elsewhere
+    coefficients = _cosine_series(c, float(np.max(z, where=~edge, initial=0.0)))
     if coefficients is None:
-        return r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, z)
-    return r * ratio * _horner(coefficients, z)
+        return r * ratio * hyp2f1(0.5, 0.5, c, z)
+    out = np.asarray(r * ratio * _horner(coefficients, z))
+    # At |r| = 1 Gauss's 2F1(a, b; c; 1) = Gamma(c) Gamma(c - 1) / Gamma(c - 1/2)^2 is 1/ratio: the
+    # cosine of identical (opposite) vectors, +-1 exactly (scipy's hyp2f1 gives nan there for large c).
+    out[edge] = r[edge]
+    return out if out.ndim else out[()]
 
 
 # The hypergeometric series of `gaussian_cosine_mean` is summed directly when this many terms

@@ -42,9 +42,13 @@ def gamma_rule(n: int, shape: float) -> tuple[np.ndarray, np.ndarray]:
     is stable for any shape, where scipy's closed-form weights overflow for shape > 170.
     """
     alpha = shape - 1.0
-    i = np.arange(n)
-    off = np.sqrt(np.arange(1, n) * (np.arange(1, n) + alpha))
-    jacobi = np.diag(2 * i + alpha + 1) + np.diag(off, 1) + np.diag(off, -1)
+    k = np.arange(1, n)
+    off = np.sqrt(k * (k + alpha))
+    jacobi = np.zeros((n, n))
+    flat = jacobi.reshape(-1)  # the diagonals written in place (callers ask for thousands of shapes)
+    flat[::n + 1] = 2 * np.arange(n) + alpha + 1
+    flat[1::n + 1] = off
+    flat[n::n + 1] = off
     nodes, vectors = np.linalg.eigh(jacobi)
     weights = vectors[0] ** 2
     nodes.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller

@@ -1,0 +1,125 @@
+"""The fast numerical kernels of the depth recursion (issue 19 item 4) against direct evaluation:
+Mehler's series by Horner in blocks against the plain power sum of every term, the LayerNorm
+cosine's Taylor series against scipy's hyp2f1, the causal double cumsum against numpy's, the
+Gamma rule against its dense Jacobi matrix, and the row law's shorter t range against the long one.
+Speed is measured in benchmarks/theory_depth_speed.py, never here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import gammaln, hyp2f1
+
+from theory import _activations as act
+from theory import _kernel_maps as km
+from theory._quadrature import gamma_rule
+from theory._row_law import row_law, sphere_key_law
+
+
+def _kernel(T: int, rng, spread: float = 0.02) -> np.ndarray:
+    """A covariance with strongly correlated positions and slightly different variances."""
+    X = rng.normal(size=(T, 3 * T)) + 1.5 * rng.normal(size=(1, 3 * T))
+    C = X @ X.T / (3 * T)
+    s = 1.0 + spread * rng.uniform(-1, 1, T)
+    return 0.3 * C * np.outer(s, s)
+
+
+def _power_sum(activation: str, cov: np.ndarray, order: int = 120) -> np.ndarray:
+    """``sum_{k<=order} r^k b_k b_k^T``, every term, powers accumulated (the direct evaluation)."""
+    var = np.diag(cov).copy()
+    b = act.hermite_coefficients(activation, np.sqrt(var), order)
+    corr = km.correlation(cov)
+    np.fill_diagonal(corr, 0.0)
+    F, power = np.zeros_like(cov), np.ones_like(cov)
+    for k in range(order + 1):
+        F += power * np.outer(b[:, k], b[:, k])
+        power *= corr
+    np.fill_diagonal(F, act.activation_moments(activation, var)[1])
+    return F
+
+
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu", "relu", "silu"])
+def test_mehler_horner_blocks_equal_the_power_sum(activation):
+    cov = _kernel(37, np.random.default_rng(3))  # 37: blocks of 16 and a remainder
+    F, bound = act.mehler_kernel(activation, cov)
+    direct = _power_sum(activation, cov)
+    scale = float(np.min(np.diag(direct)))
+    # the early stop drops only terms below float64 rounding of the smallest entry; ReLU's
+    # slowly decaying coefficients run to the order and the bound says what is left
+    assert np.max(np.abs(F - direct)) <= 1e-14 * scale + bound
+    np.testing.assert_array_equal(F, F.T)
+    if activation != "relu":
+        assert bound < 1e-16 * scale  # smooth activations: the series converged
+    # a negative correlation and a constant position (variance 0)
+    cov2 = np.array([[1.0, -0.7, 0.0], [-0.7, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(act.mehler_kernel(activation, cov2)[0], _power_sum(activation, cov2),
+                               rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dim", [3, 15, 31, 127, 767, 4095])
+def test_cosine_series_equals_hyp2f1(dim):
+    rng = np.random.default_rng(dim)
+    r = rng.uniform(-0.99, 0.99, (40, 40))
+    r[0, :3] = [1.0, -1.0, 0.0]
+    got = km.gaussian_cosine_mean(r, dim)
+    ratio = math.exp(2.0 * (gammaln((dim + 1) / 2.0) - gammaln(dim / 2.0))) * 2.0 / dim
+    inside = np.abs(r) < 1.0
+    want = r * ratio * hyp2f1(0.5, 0.5, dim / 2.0 + 1.0, r * r)
+    np.testing.assert_allclose(got[inside], want[inside], rtol=4e-15, atol=0)
+    # |r| = 1: the cosine of identical (or opposite) vectors is exactly +-1
+    np.testing.assert_allclose(got[0, :3], [1.0, -1.0, 0.0], rtol=1e-13, atol=0)
+
+
+def test_cosine_series_bound():
+    # the series is used only where its remainder bound is below 2^-56, and refused near z = 1
+    a = km._cosine_series(384.5, 0.95)
+    assert a is not None and len(a) < 15 and a[0] == 1.0
+    z = 0.95
+    tail = sum(_term(384.5, n) * z**n for n in range(len(a), len(a) + 60))
+    assert tail < 2.0**-56
+    assert km._cosine_series(2.5, 0.999) is None  # slow convergence: scipy's hyp2f1
+
+
+def _term(c: float, n: int) -> float:
+    return math.exp(2 * (gammaln(n + 0.5) - gammaln(0.5)) - (gammaln(c + n) - gammaln(c)) - gammaln(n + 1))
+
+
+def test_uniform_average_is_numpys_double_cumsum():
+    E = _kernel(50, np.random.default_rng(1))
+    pos = np.arange(1, 51, dtype=float)
+    want = np.cumsum(np.cumsum(E, axis=0), axis=1) / np.outer(pos, pos)
+    np.testing.assert_array_equal(km.uniform_average(E), want)  # the same additions in the same order
+
+
+def test_correlation_and_gamma_rule_are_bit_identical_to_the_dense_forms():
+    cov = _kernel(20, np.random.default_rng(2))
+    cov[4, :] = cov[:, 4] = 0.0
+    s = np.sqrt(np.diag(cov))
+    scale = np.outer(s, s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.where(scale > 0, cov / np.where(scale > 0, scale, 1.0), 0.0)
+    np.testing.assert_array_equal(km.correlation(cov), want)
+    for n, shape in ((6, 0.7), (8, 383.5), (48, 12.25)):
+        alpha = shape - 1.0
+        i = np.arange(n)
+        off = np.sqrt(np.arange(1, n) * (np.arange(1, n) + alpha))
+        nodes, vectors = np.linalg.eigh(np.diag(2 * i + alpha + 1) + np.diag(off, 1) + np.diag(off, -1))
+        x, w = gamma_rule(n, shape)
+        np.testing.assert_array_equal(x, nodes)
+        np.testing.assert_array_equal(w, vectors[0] ** 2)
+        assert x @ w == pytest.approx(shape, rel=1e-13)  # E[X] = shape
+
+
+@pytest.mark.parametrize("tau2", [0.05, 1.0, 3.0])
+def test_row_law_short_t_range_matches_the_long_one(tau2):
+    # mean_weights=True integrates from 30 units left of the heaviest row, False from 20: the
+    # four expectations they share agree to rounding (the left tail falls like e^{2y} or faster)
+    counts = np.array([1, 2, 3, 7, 40, 300, 2000])
+    law = sphere_key_law(64, 255)
+    short = row_law(counts, tau2, law)
+    long = row_law(counts, tau2, law, mean_weights=True)
+    for q in ("sum_sq", "sum_sq2", "sum_cube"):
+        np.testing.assert_allclose(getattr(short, q), getattr(long, q), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(short.coupling[1:], long.coupling[1:], rtol=1e-11, atol=0)
