@@ -88,12 +88,7 @@ def record(
     >>> result["hook_z", 0].n, result["pattern", 0].entropy.shape
     (6, (8,))
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    map_name, sites = resolve_sites(model, names)
-    tap_list = select_taps(taps, list(sites))
+    map_name, sites, tap_list = _resolve(model, names, taps, batch_size)
     stream = _Stream(tap_list, positions, across_inputs)
     total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else None
     bar = Progress(total or 0, 0, progress if total else False, unit="sequences", label="record")
@@ -113,6 +108,16 @@ def record(
 
 
 # ---------------------------------------------------------------------- running the model
+def _resolve(model: nn.Module, names: Any, taps: Any, batch_size: int) -> tuple[str, dict[str, Site], list[str]]:
+    """The checked arguments of `record` and `record_sequences`: the name map, its sites, the taps."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    map_name, sites = resolve_sites(model, names)
+    return map_name, sites, select_taps(taps, list(sites))
+
+
 @contextmanager
 def _hooked(model: nn.Module, sites: dict[str, Site]) -> Iterator[dict[str, torch.Tensor]]:
     """Hooks that capture each tap's tensor into the yielded dict; the model in eval mode

@@ -27,8 +27,7 @@ from torch import nn
 
 from theory.positions import check_positions
 
-from .names import resolve_sites, select_taps
-from .recorder import _batch_len, _batches, _call, _hooked, _is_pattern, _to_units
+from .recorder import _batch_len, _batches, _call, _hooked, _is_pattern, _resolve, _to_units
 
 
 def record_sequences(
@@ -45,12 +44,7 @@ def record_sequences(
     ``{tap: {"m1", "m2"[, "values"]}}`` or ``{tap: {"entropy", "sum_sq"}}`` for patterns,
     arrays with the sequences on axis 0 in input order. ``values_at``: 1-based positions
     whose coordinate values are kept (default none)."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _, sites = resolve_sites(model, names)
-    tap_list = select_taps(taps, list(sites))
+    _, sites, tap_list = _resolve(model, names, taps, batch_size)
     parts: dict[str, dict[str, list[np.ndarray]]] = {t: {} for t in tap_list}
     seq_len, keep = None, None
     with _hooked(model, {t: sites[t] for t in tap_list}) as captured:
