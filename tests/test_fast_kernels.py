@@ -14,7 +14,7 @@ from scipy.special import gammaln, hyp2f1
 
 from theory import _activations as act
 from theory import _kernel_maps as km
-from theory._quadrature import gamma_rule
+from theory._quadrature import gamma_rule, gamma_rules
 from theory._row_law import row_law, sphere_key_law
 
 
@@ -123,3 +123,12 @@ def test_row_law_short_t_range_matches_the_long_one(tau2):
     for q in ("sum_sq", "sum_sq2", "sum_cube"):
         np.testing.assert_allclose(getattr(short, q), getattr(long, q), rtol=1e-12, atol=0)
     np.testing.assert_allclose(short.coupling[1:], long.coupling[1:], rtol=1e-11, atol=0)
+
+
+def test_gamma_rules_are_gamma_rule_per_shape():
+    shapes = np.array([0.6, 1.0, 7.3, 250.0, 1e4])
+    nodes, weights = gamma_rules(6, shapes)
+    for i, shape in enumerate(shapes):
+        x, w = gamma_rule(6, float(shape))
+        np.testing.assert_array_equal(nodes[i], x)  # the same matrices, the same LAPACK call
+        np.testing.assert_array_equal(weights[i], w)
