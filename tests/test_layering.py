@@ -131,7 +131,7 @@ THEORY_LAYERS = [
                 "theory.tolerance", "theory._budget", "theory._outputs", "theory._argparse", "theory._guard"]),
     ("maths", ["theory._moments", "theory._softmax", "theory._quadrature", "theory._layernorm",
                "theory._activations", "theory._kernel_maps", "theory._domain", "theory._numbers",
-               "theory._row_law", "theory._modern"]),
+               "theory._row_law", "theory.row_law", "theory.kernel_maps", "theory._modern"]),
     ("results", ["theory._result", "theory.prediction"]),
     ("steps and depth maps", ["theory.steps", "theory.depth_maps", "theory.depth", "theory.derive",
                               "theory.laws", "theory.information", "theory.quenched"]),

@@ -9,7 +9,7 @@ the uniform causal average ``U`` at m = T. Run: ``python docs/examples/depth_dia
 import numpy as np, torch
 from theory import ModelSpec
 from theory.depth import predict
-from theory._kernel_maps import layernorm_kernel, uniform_average
+from theory.kernel_maps import layernorm_kernel, uniform_average
 import simulate
 torch.set_num_threads(2)
 spec = ModelSpec(d_model=64, n_heads=4, n_layers=4, seq_len=64)
