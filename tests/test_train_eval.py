@@ -151,8 +151,11 @@ def test_slope_and_its_jackknife():
     leave = np.array([m ** -0.6, m ** -0.8, m ** -0.7])
     b, se = slope_with_se(m, m ** -0.7, leave)
     assert b == pytest.approx(-0.7) and se == pytest.approx(math.sqrt(2 / 3 * 0.02), rel=1e-10)
-    with pytest.raises(ValueError, match="at least 2 documents"):
-        clustered_mean(np.ones(3), np.zeros(3))
+    mean, se = clustered_mean(np.array([1.0, 2.0, 4.0]), np.zeros(3))  # one document: no error over documents
+    assert mean == pytest.approx(7 / 3) and np.isnan(se)
+    assert np.isnan(jackknife_se(np.ones((1, 2)))).all()
+    with pytest.raises(ValueError, match="one id per window"):
+        clustered_mean(np.ones(3), np.zeros(2))
 
 
 # ------------------------------------------------------------------ documents and the loss per position

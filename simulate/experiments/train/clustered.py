@@ -21,7 +21,8 @@ every standard error is over documents:
   equal-sized documents the two formulas coincide exactly (tested).
 
 With few documents (G below ~20-30) cluster-robust errors are themselves noisy and tend to
-be small (Cameron & Miller sec. VI); the number of documents is reported beside them.
+be small (Cameron & Miller sec. VI); the number of documents is reported beside them. With one
+document (or a document holding all but one window) an error is undefined and is NaN.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ def _groups(clusters: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     clusters = np.asarray(clusters)
     if clusters.shape != (n,):
         raise ValueError(f"clusters must have one id per window ({n}), got shape {clusters.shape}")
+    if n == 0:
+        raise ValueError("no windows to take a mean over")
     _, inverse = np.unique(clusters, return_inverse=True)
-    G = int(inverse.max()) + 1 if n else 0
-    if G < 2:
-        raise ValueError(f"clustered standard errors need at least 2 documents, got {G}")
-    return inverse, G
+    return inverse.reshape(n), int(inverse.max()) + 1
 
 
 def cluster_sums(y: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +57,8 @@ def clustered_mean(y: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.
     G = counts.size
     mean = sums.sum(axis=0) / N
     resid = sums - counts.reshape(-1, *([1] * (y.ndim - 1))) * mean  # sum_{i in g} (y_i - ybar)
+    if G < 2:  # one document: no error over documents can be estimated
+        return mean, np.full(np.shape(mean), np.nan)
     se = np.sqrt(G / (G - 1) * np.sum(resid**2, axis=0)) / N
     return mean, se
 
@@ -66,9 +68,10 @@ def jackknife_se(leave_out: np.ndarray) -> np.ndarray:
     document, ``leave_out`` (G, ...)."""
     t = np.asarray(leave_out, dtype=np.float64)
     G = t.shape[0]
-    if G < 2:
-        raise ValueError(f"the jackknife needs at least 2 documents, got {G}")
-    return np.sqrt((G - 1) / G * np.sum((t - t.mean(axis=0)) ** 2, axis=0))
+    if G < 2:  # one document: undefined
+        return np.full(t.shape[1:], np.nan)
+    with np.errstate(invalid="ignore"):  # NaN leave-outs (undefined statistics) give NaN
+        return np.sqrt((G - 1) / G * np.sum((t - t.mean(axis=0)) ** 2, axis=0))
 
 
 def leave_one_out_means(y: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +80,9 @@ def leave_one_out_means(y: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray
     sums, counts = cluster_sums(y, clusters)
     total, N = sums.sum(axis=0), float(y.shape[0])
     shape = (-1, *([1] * (y.ndim - 1)))
-    keep = N - counts
-    if np.any(keep == 0):
-        raise ValueError("a document holds every window; nothing is left without it")
-    return total / N, (total - sums) / keep.reshape(shape)
+    keep = N - counts  # 0 when one document holds every window: NaN, and so are the errors
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / N, (total - sums) / keep.reshape(shape)
 
 
 def pooled_variance(m1: np.ndarray, m2: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,15 +108,15 @@ def across_inputs_variance(values: np.ndarray, clusters: np.ndarray) -> tuple[np
         return ((s2 - s1**2 / n) / (n - 1)).mean(axis=-1)
     full = var(sums.sum(0), sq.sum(0), N)
     n_out = (N - counts).reshape(-1, 1, 1)
-    if np.any(n_out < 2):
-        raise ValueError("leaving a document out leaves fewer than two windows")
-    out = var(sums.sum(0) - sums, sq.sum(0) - sq, n_out)
+    with np.errstate(invalid="ignore", divide="ignore"):  # fewer than 2 windows left: NaN
+        out = np.where(n_out[:, :, 0] >= 2, var(sums.sum(0) - sums, sq.sum(0) - sq, n_out), np.nan)
     return full, jackknife_se(out), out
 
 
 def fit_slope(positions: np.ndarray, curves: np.ndarray, lo: int = 1) -> np.ndarray:
     """Least-squares slope of ``ln curve`` against ``ln m`` over ``positions >= lo``, for
-    each row of ``curves`` (..., P); NaN where fewer than 3 positive points remain."""
+    each row of ``curves`` (..., P); NaN for a row with a point that is not positive and
+    finite, and when fewer than 3 positions are fitted."""
     positions = np.asarray(positions, dtype=np.float64)
     c = np.asarray(curves, dtype=np.float64)
     keep = positions >= lo
@@ -122,8 +124,11 @@ def fit_slope(positions: np.ndarray, curves: np.ndarray, lo: int = 1) -> np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.log(c[..., keep])
     ok = np.all(np.isfinite(y), axis=-1)
+    if x.size < 3:
+        return np.full(c.shape[:-1], np.nan)
     xc = x - x.mean()
-    b = ((y - y.mean(axis=-1, keepdims=True)) * xc).sum(axis=-1) / np.sum(xc**2) if x.size >= 3 else np.full(c.shape[:-1], np.nan)
+    with np.errstate(invalid="ignore"):
+        b = ((y - y.mean(axis=-1, keepdims=True)) * xc).sum(axis=-1) / np.sum(xc**2)
     return np.where(ok, b, np.nan)
 
 
