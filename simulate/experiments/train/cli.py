@@ -1,14 +1,18 @@
-"""``python -m simulate train``: train a byte-level NoPE model and a learned-position twin,
-then measure the variance of their activations against position, trained against init.
+"""``python -m simulate train``: train a byte-level NoPE model (and, if asked, a learned-position
+twin), evaluate it beside n-gram and compressor baselines on the same held-out bytes, then
+measure the variance of its activations against position, trained against init and along
+training, with errors clustered by held-out document.
 
-    python -m simulate train --preset small --out DIR [--corpus PATH] [--steps N] [--seed S]
-        [--positional none,learned] [--threads 1] [--sequences 256] [--no-measure]
+    python -m simulate train --preset base --out DIR [--corpus PATH] [--steps N] [--seed S]
+        [--positional none,learned] [--autocast none|bfloat16] [--threads 1] [--sequences 256]
+        [--groups 8] [--beyond 4] [--no-baselines] [--no-measure]
     python -m simulate train --measure-only --out DIR      # measure a finished run again
 
 Writes into DIR: ``run.json`` (config, seeds, corpus hashes, baselines, results, and every
-command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png``,
-``<positional>/init.pt`` and ``checkpoint.pt`` (see `simulate.experiments.train.training`), ``corpus.npz`` (the
-stripped, split corpus, so a resume does not re-read the HTML), and ``measure/``
+command that touched DIR, exactly as typed), ``commands.txt``, ``loss.png``, ``loss_per_position.png``,
+``<positional>/init.pt``, ``checkpoint.pt`` and the snapshots ``step_NNNNNN.pt`` (see
+`simulate.experiments.train.training`), ``corpus.npz`` (the stripped, split corpus and the
+held-out pages' offsets, so a resume does not re-read the HTML), and ``measure/``
 (``results.json``, ``report.md``, figures; see `simulate.experiments.train.measure`). Rerunning a command
 resumes from the checkpoints. Bad input: one line on stderr, exit status 2.
 """
