@@ -6,7 +6,12 @@
 * `corpus`: the text, stripped and split;
 * `training`: the configuration, the optimiser, the training loop;
 * `files`: ``init.pt``, ``checkpoint.pt`` and ``run.json``, read safely;
-* `measure`: variance against position, trained against initialisation (`simulate.record`);
+* `evaluation`: held-out bits/byte and the loss per context position, errors over documents;
+* `baselines`: Kneser-Ney byte n-grams and the standard library's compressors;
+* `clustered`: standard errors clustered by held-out document (CR1, jackknife);
+* `measure`: variance against position, trained against init and along training
+  (`simulate.record.record_sequences`); `beyond`: past the training length;
+* `seeds`: the spread over seeds at one step;
 * `cli`: the command line.
 """
 
