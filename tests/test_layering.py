@@ -128,7 +128,7 @@ def test_dependencies_point_one_way(package, forbidden):
 # theory's layers, lowest first; a module may import only its own layer or lower ones
 THEORY_LAYERS = [
     ("leaves", ["theory.spec", "theory._spec_schedule", "theory._hf_config", "theory.taps", "theory.block", "theory.positions", "theory.quantities",
-                "theory.tolerance", "theory._budget", "theory._outputs", "theory._argparse", "theory._guard"]),
+                "theory.tolerance", "theory._budget", "theory._outputs", "theory._argparse", "theory._guard", "theory._tables"]),
     ("maths", ["theory._moments", "theory._softmax", "theory._quadrature", "theory._layernorm",
                "theory._activations", "theory._kernel_maps", "theory._domain", "theory._numbers",
                "theory._row_law", "theory.row_law", "theory.kernel_maps", "theory._modern"]),

@@ -29,8 +29,9 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ._result import Level
+from ._tables import ELLIPSIS, elide, html_table, spec_summary, text_table
 from .spec import ModelSpec
-from .taps import tap_name
+from .taps import parse_tap, tap_name
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,28 @@ class TapPrediction:
                 raise ValueError(f"{self.tap}: {q} has shape {v.shape}, positions {self.positions.shape}")
         object.__setattr__(self, "values", values)  # a plain dict: records cross process boundaries (pickle)
         object.__setattr__(self, "assumptions", tuple(self.assumptions))
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        """(columns, rows): one row per quantity, its values at the (elided) positions."""
+        index = elide(range(len(self.positions)))
+        columns = ["quantity"] + [ELLIPSIS if i is ELLIPSIS else f"m={int(self.positions[i])}" for i in index]
+        rows = [[q] + [ELLIPSIS if i is ELLIPSIS else v[i] for i in index] for q, v in self.values.items()]
+        return columns, rows
+
+    def _caption(self) -> str:
+        tol = "" if self.tolerance is None else f", tolerance {self.tolerance:.3g}"
+        return f"{self.tap}: {self.level.value}{tol}, {len(self.positions)} positions"
+
+    def __repr__(self) -> str:
+        return f"TapPrediction({self._caption()})\n" + text_table(*self._table())
+
+    def _repr_html_(self) -> str:
+        return html_table(*self._table(), caption=self._caption())
+
+    def to_dataframe(self):
+        """A pandas DataFrame: one row per position, one column per quantity."""
+        return _pandas().DataFrame({q: np.asarray(v) for q, v in self.values.items()},
+                                   index=_pandas().Index(np.asarray(self.positions), name="position"))
 
     def at(self, position: int) -> dict[str, float]:
         """Every quantity at one 1-based position."""
@@ -184,6 +207,38 @@ class Prediction(Mapping[str, TapPrediction]):
         pos = np.asarray(sorted({int(p) for p in np.atleast_1d(positions)}), dtype=np.int64)
         return Prediction(self.spec, self.level, tuple(r.restrict(pos) for r in self.records), {}, self.measure)
 
+    def _table(self) -> tuple[list[str], list[list]]:
+        """(columns, rows): one row per tap and quantity (var or sum_sq), at the elided positions."""
+        positions = self.positions
+        index = elide(range(len(positions)))
+        columns = ["tap", "level", "tolerance", "quantity"] + [
+            ELLIPSIS if i is ELLIPSIS else f"m={int(positions[i])}" for i in index]
+        rows = []
+        for r in self.records:
+            q = next((k for k in ("sum_sq", "var") if k in r.values), next(iter(r.values), None))
+            if q is None:
+                continue
+            v = r.values[q]
+            rows.append([r.tap, r.level.value, r.tolerance, q] + [
+                ELLIPSIS if i is ELLIPSIS else (v[i] if i < len(v) else None) for i in index])
+        return columns, rows
+
+    def _caption(self) -> str:
+        return (f"{self.level} level, {self.measure}, {len(self.records)} taps x {len(self.positions)} positions; "
+                f"spec: {spec_summary(self.spec)}")
+
+    def __repr__(self) -> str:
+        return f"Prediction({self._caption()})\n" + text_table(*self._table())
+
+    def _repr_html_(self) -> str:
+        return html_table(*self._table(), caption="Prediction: " + self._caption())
+
+    def to_dataframe(self):
+        """A long pandas DataFrame: columns tap, layer, position, quantity, value, level, tolerance."""
+        rows = [(r.tap, parse_tap(r.tap)[1], int(m), q, float(v[i]), r.level.value, r.tolerance)
+                for r in self.records for q, v in r.values.items() for i, m in enumerate(r.positions)]
+        return _pandas().DataFrame(rows, columns=["tap", "layer", "position", "quantity", "value", "level", "tolerance"])
+
     def to_dict(self) -> dict:
         """``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {q: v}}}, "meta": {TAP: {...}}}``
         (the JSON of ``python -m theory predict --json``)."""
@@ -195,6 +250,14 @@ class Prediction(Mapping[str, TapPrediction]):
                                     for i, m in enumerate(r.positions)} for r in self.records},
             "meta": {r.tap: r.meta() for r in self.records},
         }
+
+
+def _pandas():
+    try:  # optional: pandas comes with the sweep extra (xarray)
+        import pandas
+    except ImportError:
+        raise ImportError('to_dataframe needs pandas: pip install pandas (or the extra: pip install -e ".[sweep]")') from None
+    return pandas
 
 
 __all__ = ["TapPrediction", "Prediction"]

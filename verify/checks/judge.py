@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from theory import Level
+from theory._tables import html_table, text_table
 
 from .comparison import Comparison, comparisons
 from .statistics import critical_value, holm, two_sided_p
@@ -160,6 +161,32 @@ class CheckSet(Sequence[Check]):
 
     def to_list(self) -> list[dict]:
         return [c.to_dict() for c in self.checks]
+
+    def to_dataframe(self):
+        """A pandas DataFrame, one row per check (the columns of `Check.to_dict`)."""
+        try:  # optional: pandas comes with the sweep extra (xarray)
+            import pandas
+        except ImportError:
+            raise ImportError('to_dataframe needs pandas: pip install pandas (or pip install -e ".[sweep]")') from None
+        return pandas.DataFrame(self.to_list())
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        columns = ["tap", "level", "checks", "failed", "max |z|", "verdict"]
+        return columns, [[tap, row["level"], str(row["checks"]), str(row["failed"]), row["max_abs_z"], row["verdict"]]
+                         for tap, row in self.by_tap().items()]
+
+    def _caption(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"{verdict}: {len(self.checks) - len(self.failed)}/{len(self.checks)} checks passed "
+                f"(theory: {self.label}; Holm family-wise alpha {self.alpha:g})")
+
+    def __repr__(self) -> str:
+        failed = "".join(f"\n  {c.describe()}" for c in self.failed[:5])
+        more = f"\n  ... {len(self.failed) - 5} more failures" if len(self.failed) > 5 else ""
+        return f"CheckSet({self._caption()})\n" + text_table(*self._table()) + failed + more
+
+    def _repr_html_(self) -> str:
+        return html_table(*self._table(), caption=self._caption())
 
 
 # ------------------------------------------------------------------------------ judging
