@@ -13,7 +13,16 @@ one pre-LN attention layer, ``T`` tokens -- measured in the same process, interl
   and not timed: what the explicit-weights forward could reach if nothing but its
   matrix products cost anything;
 * ``peak``: the machine's own dense matrix product (``PEAK_N`` square, in the dtype), the
-  GFLOP/s the hardware gives torch here.
+  GFLOP/s the hardware gives torch here;
+* ``draw``: the engine's random numbers alone (its `Drawer`, chunk by chunk, as `run` draws
+  them): ``engine / draw`` is the share of the engine's time spent in the generator, which
+  no matrix unit speeds up.
+
+Each lower-precision dtype is also compared with float32 *in the same run*: the engine's,
+the loop's and the ceiling's speed-up next to the dense product's (``peak_vs_float32``, what
+the hardware gives), their quotient ``engine_speedup_over_peak_speedup`` and
+``engine_share_of_peak_gain`` = (engine speed-up - 1) / (peak speed-up - 1), the fraction of
+the hardware's gain that reaches the engine (0: none, 1: all of it).
 
 Each figure is also given in GFLOP/s of the *nominal* work -- the matrix-product FLOPs of
 the explicit forward (`forward_flops`: full T x T scores, as the ceiling computes them) --
@@ -38,7 +47,10 @@ from theory import ModelSpec
 from theory.block import block
 
 from .arguments import resolve_device, resolve_dtype
-from .runner import run
+from .budget import default_chunk, run_sizes
+from .draw import default_workers
+from .runner import DEFAULT_MEMORY_BUDGET, run
+from .sampler import Sampler
 
 BENCH_DTYPES = ("float32", "bfloat16")
 PEAK_N = 1024  # the square matrices of the peak measurement
@@ -85,6 +97,24 @@ def engine(spec: ModelSpec, device: torch.device, dtype: str = "float32"):
         run(spec, taps=[f"blocks.{spec.n_layers - 1}.{output}"], samples=samples, seed=0, device=device,
             progress=False, dtype=dtype)
 
+    return go
+
+
+def draws(spec: ModelSpec, device: torch.device, dtype: str = "float32"):
+    """The engine's draws alone: ``fn(k)`` fills k units' normals (rounded to bf16 in a bf16 run)
+    in `run`'s chunks; ``fn.close()`` ends its threads."""
+    taps = [f"blocks.{spec.n_layers - 1}.{block(spec).output_tap}"]
+    low = resolve_dtype(dtype, device)
+    chunk = int(default_chunk(run_sizes(
+        spec, taps=taps, samples=1 << 20, batch=1, chunk_size=None, positions=None, reservoir=0, measure="annealed",
+        method="auto", dtype_bytes=4, memory_budget=DEFAULT_MEMORY_BUDGET)))  # as `run` chooses it
+    sampler = Sampler(spec, seed=0, device=device, dtype=low, workers=default_workers(device))
+
+    def go(samples: int) -> None:
+        for first in range(0, samples, chunk):
+            sampler.drawer.draw(first, min(chunk, samples - first), spec.vocab_size)
+
+    go.close = sampler.close
     return go
 
 
@@ -164,13 +194,45 @@ def gpt2_small_spec(seq_len: int) -> ModelSpec:
     return ModelSpec(d_model=768, n_heads=12, n_layers=12, seq_len=seq_len)
 
 
+# CPU flags (Linux /proc/cpuinfo names) that give bf16 matrix products their speed.
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict:
+    """Which bf16 matrix units the CPU has: ``{"flags": [...], "bf16_units": "AMX" |
+    "AVX512-BF16" | "none", "model": ...}`` from ``/proc/cpuinfo`` (or ``cpuinfo``, its text);
+    ``{"bf16_units": "unknown"}`` where there is no such file (not Linux).
+
+    AMX (Sapphire Rapids and later) multiplies bf16 tiles: dense bf16 runs 5-16x float32.
+    AVX512-BF16 (Cooper Lake, Zen 4) has a bf16 dot-product instruction: about 2-2.5x. Without
+    either, torch converts bf16 to float32 and bf16 products are no faster, often slower.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read(1 << 20)
+        except OSError:
+            return {"bf16_units": "unknown"}
+    flags, model = set(), ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and not flags:
+            flags = set(value.split())
+        elif key.strip() == "model name" and not model:
+            model = value.strip()
+    units = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "none"
+    return {"model": model, "flags": [f for f in BF16_FLAGS if f in flags], "bf16_units": units}
+
+
 def machine(device: torch.device) -> dict:
-    """What the timings ran on: torch's CPU capability (or the GPU), threads, load averages."""
+    """What the timings ran on: torch's CPU capability and the CPU's bf16 units (or the GPU),
+    threads, load averages."""
     info = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["cpu"] = cpu_features()
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
     return info
@@ -218,28 +280,51 @@ def _bench(widths, seq_len, seconds, dev, rounds, dtypes) -> dict:
         fns = dict(peaks)
         for dt in dtypes:
             fns.update({f"engine/{dt}": engine(spec, dev, dt), f"loop/{dt}": loop(spec, dev, dt),
-                        f"ceiling/{dt}": ceiling(spec, dev, chunk, dt)})
-        for name, fn in fns.items():
-            if name not in peaks:  # each width's own sizes and bests (the peaks are shared)
-                sizes[name] = _calibrate(fn, seconds / rounds, chunk if name.startswith("ceiling") else 2)
-                best[name] = 0.0
-        for _ in range(rounds):  # interleaved rounds, best of each: robust to a passing load
+                        f"ceiling/{dt}": ceiling(spec, dev, chunk, dt), f"draw/{dt}": draws(spec, dev, dt)})
+        try:
             for name, fn in fns.items():
-                best[name] = max(best[name], _timed(fn, sizes[name]))
-        flops = forward_flops(spec)
-        row = {k: best[f"{k}/float32"] for k in ("engine", "loop", "ceiling") if f"{k}/float32" in best}
-        for dt in dtypes:
-            peak_gflops = best[f"peak/{dt}"] * 2 * PEAK_N**3 / 1e9
-            r = {"peak_gflops": peak_gflops}
-            for k in ("engine", "loop", "ceiling"):
-                r[k] = best[f"{k}/{dt}"]
-                r[f"{k}_gflops"] = r[k] * flops / 1e9
-                r[f"{k}_of_peak"] = r[f"{k}_gflops"] / peak_gflops
-            row[dt] = r
-        row["nominal_gflop_per_network"] = flops / 1e9
-        out[f"d{d}"] = row
+                if name not in peaks:  # each width's own sizes and bests (the peaks are shared)
+                    sizes[name] = _calibrate(fn, seconds / rounds, chunk if name.startswith("ceiling") else 2)
+                    best[name] = 0.0
+            for _ in range(rounds):  # interleaved rounds, best of each: robust to a passing load
+                for name, fn in fns.items():
+                    best[name] = max(best[name], _timed(fn, sizes[name]))
+        finally:
+            for dt in dtypes:
+                fns[f"draw/{dt}"].close()
+        out[f"d{d}"] = _row(spec, best, dtypes)
     out["peak"] = {dt: best[f"peak/{dt}"] * 2 * PEAK_N**3 / 1e9 for dt in dtypes}
     return out
+
+
+def _row(spec: ModelSpec, best: dict, dtypes) -> dict:
+    """One width's figures from the best rates: per dtype, and each dtype against float32."""
+    flops = forward_flops(spec)
+    row = {k: best[f"{k}/float32"] for k in ("engine", "loop", "ceiling") if f"{k}/float32" in best}
+    for dt in dtypes:
+        peak_gflops = best[f"peak/{dt}"] * 2 * PEAK_N**3 / 1e9
+        r = {"peak_gflops": peak_gflops}
+        for k in ("engine", "loop", "ceiling"):
+            r[k] = best[f"{k}/{dt}"]
+            r[f"{k}_gflops"] = r[k] * flops / 1e9
+            r[f"{k}_of_peak"] = r[f"{k}_gflops"] / peak_gflops
+        r["draw"] = best[f"draw/{dt}"]
+        r["draw_share"] = r["engine"] / r["draw"]  # the generator's share of the engine's time
+        row[dt] = r
+    if "float32" in row:
+        ref = row["float32"]
+        for dt in dtypes:
+            if dt == "float32":
+                continue
+            r = row[dt]
+            for k in ("engine", "loop", "ceiling"):
+                r[f"{k}_vs_float32"] = r[k] / ref[k]
+            r["peak_vs_float32"] = r["peak_gflops"] / ref["peak_gflops"]
+            r["engine_speedup_over_peak_speedup"] = r["engine_vs_float32"] / r["peak_vs_float32"]
+            gain = r["peak_vs_float32"] - 1.0
+            r["engine_share_of_peak_gain"] = (r["engine_vs_float32"] - 1.0) / gain if gain > 0 else float("nan")
+    row["nominal_gflop_per_network"] = flops / 1e9
+    return row
 
 
 def _gpt2(seq_len: int, dev: torch.device, dtypes, peaks: dict) -> dict:
@@ -278,6 +363,18 @@ def format_table(results: dict) -> str:
                 f"{x['engine'] / x['loop']:>9.2f}{x['engine'] / x['ceiling']:>9.2f}"
                 f"{x['engine_gflops']:>10.1f}{x['engine_of_peak']:>9.2f}{x['ceiling_of_peak']:>10.2f}"
             )
+    for name, r in results.items():
+        if not name.startswith("d") or not isinstance(r, dict):
+            continue
+        for dt in BENCH_DTYPES:
+            x = r.get(dt)
+            if x and "engine_vs_float32" in x:
+                lines.append(
+                    f"{name} {dt} / float32, same run: engine {x['engine_vs_float32']:.2f}x, loop "
+                    f"{x['loop_vs_float32']:.2f}x, ceiling {x['ceiling_vs_float32']:.2f}x; the machine's dense "
+                    f"product {x['peak_vs_float32']:.2f}x (engine/product {x['engine_speedup_over_peak_speedup']:.2f}; the engine "
+                    f"gets {x['engine_share_of_peak_gain']:.2f} of the gain); draws {r['float32']['draw_share']:.0%} of the float32 engine's time, "
+                    f"{x['draw_share']:.0%} of the {dt} one's")
     g = results.get("gpt2_small")
     if g:
         lines.append(f"GPT-2 small, 12 layers, T = {g['seq_len']} ({g['nominal_gflop_per_network']:.1f} GFLOP nominal):")
@@ -288,6 +385,8 @@ def format_table(results: dict) -> str:
                              f"{x['of_peak']:.2f} of peak")
     m = results.get("machine")
     if m:
-        lines.append(f"machine: {m.get('cpu_capability', m.get('gpu', ''))}, {m['threads']} threads, load average "
+        cpu = m.get("cpu", {})
+        units = f" ({cpu.get('model') or 'CPU'}; bf16 matrix units: {cpu['bf16_units']})" if cpu else ""
+        lines.append(f"machine: {m.get('cpu_capability', m.get('gpu', ''))}{units}, {m['threads']} threads, load average "
                      f"{m.get('load_average')} -> {m.get('load_average_end')} (ratios of one run are what count)")
     return "\n".join(lines)

@@ -102,36 +102,75 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
 
 
-class Drawer:
-    """Fills a chunk's buffers from per-sample generators, reusing the buffers."""
+def weight_span(plan: DrawPlan) -> tuple[int, int]:
+    """``(start, stop)`` of the plan's weight and Gram normals (forms W and G) in a row.
 
-    def __init__(self, plan: DrawPlan, seed: int, device: torch.device, dtype: torch.dtype, workers: int):
+    The inputs come first and a learned position table last (`sample_plan`), so the normals
+    that enter the matrix products are one contiguous span; (0, 0) when there are none.
+    """
+    spans = [(e.offset, e.offset + e.size) for e in plan.entries if e.form in ("W", "G")]
+    return (spans[0][0], spans[-1][1]) if spans else (0, 0)
+
+
+class Drawer:
+    """Fills a chunk's buffers from per-sample generators, reusing the buffers.
+
+    ``low_dtype`` (bfloat16/float16): each worker also rounds its sample's weight and Gram
+    normals (`weight_span`) into a buffer of that dtype right after drawing them, while the
+    row is in cache (one contiguous conversion per sample instead of a strided one per
+    projection and chunk later). The normals are still drawn in ``dtype`` (float32), so the
+    rounded values are exactly ``draws.to(low_dtype)``: the networks of the float32 run.
+    (torch's own bfloat16 ``randn`` is slower on a CPU -- 217 against 291 M normals/s on one
+    AVX512 thread -- and differs from the rounded float32 draws in the last < 16 values of a
+    call whose length is no multiple of 16, where its remainder loop draws differently.)
+    """
+
+    def __init__(self, plan: DrawPlan, seed: int, device: torch.device, dtype: torch.dtype, workers: int,
+                 low_dtype: torch.dtype | None = None):
         self.plan = plan
         self.seed = seed
         self.device = device
         self.dtype = dtype
         self.workers = workers
+        self.low_dtype = low_dtype
+        self.span = weight_span(plan)
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
         self._buffer: torch.Tensor | None = None
+        self._low: torch.Tensor | None = None
+        self._low_view: torch.Tensor | None = None
         self._ids: torch.Tensor | None = None
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
 
+    @property
+    def low(self) -> torch.Tensor | None:
+        """The last chunk's rounded weight normals (count, span) in ``low_dtype``, or None."""
+        return self._low_view
+
     def draw(self, first: int, count: int, vocab_size: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Normals (count, total) and ids (count, rows) of samples first .. first+count-1."""
+        """Normals (count, total) and ids (count, rows) of samples first .. first+count-1
+        (and, with ``low_dtype``, `low`: their weight normals rounded)."""
+        start, stop = self.span
+        rounding = self.low_dtype is not None and stop > start
         if self._buffer is None or self._buffer.shape[0] < count:
             self._buffer = torch.empty(count, self.plan.total, device=self.device, dtype=self.dtype)
+            if rounding:
+                self._low = torch.empty(count, stop - start, device=self.device, dtype=self.low_dtype)
             if self.plan.vocab_ids:
                 self._ids = torch.empty(count, self.plan.rows, device=self.device, dtype=torch.long)
         buffer = self._buffer[:count]
+        low = self._low[:count] if rounding else None
+        self._low_view = low
         ids = self._ids[:count] if self.plan.vocab_ids else None
 
         def fill(which: range) -> None:
             for j in which:
                 gen = sample_generator(self.seed, first + j, self.device)
                 torch.randn(self.plan.total, generator=gen, out=buffer[j])
+                if low is not None:
+                    low[j].copy_(buffer[j, start:stop])  # rounded once, while the row is in cache
                 if ids is not None:
                     torch.randint(vocab_size, (self.plan.rows,), generator=gen, out=ids[j])
 
@@ -154,18 +193,25 @@ def unpack(
     buffer: torch.Tensor,
     ids: torch.Tensor | None,
     table: torch.Tensor | None = None,
+    low: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Views into a chunk's buffer: inputs (S, R, d) scaled, and the projection draws.
 
-    ``table`` is the frozen embedding table of a quenched run with a finite vocabulary.
+    ``table`` is the frozen embedding table of a quenched run with a finite vocabulary;
+    ``low`` the weight and Gram normals already rounded (`Drawer.low`, the span
+    `weight_span`): the projection draws are then views into it.
     """
     S = buffer.shape[0]
     if table is not None:
         return table[ids], {}
     x = None
     draws = {}
+    start = weight_span(plan)[0]
     for e in plan.entries:
-        view = buffer[:, e.offset:e.offset + e.size].view(S, *e.shape)
+        if low is not None and e.form in ("W", "G"):
+            view = low[:, e.offset - start:e.offset - start + e.size].view(S, *e.shape)
+        else:
+            view = buffer[:, e.offset:e.offset + e.size].view(S, *e.shape)
         if e.form == "x":
             x = view
         else:

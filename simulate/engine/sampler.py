@@ -46,7 +46,9 @@ class Sampler:
             if draw_dtype != self.stream:
                 self.network = self.network.to(self.stream)  # the float32 draws, run in float64
                 self.table = None if self.table is None else self.table.to(self.stream)
-        self.drawer = Drawer(self.plan, seed, device, draw_dtype, workers)
+        # the weight normals are rounded by the drawing threads (when they enter bf16 products)
+        rounded = self.matmul if draw_dtype == self.stream else None
+        self.drawer = Drawer(self.plan, seed, device, draw_dtype, workers, low_dtype=rounded)
 
     def taps(self, first: int, count: int, record: list[str]) -> dict[str, torch.Tensor]:
         """The taps ``record`` of units ``first .. first+count-1``: (count, batch, ...)
@@ -55,7 +57,7 @@ class Sampler:
         buffer, ids = self.drawer.draw(first, count, spec.vocab_size)
         if buffer.dtype != self.stream:
             buffer = buffer.to(self.stream)  # the float64 reference of float32 draws
-        x, draws = unpack(spec, self.plan, buffer, ids, self.table)
+        x, draws = unpack(spec, self.plan, buffer, ids, self.table, low=self.drawer.low)
         if self.quenched:
             x = x.reshape(1, count, spec.seq_len, spec.d_model)  # (1, count, T, d): one network
             project = self.network
