@@ -117,6 +117,56 @@ def test_float16_is_refused_on_a_cpu_and_the_cli_takes_bfloat16(tmp_path, capsys
     assert "float16" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("spec, method", [
+    (ModelSpec(d_model=16, n_heads=2, n_layers=2, seq_len=4, positional="learned"), "auto"),  # G's, a table last
+    (ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=5, vocab_size=7), "explicit"),  # W's, token ids
+])
+def test_the_drawing_threads_round_the_float32_draws_once(spec, method):
+    """A bf16 run's weight/Gram normals are the float32 run's draws rounded (the drawer rounds
+    them per sample, two threads here), the inputs and the position table stay float32, and the
+    taps equal those of rounding in `Projections` (the path before the drawer rounded)."""
+    tap = ["blocks.0.hook_resid_post"]
+    kw = dict(seed=5, method=method, device=torch.device("cpu"))
+    with Sampler(spec, dtype=torch.float32, workers=2, **kw) as s32, \
+         Sampler(spec, dtype=torch.bfloat16, workers=2, **kw) as s16:
+        ref = s32.taps(0, 6, tap)[tap[0]]
+        low = s16.taps(0, 6, tap)[tap[0]]
+        start, stop = s16.drawer.span
+        rows = s32.drawer.draw(0, 6, spec.vocab_size)[0]  # the float32 draws, redrawn
+        assert s32.drawer.low is None and stop > start
+        assert s16.drawer.low.dtype == torch.bfloat16
+        assert torch.equal(s16.drawer.low, rows[:, start:stop].to(torch.bfloat16))
+        kept = s16.drawer._buffer[:6]  # inputs and the position table stay float32, unrounded
+        assert kept.dtype == torch.float32 and torch.equal(kept[:, stop:], rows[:, stop:])
+        s16.drawer.low_dtype = None  # round in Projections instead, as before
+        s16.drawer._buffer = None
+        again = s16.taps(0, 6, tap)[tap[0]]
+    assert torch.equal(low, again) and not torch.equal(low, ref)
+
+
+def test_bench_reports_bf16_speedups_beside_the_machines_and_its_bf16_units():
+    from simulate.engine.benchmark import _row, bench_spec, cpu_features
+
+    amx = cpu_features("model name\t: Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert amx == {"model": "Xeon", "flags": ["amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"],
+                   "bf16_units": "AMX"}
+    assert cpu_features("flags : fpu avx512f avx512_bf16\n")["bf16_units"] == "AVX512-BF16"
+    assert cpu_features("flags : fpu sse4_2 avx2\n")["bf16_units"] == "none"
+    best = {"peak/float32": 100.0, "peak/bfloat16": 250.0}
+    for dt, scale in (("float32", 1.0), ("bfloat16", 1.3)):
+        best.update({f"engine/{dt}": 80.0 * scale, f"loop/{dt}": 40.0 * scale ** 0.5, f"ceiling/{dt}": 90.0 * 2,
+                     f"draw/{dt}": 160.0})
+    best["ceiling/float32"] = 90.0
+    row = _row(bench_spec(64, 32), best, ("float32", "bfloat16"))
+    b = row["bfloat16"]
+    assert b["engine_vs_float32"] == pytest.approx(1.3) and b["ceiling_vs_float32"] == pytest.approx(2.0)
+    assert b["loop_vs_float32"] == pytest.approx(1.3 ** 0.5) and b["peak_vs_float32"] == pytest.approx(2.5)
+    assert b["engine_speedup_over_peak_speedup"] == pytest.approx(1.3 / 2.5)
+    assert b["engine_share_of_peak_gain"] == pytest.approx(0.3 / 1.5)
+    assert row["float32"]["draw_share"] == pytest.approx(0.5) and b["draw_share"] == pytest.approx(0.65)
+    assert "engine_vs_float32" not in row["float32"] and row["engine"] == 80.0  # today's keys kept
+
+
 # ---------------------------------------------------------------- training under bf16 autocast
 def test_training_under_bf16_autocast_learns_like_float32(tmp_path):
     """The first step's loss agrees with float32 to bf16 rounding (same init, same batch); 20
