@@ -102,9 +102,9 @@ def test_variance_figure(report):
     assert len(axes) == 6  # three taps, values and ratios
     top, bottom = axes[:3], axes[3:]
     assert [ax.get_title() for ax in top] == ["attn.hook_z", "hook_attn_out", "hook_resid_post"]
+    assert _legend_labels(top[0]) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]   # one legend, the same series in each
     for ax, tap in zip(top, variance_taps(report)):
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-        assert _legend_labels(ax) == [BEST_LABEL, LEADING_LABEL, SIM_LABEL]
         assert len(ax.containers) == 1  # the error bars
         sim_x, sim_y = ax.containers[0].lines[0].get_data()
         np.testing.assert_allclose(sim_y, report.simulation[tap].var)
@@ -133,9 +133,20 @@ def test_zscore_figure(report):
     finite = [c for c in report.checks if np.isfinite(c.z)]
     points = np.concatenate([c.get_offsets() for c in ax.collections])
     assert len(points) == len(finite)  # no failures: one point per check
-    assert set(np.round(points[:, 1], 9)) == set(np.round([c.z for c in finite], 9))
+    # each point is the statistic the check was judged by: z for exact results, the excess over
+    # the tolerance (in SE) for approximate ones, recomputed here from the check's own numbers
+    judged = [c.z if c.exact else np.sign(c.z) * max(0.0, abs(c.theory - c.sim) - c.rel_tol * abs(c.theory)) / c.se
+              for c in finite]
+    assert set(np.round(points[:, 1], 9)) == set(np.round(judged, 9))
+    assert all(abs(c.judged_z) <= abs(c.z) + 1e-12 for c in finite)
     assert ax.get_xscale() == "log" and "z" in ax.get_ylabel()
-    assert len(_legend_labels(ax)) == len({c.tap for c in finite})
+    labels = _legend_labels(ax)
+    series = [label for label in labels if not label.startswith("Holm")]
+    assert len(series) == len({c.tap for c in finite})
+    assert sum(label.startswith("Holm critical") for label in labels) == 2      # the critical lines are named
+    styles = [(tuple(np.round(c.get_facecolor()[0], 3)), c.get_paths()[0].vertices.round(3).tobytes())
+              for c in ax.collections]
+    assert len(set(styles)) == len(styles)                       # no two series share colour and marker
 
 
 def test_failures_are_reported(report):
@@ -150,7 +161,7 @@ def test_failures_are_reported(report):
     assert failed and all(c["assumption"] for c in failed)
     assert {c["tap"] for c in failed} <= {"blocks.0.hook_attn_out", RESID}
     ax = zscore_figure(broken).axes[0]
-    assert "failed" in _legend_labels(ax)
+    assert any(label.startswith("failed (") for label in _legend_labels(ax))
 
 
 def test_parallel_calibration_is_the_same_calibration():
@@ -179,20 +190,24 @@ def test_distribution_figure(report):
     fig = distribution_figure(report)
     axes = [ax for ax in fig.axes if ax.axison]
     n = len(report.distributions)
-    assert n == 6 and len(axes) == 2 * n  # a histogram row and a QQ row
-    hists, qqs = axes[:n], axes[n:]
-    for ax, qq, check in zip(hists, qqs, report.distributions):
+    assert n == 6 and len(axes) == 2 * n  # a histogram row and a CDF-difference row
+    hists, diffs = axes[:n], axes[n:]
+    for j, (ax, diff, check) in enumerate(zip(hists, diffs, report.distributions)):
         assert ax.get_title() == f"{check.tap.split('.', 2)[-1]}, m = 16"
         assert len(ax.patches) == 40  # the histogram's bars
         exact, gaussian = ax.get_lines()[:2]
         law = report.laws[check.tap]
         np.testing.assert_allclose(exact.get_ydata(), law.pdf(exact.get_xdata()), rtol=1e-9)
-        assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)"]
-        assert qq.get_title() == "QQ plot"
-        points = qq.get_lines()[0]
-        assert len(points.get_xdata()) == check.n  # every draw against the law's quantile
-        # The law's quantiles are increasing and the draws sorted.
-        assert np.all(np.diff(points.get_xdata()) >= 0) and np.all(np.diff(points.get_ydata()) >= 0)
+        if j == 0:
+            assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)"]
+        sim_diff, gauss_diff = diff.get_lines()[:2]
+        x = sim_diff.get_xdata()
+        assert len(x) == check.n and np.all(np.diff(x) >= 0)   # every draw, sorted
+        # the empirical CDF minus the law's, recomputed: its largest |value| is the KS distance (to 1/2n)
+        empirical = (np.arange(1, len(x) + 1) - 0.5) / len(x)
+        np.testing.assert_allclose(sim_diff.get_ydata(), empirical - law.cdf(x), atol=1e-12)
+        assert np.abs(sim_diff.get_ydata()).max() <= 1.36 / np.sqrt(check.n) + 1 / check.n   # the checks passed
+        assert diff.get_ylabel() == "CDF difference"
 
 
 def test_gaussian_failure_columns(report):

@@ -95,6 +95,16 @@ class Check:
         return math.nan if self.method == "deterministic" else self.comparison.z
 
     @property
+    def judged_z(self) -> float:
+        """The statistic Holm's procedure tested, signed like ``z``: the excess of
+        ``|theory - sim|`` over the relative tolerance, in standard errors,
+        ``sign(z) max(0, |theory - sim| - rel_tol |theory|) / se`` (``z`` itself for exact results)."""
+        if not math.isfinite(self.z):
+            return math.nan
+        excess = max(0.0, abs(self.theory - self.sim) - self.rel_tol * abs(self.theory)) / self.se
+        return math.copysign(excess, self.z)
+
+    @property
     def exact(self) -> bool:
         return self.level == Level.EXACT.value
 

@@ -30,6 +30,8 @@ from matplotlib.figure import Figure
 
 from theory._outputs import atomic_savefig
 from theory.block import block
+from theory.figure_style import ONE_COLUMN, ROLE_COLOURS, TWO_COLUMNS, colour, marker, styled
+from theory.figure_style import style as figure_style
 
 from ..checks.depth import MAIN_TAPS
 from ..checks.mutants import attention_residual
@@ -38,6 +40,7 @@ from .text import short
 
 PATTERN = "blocks.0.attn.hook_pattern"
 
+SIM, BEST, LEADING = ROLE_COLOURS["simulation"], ROLE_COLOURS["best"], ROLE_COLOURS["leading"]
 SIM_LABEL = "simulation (± 2 SE)"
 BEST_LABEL = "theory, best"
 LEADING_LABEL = "theory, leading (paper)"
@@ -48,10 +51,11 @@ def save_figure(fig, out: str | Path, name: str, formats=("png", "pdf"), dpi: in
     run leaves the old file or the new one, never half a figure); PNG at ``dpi``, vector
     formats at matplotlib's default. Returns the file names, in ``formats`` order."""
     names = []
-    for ext in formats:
-        path = Path(out) / f"{name}.{ext}"
-        atomic_savefig(fig, path, dpi=dpi if ext == "png" else None)
-        names.append(path.name)
+    with figure_style():  # savefig reads the style's bbox and font settings
+        for ext in formats:
+            path = Path(out) / f"{name}.{ext}"
+            atomic_savefig(fig, path, dpi=dpi if ext == "png" else None)
+            names.append(path.name)
     return names
 
 
@@ -60,60 +64,63 @@ def variance_taps(report) -> tuple[str, ...]:
     return ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", attention_residual(report.spec))
 
 
+@styled
 def variance_figure(report) -> Figure:
     """Var of one coordinate against m (log-log) for the three attention outputs (top
     row), and each theory divided by the simulation (bottom row: deviations of a few
     percent are invisible on the log-log panels)."""
     taps = [t for t in variance_taps(report) if t in report.simulation]
     cols = max(len(taps), 1)
-    fig = Figure(figsize=(4.2 * cols, 6.0), layout="constrained")
+    fig = Figure(figsize=(TWO_COLUMNS if cols > 1 else ONE_COLUMN, 4.2), layout="constrained")
     grid = fig.subplots(2, cols, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [2.2, 1]})
     for j, tap in enumerate(taps):
         ax, ratio = grid[0][j], grid[1][j]
         stats = report.simulation[tap]
         m = np.asarray(stats.positions, dtype=float)
-        ax.errorbar(m, stats.var, yerr=2 * stats.var_se, fmt="o", ms=3.5, color="black", capsize=2, label=SIM_LABEL, zorder=3)
-        ax.plot(report.best.positions, report.best[tap].values["var"], "-", color="tab:blue", label=BEST_LABEL)
-        ax.plot(report.leading.positions, report.leading[tap].values["var"], "--", color="tab:red", label=LEADING_LABEL)
+        ax.errorbar(m, stats.var, yerr=2 * stats.var_se, fmt="o", ms=3.5, color=SIM, capsize=2, label=SIM_LABEL, zorder=3)
+        ax.plot(report.best.positions, report.best[tap].values["var"], "-", color=BEST, label=BEST_LABEL)
+        ax.plot(report.leading.positions, report.leading[tap].values["var"], "--", color=LEADING, label=LEADING_LABEL)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel("variance of one coordinate")
         ax.set_title(short(tap))
-        ax.legend(fontsize=8)
+        if j == 0:
+            ax.legend()
         # Ratios at the simulated positions.
         sim_var = np.asarray(stats.var, dtype=float)
         ratio.fill_between(m, 1 - 2 * stats.var_se / sim_var, 1 + 2 * stats.var_se / sim_var, color="0.85",
                            label=SIM_LABEL)
-        for table, style, color, label in ((report.best, "-o", "tab:blue", BEST_LABEL),
-                                           (report.leading, "--s", "tab:red", LEADING_LABEL)):
+        for table, style, color, label in ((report.best, "-o", BEST, BEST_LABEL),
+                                           (report.leading, "--s", LEADING, LEADING_LABEL)):
             values = np.array([table.value(tap, "var", int(p)) for p in stats.positions])
             ratio.plot(m, values / sim_var, style, ms=3, color=color, label=label)
         ratio.axhline(1.0, color="black", lw=0.8)
         ratio.set_xscale("log")
         ratio.set_xlabel("query position m")
         ratio.set_ylabel("theory / simulation")
-    fig.suptitle(f"Variance against position ({report.samples} networks, annealed)", fontsize=10)
+    fig.suptitle(f"Variance against position ({report.samples} networks, annealed)")
     return fig
 
 
+@styled
 def sum_sq_figure(report) -> Figure:
     """``m E[sum_n a_mn^2]`` against m: 1 under uniform attention."""
-    fig = Figure(figsize=(5.0, 3.8), layout="constrained")
+    fig = Figure(figsize=(ONE_COLUMN, 0.8 * ONE_COLUMN), layout="constrained")
     ax = fig.subplots()
     if PATTERN in report.simulation:
         stats = report.simulation[PATTERN]
         m = np.asarray(stats.positions, dtype=float)
         ax.errorbar(m, m * stats.sum_sq, yerr=2 * m * stats.sum_sq_se, fmt="o", ms=3.5, color="black", capsize=2,
                     label=SIM_LABEL, zorder=3)
-        for table, style, color, label in ((report.best, "-", "tab:blue", BEST_LABEL),
-                                           (report.leading, "--", "tab:red", LEADING_LABEL)):
+        for table, style, color, label in ((report.best, "-", BEST, BEST_LABEL),
+                                           (report.leading, "--", LEADING, LEADING_LABEL)):
             mt = np.asarray(table.positions, dtype=float)
             ax.plot(mt, mt * table[PATTERN].values["sum_sq"], style, color=color, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("query position m")
     ax.set_ylabel(r"$m\,\mathbb{E}[\sum_n a_{mn}^2]$")
-    ax.set_title(f"Effective attention spread (logit variance {report.logit_variance:.3g})")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Attention spread (logit variance {report.logit_variance:.3g})")
+    ax.legend()
     return fig
 
 
@@ -124,6 +131,7 @@ def _depth_positions(positions) -> list[int]:
     return sorted({pos[0], mid, pos[-1]})
 
 
+@styled
 def depth_error_figure(report) -> Figure:
     """Relative error ``theory/sim - 1`` (%) against the layer, one panel per main tap
     (`MAIN_TAPS` the run has): the best theory at three positions (m = 1, the middle, T) with
@@ -131,12 +139,12 @@ def depth_error_figure(report) -> Figure:
     (shaded) and the paper's leading order at m = T (hollow)."""
     layers = report.layers
     kinds = [k for k in MAIN_TAPS if any(f"blocks.{l}.{k}" in report.simulation for l in range(layers))]
-    fig = Figure(figsize=(3.3 * max(len(kinds), 1), 3.8), layout="constrained")
-    axes = fig.subplots(1, max(len(kinds), 1), squeeze=False)[0]
+    fig = Figure(figsize=(TWO_COLUMNS, 3.0), layout="constrained")
+    axes = fig.subplots(1, max(len(kinds), 1), squeeze=False, sharey=True)[0]  # one scale: panels are compared
     show = _depth_positions(report.positions)
     by_key = {(c.tap, c.position): c for c in report.checks if c.quantity == "var"}
     leading = {(r.tap, r.position): r for r in report.leading_rows if r.quantity == "var"}
-    colors = ("tab:blue", "tab:green", "tab:purple")
+    colors = (BEST, colour(3), colour(4))
     for ax, kind in zip(axes, kinds):
         x_all = np.arange(layers)
         tol = [report.checks.for_tap(f"blocks.{l}.{kind}")[0].rel_tol if report.checks.for_tap(f"blocks.{l}.{kind}")
@@ -165,21 +173,22 @@ def depth_error_figure(report) -> Figure:
             if r is not None and np.isfinite(r.rel_error):
                 lx.append(l + 1)
                 ly.append(100 * r.rel_error)
-        ax.plot(lx, ly, "s--", mfc="none", color="tab:red", ms=5, label=f"leading (paper), m = {show[-1]}")
+        ax.plot(lx, ly, "s--", mfc="none", color=LEADING, ms=5, label=f"leading (paper), m = {show[-1]}")
         ax.axhline(0.0, color="black", lw=0.8)
         ax.set_xticks(x_all + 1)
         ax.set_xlabel("layer")
-        ax.set_ylabel("theory / simulation - 1 (%)")
         ax.set_title(kind)
         finite = [abs(v) for v in ly if np.isfinite(v)]
         if finite and max(finite) > 15:  # keep the best level readable: clip the leading order, print its value
             ax.set_ylim(-10, 10)
             for x, y in zip(lx, ly):
                 if abs(y) > 10:
-                    ax.annotate(f"{y:+.0f}%", (x, 9.0 if y > 0 else -9.0), color="tab:red", fontsize=7, ha="center")
+                    ax.annotate(f"{y:+.0f}%", (x, 9.0 if y > 0 else -9.0), color=LEADING, fontsize=7, ha="center")
     if len(axes):
-        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"Relative error through depth ({report.samples} networks; bars: 2 SE)", fontsize=10)
+        axes[0].set_ylabel("theory / simulation - 1 (%)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    fig.suptitle(f"Relative error through depth ({report.samples} networks; bars: 2 SE)")
     return fig
 
 
@@ -188,12 +197,13 @@ def depth_variance_tap(report) -> str:
     return block(report.spec).output_tap
 
 
+@styled
 def depth_variance_figure(report) -> Figure:
     """Var of one coordinate of the residual leaving each block against m (log-log):
     simulation (points, 2-SE bars) with the best theory (line) and the leading order
     (dashed) per layer; below, theory / simulation with the 2-SE band of each layer."""
     kind = depth_variance_tap(report)
-    fig = Figure(figsize=(7.0, 6.5), layout="constrained")
+    fig = Figure(figsize=(TWO_COLUMNS, 4.6), layout="constrained")
     ax, ratio = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     cmap = matplotlib.colormaps["viridis"]
     layers = report.layers
@@ -217,8 +227,8 @@ def depth_variance_figure(report) -> Figure:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel(f"Var of one coordinate of {kind}")
-    ax.set_title(f"{kind} against position, every layer ({report.samples} networks, annealed)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{kind} against position, every layer ({report.samples} networks, annealed)")
+    ax.legend(ncol=2)
     ratio.axhline(1.0, color="black", lw=0.8)
     ratio.set_xscale("log")
     ratio.set_xlabel("query position m")
@@ -226,75 +236,92 @@ def depth_variance_figure(report) -> Figure:
     return fig
 
 
+@styled
 def zscore_figure(report) -> Figure:
-    """Every check's z-score against m, one series per tap; the band is Holm's first
-    (strictest) and last critical values."""
-    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    """The statistic each check was judged by, against m, one series per tap kind: for exact
+    results the z-score, for approximate ones the excess over the declared tolerance in
+    standard errors (`Check.judged_z`: 0 inside the tolerance), so a passing point is never
+    drawn beyond the critical lines. The lines are Holm's strictest and loosest critical
+    values; failed checks are circled."""
+    fig = Figure(figsize=(TWO_COLUMNS, 3.2), layout="constrained")
     ax = fig.subplots()
-    checks = [c for c in report.checks if np.isfinite(c.z)]
+    checks = [c for c in report.checks if np.isfinite(c.judged_z)]
     # One series per tap kind; with several layers the layers of a kind share a series.
     kinds = list(dict.fromkeys(short(c.tap) for c in checks))
-    markers = "osd^v<>pPXh*"
     for i, kind in enumerate(kinds):
         mine = [c for c in checks if short(c.tap) == kind]
-        ax.scatter([c.position for c in mine], [c.z for c in mine], s=14, marker=markers[i % len(markers)],
-                   label=kind)
+        ax.scatter([c.position for c in mine], [c.judged_z for c in mine], s=12, marker=marker(i),
+                   color=colour(1 + i % 7), label=kind, linewidths=0.5)
     failed = [c for c in checks if not c.passed]
     if failed:
-        ax.scatter([c.position for c in failed], [c.z for c in failed], s=80, facecolors="none", edgecolors="red",
-                   linewidths=1.5, label="failed")
+        ax.scatter([c.position for c in failed], [c.judged_z for c in failed], s=70, facecolors="none",
+                   edgecolors=LEADING, linewidths=1.2, label=f"failed ({len(failed)})")
     crit = [c.critical_z for c in checks if np.isfinite(c.critical_z)]
     if crit:
-        for value, style in ((max(crit), ":"), (min(crit), "--")):
-            ax.axhline(value, color="gray", ls=style, lw=1)
-            ax.axhline(-value, color="gray", ls=style, lw=1)
+        for value, ls, name in ((max(crit), "--", "Holm critical |z|, strictest"),
+                                (min(crit), ":", "Holm critical |z|, loosest")):
+            ax.axhline(value, color="0.4", ls=ls, lw=0.9, label=f"{name} ({value:.2f})")
+            ax.axhline(-value, color="0.4", ls=ls, lw=0.9)
+    ax.axhline(0.0, color="0.7", lw=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("query position m")
-    ax.set_ylabel("z = (theory - sim) / SE")
+    ax.set_ylabel("judged z (excess over tolerance / SE)")
     layers = getattr(report, "layers", 1)
-    ax.set_title(f"z-scores of {len(checks)} checks (Holm, alpha = {report.alpha:g})"
-                 + (f", layers 1-{layers} pooled per tap" if layers > 1 else ""))
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"{len(checks)} checks, Holm alpha = {report.alpha:g}"
+                 + ("; layers pooled per tap" if layers > 1 else ""))
+    ax.legend(ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
+@styled
 def distribution_figure(report) -> Figure:
     """Per law tap at the last position: a histogram of the reservoir (one coordinate per
-    network) with the exact density of `theory.law` and the Gaussian of the same variance,
-    and below it a QQ plot of the draws against the law's quantiles."""
+    network) with the exact density of `theory.law` and the Gaussian of the same variance;
+    below it the CDF differences from the exact law, where the paper's Gaussian and the
+    exact law can be told apart: the simulation's empirical CDF minus the law's (with the
+    KS 95% band ``1.36/sqrt(n)``) and the Gaussian's minus the law's."""
+    from matplotlib.ticker import MaxNLocator
+
     checks = list(report.distributions)
     cols = max(1, len(checks))
-    fig = Figure(figsize=(3.2 * cols, 6.0), layout="constrained")
+    fig = Figure(figsize=(TWO_COLUMNS if cols > 1 else ONE_COLUMN, 4.2), layout="constrained")
     axes = fig.subplots(2, cols, squeeze=False)
     for j, check in enumerate(checks):
-        ax, qq = axes[0, j], axes[1, j]
+        ax, diff = axes[0, j], axes[1, j]
         stats = report.simulation[check.tap]
         column = np.asarray(stats.reservoir[:, stats.index(check.position)], dtype=float)
         column = column[np.isfinite(column)]
         law = report.laws[check.tap]
-        ax.hist(column, bins=40, density=True, color="0.75", label=f"simulation ({check.n} networks)")
+        ax.hist(column, bins=40, density=True, color="0.8", label=f"simulation ({check.n} networks)")
         x = density_grid(law, column)
-        ax.plot(x, law.pdf(x), "-", color="tab:blue", label="theory (exact law)")
+        ax.plot(x, law.pdf(x), "-", color=BEST, label="theory (exact law)")
         sd = math.sqrt(float(law.var()))
-        ax.plot(x, np.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "--", color="tab:orange",
+        ax.plot(x, np.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "--", color=LEADING,
                 label="Gaussian (paper)")
-        ax.set_title(f"{short(check.tap)}, m = {check.position}", fontsize=9)
-        ax.set_xlabel("value of one coordinate")
+        ax.set_title(f"{short(check.tap)}, m = {check.position}")
         ax.set_ylabel("density")
         ax.text(0.02, 0.97, f"KS p = {check.p_value:.3g}" + ("" if check.passed else " FAIL"), transform=ax.transAxes,
-                va="top", fontsize=8, color="black" if check.passed else "red")
-        ax.legend(fontsize=6, loc="upper right")
+                va="top", color=SIM if check.passed else LEADING)
+        if j == 0:
+            ax.legend(loc="upper right")
         ordered = np.sort(column)
-        probabilities = (np.arange(1, ordered.size + 1) - 0.5) / ordered.size
-        expected = law_quantiles(law, probabilities, ordered)
-        qq.plot(expected, ordered, ".", ms=2, color="tab:blue", label="simulation vs exact law")
-        lims = [float(min(expected.min(), ordered.min())), float(max(expected.max(), ordered.max()))]
-        qq.plot(lims, lims, "-", color="0.4", lw=0.8, label="y = x")
-        qq.set_xlabel("quantile of the exact law")
-        qq.set_ylabel("simulated quantile")
-        qq.set_title("QQ plot", fontsize=9)
-        qq.legend(fontsize=6, loc="upper left")
-    fig.suptitle("One-coordinate laws against simulation", fontsize=10)
+        exact_cdf = np.asarray(law.cdf(ordered), dtype=float)
+        empirical = (np.arange(1, ordered.size + 1) - 0.5) / max(ordered.size, 1)
+        from scipy.special import ndtr  # the Gaussian CDF (scipy is a dependency of theory)
+
+        band = 1.36 / math.sqrt(max(ordered.size, 1))
+        diff.fill_between(ordered, -band, band, color=ROLE_COLOURS["tolerance"], label="KS 95% band")
+        diff.plot(ordered, empirical - exact_cdf, "-", color=SIM, lw=0.8, label="simulation - exact")
+        diff.plot(ordered, ndtr(ordered / sd) - exact_cdf, "--", color=LEADING, label="Gaussian - exact")
+        diff.axhline(0.0, color=BEST, lw=0.8)
+        diff.set_xlabel("value of one coordinate")
+        diff.set_ylabel("CDF difference")
+        if j == 0:
+            diff.legend(loc="lower right")
+        for axis in (ax, diff):
+            axis.xaxis.set_major_locator(MaxNLocator(4))   # no overlapping tick labels in narrow panels
+            axis.yaxis.set_major_locator(MaxNLocator(4))
+    fig.suptitle("One-coordinate laws against simulation")
     return fig
 
 
@@ -320,17 +347,6 @@ def save_figures(report, out: Path, names=None) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------ plotting helpers
-def law_quantiles(law, probabilities: np.ndarray, column: np.ndarray) -> np.ndarray:
-    """Quantiles of ``law`` by inverting its cdf on a fine grid (scipy's generic ppf is slow)."""
-    sd = math.sqrt(float(law.var())) or 1.0
-    lo, hi = law.support()
-    span = max(float(np.max(np.abs(column))) if column.size else 0.0, 10 * sd)
-    x = np.linspace(max(lo, -span), min(hi, span), 1001)  # plotting accuracy; the cdf can be costly
-    cdf = np.maximum.accumulate(np.asarray(law.cdf(x), dtype=float))
-    keep = np.concatenate([[True], np.diff(cdf) > 0])
-    return np.interp(probabilities, cdf[keep], x[keep])
-
-
 def density_grid(law, column: np.ndarray, points: int = 400) -> np.ndarray:
     """Where to draw the density: the central 99.8% of the draws, inside the law's support."""
     lo, hi = np.quantile(column, [0.001, 0.999])
