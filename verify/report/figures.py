@@ -27,6 +27,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.special import ndtr
 
 from theory._outputs import atomic_savefig
 from theory.block import block
@@ -280,8 +282,6 @@ def distribution_figure(report) -> Figure:
     below it the CDF differences from the exact law, where the paper's Gaussian and the
     exact law can be told apart: the simulation's empirical CDF minus the law's (with the
     KS 95% band ``1.36/sqrt(n)``) and the Gaussian's minus the law's."""
-    from matplotlib.ticker import MaxNLocator
-
     checks = list(report.distributions)
     cols = max(1, len(checks))
     fig = Figure(figsize=(TWO_COLUMNS if cols > 1 else ONE_COLUMN, 4.2), layout="constrained")
@@ -307,8 +307,6 @@ def distribution_figure(report) -> Figure:
         ordered = np.sort(column)
         exact_cdf = np.asarray(law.cdf(ordered), dtype=float)
         empirical = (np.arange(1, ordered.size + 1) - 0.5) / max(ordered.size, 1)
-        from scipy.special import ndtr  # the Gaussian CDF (scipy is a dependency of theory)
-
         band = 1.36 / math.sqrt(max(ordered.size, 1))
         diff.fill_between(ordered, -band, band, color=ROLE_COLOURS["tolerance"], label="KS 95% band")
         diff.plot(ordered, empirical - exact_cdf, "-", color=SIM, lw=0.8, label="simulation - exact")
