@@ -165,7 +165,9 @@ def test_without_attention_the_recursion_is_the_mlp_only_kernel():
         K = pred.kernel("hook_resid_post", layer)
         np.testing.assert_allclose(np.diag(K), q, rtol=1e-7)
         off = K[~np.eye(6, dtype=bool)]
-        np.testing.assert_allclose(off, c, rtol=1e-6)
+        # the closure; the best level adds the Gram fluctuation's second-order term (theory.depth_maps._gram:
+        # the MLP's mean write is common to all positions, its norm fluctuates over d and d_mlp), O(1/d)
+        np.testing.assert_allclose(off, c, rtol=1e-3)
         # no attention: nothing depends on position
         assert np.ptp(pred.var("hook_resid_mid", layer)) < 1e-12 * q
 

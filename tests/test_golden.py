@@ -24,6 +24,13 @@ tap's tolerance is derived (`theory.tolerance.depth_tolerance`; the leading leve
 5% default), which moves verify's tolerances, z-scores, p-values, verdict details and the
 x1.02 mutant's failed checks. verify's simulated statistics are bit-identical to the old
 golden. ``GOLDEN_OLD_NAMES=1`` no longer applies to these regenerated files.
+Regenerated (issue 15 item 2): the three ``predict_*_best.json``. The best level carries the
+per-sample Gram fluctuation of the stream to second order (`theory.depth_maps._gram`, for widths
+whose smallest effective dimension is 16..256), which lowers each norm's mean cosine off the
+diagonal from layer 1's second norm on; per-position values move from layer 2 on (largest
+relative change 7.5e-4 in attn2, 4.8e-3 in mlp3, 5.7e-3 in relu2; every layer-1 value (to 1 ulp) and the
+leading level unchanged) and the approximate taps' assumptions name the Gram term instead of
+"per-network fluctuation ... neglected".
 """
 
 from __future__ import annotations

@@ -187,13 +187,24 @@ def test_rmsnorm_layer_one_law():
 
 
 def test_gqa_changes_no_second_moment_but_the_cross_head_covariance():
-    """Annealed: grouped-query attention leaves every predicted moment unchanged; heads of one
-    group average the same values, Cov(z^h, z^h') = sigma_v^2 d nu_1 / m at leading order."""
+    """Annealed: grouped-query attention leaves every layer-1 moment unchanged (and every moment at
+    the leading level); deeper, only through the Gram fluctuation's second-order term
+    (`theory.depth_maps._gram`: heads of a group average the same values, so the write's Gram
+    fluctuates over n_kv d_head dimensions), which lowers the next layer's mean cosine. Heads of
+    one group: Cov(z^h, z^h') = sigma_v^2 d nu_1 / m at leading order."""
     base = dict(d_model=32, n_heads=4, n_layers=2, seq_len=8, ln_eps=0.0, sigma_q=0.2, sigma_k=0.2)
-    a, b = depth_predict(ModelSpec(**base)), depth_predict(ModelSpec(**base, n_kv_heads=1))
-    for tap in a:
-        for key, values in a[tap].values.items():
-            assert np.array_equal(values, b[tap].values[key]), tap
+    wide = dict(base, d_model=64)  # n_kv d_head = 16: the Gram term is carried (`_gram.MIN_EFFECTIVE_DIM`)
+    for level in ("best", "leading"):
+        a, b = depth_predict(ModelSpec(**wide), level), depth_predict(ModelSpec(**wide, n_kv_heads=1), level)
+        for tap in a:
+            if level == "best" and not tap.startswith("blocks.0."):
+                continue
+            for key, values in a[tap].values.items():
+                assert np.array_equal(values, b[tap].values[key]), tap
+    # deeper, GQA lowers the stream's off-diagonal kernel (its per-sample Gram fluctuates more)
+    K_mha, K_gqa = (depth_predict(ModelSpec(**wide, n_kv_heads=kv)).kernel("hook_resid_post", 1) for kv in (None, 1))
+    off = ~np.eye(8, dtype=bool)
+    assert np.all(K_gqa[off] < K_mha[off]) and np.allclose(np.diag(K_gqa), np.diag(K_mha), rtol=1e-2)
     from simulate.engine import run
     spec = ModelSpec(**dict(base, n_layers=1, attn_only=True, sigma_v=1.0), n_kv_heads=2)
     res = run(spec, taps=["blocks.0.attn.hook_z"], samples=400, seed=3, progress=False, reservoir=0)

@@ -31,6 +31,9 @@ from ..tolerance import DEFAULT_TOLERANCE, depth_tolerance
 CLOSURE = "residual channels i.i.d. Gaussian over positions given the kernel (NNGP closure)"
 FLUCTUATION = ("per-network fluctuation of the kernel (and of the pre-activation Gram matrix) "
                "about its mean neglected, O(1/sqrt(d))")
+# The best level's replacement of FLUCTUATION (`theory.depth_maps._gram`).
+GRAM_FLUCTUATION = ("per-sample Gram fluctuation of the stream to second order (Wishart-form components: the "
+                    "closure's 1/D, values over n_kv d_head, MLP over d_mlp; inherited by linear response)")
 
 
 @dataclass
@@ -51,6 +54,13 @@ class Stream:
     branch_spread_rel_var: np.ndarray | None = None
     # for the derived tolerances (`theory.tolerance.depth_tolerance`): residual writes so far, the
     # writes of one block, and the largest relative second-order softmax correction made so far
+    # the per-sample fluctuation of the stream's Gram matrix (`theory.depth_maps._gram`, best level):
+    # its Wishart-form components, their images after the last norm, the cosines' variance beyond the
+    # closure's (T x T) there, and the current branch's (inherited parts, own sources)
+    gram: list | None = None
+    norm_images: list | None = None
+    cos_var_excess: np.ndarray | None = None
+    branch_gram: tuple | None = None
     writes: int = 0
     writes_per_block: int = 1
     correction: float = 0.0
@@ -89,7 +99,9 @@ class Layer:
 
     @property
     def closure(self) -> tuple[str, ...]:
-        return () if self.first else (CLOSURE, FLUCTUATION)
+        if self.first:
+            return ()
+        return (CLOSURE, GRAM_FLUCTUATION if self.best else FLUCTUATION)
 
     # --- results
     def put(self, suffix: str, level: Level, error: str, assumptions: tuple[str, ...], *,

@@ -19,7 +19,8 @@ import numpy as np
 from .._kernel_maps import correlation, layernorm_kernel
 from .._result import Level
 from ..block import Sublayer
-from ._state import CLOSURE, FLUCTUATION, Layer, Stream
+from . import _gram
+from ._state import CLOSURE, FLUCTUATION, GRAM_FLUCTUATION, Layer, Stream
 
 
 def normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -40,13 +41,29 @@ def opening_label(at: Layer) -> tuple[Level, str, tuple[str, ...]]:
 def mlp_label(at: Layer) -> tuple[Level, str, tuple[str, ...]]:
     """Label of the MLP branch: exact only where layer 1 is (eps = 0: |e2|^2 = d exactly)."""
     level = Level.EXACT if at.exact_here else Level.APPROXIMATE
-    return level, "exact (quadrature)" if at.exact_here else "O(1/d) from the closure", (CLOSURE, FLUCTUATION)
+    return level, "exact (quadrature)" if at.exact_here else "O(1/d) from the closure", (
+        CLOSURE, GRAM_FLUCTUATION if at.best else FLUCTUATION)
 
 
 def layernorm(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = LN(x)``: ``E, nu2 = LN(K)``; the tap's variance is ``nu_1 = diag(E)``."""
     stream.E, stream.nu2 = normalise(stream.K, at)
+    with_gram_fluctuation(stream, at, at.d - 1)
     put_normalised(sub, stream, at)
+
+
+def with_gram_fluctuation(stream: Stream, at: Layer, dof: int) -> None:
+    """The best level's second-order term of the norm (`theory.depth_maps._gram`): the mean cosine's
+    excess over the closure added to ``E`` off the diagonal, the components' images kept for the branch."""
+    if not at.best or not stream.gram:
+        stream.norm_images, stream.cos_var_excess = None, None
+        return
+    nu1 = np.diag(stream.E).copy()
+    mean, var = _gram.excess(stream.K, stream.gram, dof)
+    bound = np.sqrt(np.outer(nu1, nu1))
+    stream.E = np.clip(stream.E + mean * bound, -bound, bound)  # a cosine stays in [-1, 1]
+    stream.cos_var_excess = var
+    stream.norm_images = _gram.normalised_images(stream.K, stream.gram, nu1)
 
 
 def put_normalised(sub: Sublayer, stream: Stream, at: Layer) -> None:

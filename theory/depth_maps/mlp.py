@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _activations
+from .._kernel_maps import correlation
+from . import _gram
 from ..block import Sublayer
 from ._state import Layer, Stream
 from .layernorm import mlp_label
@@ -32,7 +34,14 @@ def mlp(sub: Sublayer, stream: Stream, at: Layer) -> None:
     mu, second = _activations.activation_moments(activation, np.diag(pre_cov))
     at.put("mlp.hook_post", level, error, assumptions[:1], mean=mu, var=second - mu**2)
     F, tail = _activations.mehler_kernel(activation, pre_cov)
-    write_branch(sub, stream, at, s_out**2 * d_mlp * F, (level, with_truncation(error, tail, F), assumptions))
+    K_mlp = s_out**2 * d_mlp * F
+    if stream.norm_images is not None:  # the Gram fluctuation's image (`_gram`): dK_mlp/dE = s_out^2 d_mlp dF/dr / sqrt(E_mm E_nn)
+        std = np.sqrt(np.diag(pre_cov))
+        b = _activations.hermite_coefficients(activation, std, _gram.SLOPE_ORDER)
+        nu = np.sqrt(np.maximum(np.diag(stream.E), 1e-300))
+        slope = s_out**2 * d_mlp * _gram.mlp_slope(b, correlation(pre_cov), 0) / np.outer(nu, nu)
+        stream.branch_gram = _gram.mlp_write(stream.norm_images, slope, K_mlp, d_mlp)
+    write_branch(sub, stream, at, K_mlp, (level, with_truncation(error, tail, F), assumptions))
 
 
 def with_truncation(error: str, tail: float, F: np.ndarray) -> str:

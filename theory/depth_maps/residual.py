@@ -12,6 +12,7 @@ import numpy as np
 
 from .._kernel_maps import key_spread, uniform_average
 from .._result import Level
+from . import _gram
 from ._fluctuation import combine
 from ..block import ENTRY_TAP, Sublayer
 from ._state import Layer, Stream
@@ -25,6 +26,32 @@ def entry(stream: Stream, at: Layer) -> None:
     at.put(ENTRY_TAP, level, "exact" if at.first else "as the kernel", at.closure, mean=at.zero, var=np.diag(stream.K).copy())
     at.keep(ENTRY_TAP, stream.K)
     stream.block_assumptions = ()
+    if at.first and at.best and _gram.carried(at.spec):  # the Gram fluctuation starts as the embedding's Wishart
+        stream.gram = _gram.entry(stream.K, sphere_dof(at.spec))
+
+
+def sphere_dof(spec) -> int:
+    """``D``: the norm's sphere (d - 1 after LayerNorm's centring, d after RMSNorm)."""
+    d = int(spec.d_model)
+    return d - 1 if getattr(spec, "normalization", "layernorm") == "layernorm" else d
+
+
+def _gram_write(stream: Stream, at: Layer, K_new: np.ndarray) -> None:
+    """The stream's Gram components after this write (`theory.depth_maps._gram`)."""
+    if stream.gram is None or stream.norm_images is None:
+        stream.branch_gram = None
+        return
+    spec = at.spec
+    if stream.branch_kind == "attention":
+        gain = float(spec.sigma_o_effective) ** 2 * float(spec.sigma_v) ** 2 * at.d**2
+        inherited, own = _gram.attention_write(stream.norm_images, stream.branch, stream.E, gain,
+                                               int(spec.n_heads), int(spec.kv_heads), int(spec.d_head))
+    elif stream.branch_gram is not None:
+        inherited, own = stream.branch_gram
+    else:
+        inherited, own = [np.zeros_like(K_new) for _ in stream.gram], []
+    stream.gram = _gram.add_write(stream.gram, inherited, own, stream.K, K_new, sphere_dof(spec))
+    stream.branch_gram = None
 
 
 def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
@@ -36,7 +63,9 @@ def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
         before = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
         v, w = key_spread(stream.K, uniform_average(stream.K)), key_spread(stream.branch, uniform_average(stream.branch))
         stream.spread_rel_var = combine(before, v, w, stream.branch_spread_rel_var)
-    stream.K = stream.K + stream.branch
+    K_new = stream.K + stream.branch
+    _gram_write(stream, at, K_new)
+    stream.K = K_new
     stream.writes += 1
     suffix = sub.taps[0].suffix
     at.put(suffix, level, error, stream.block_assumptions, mean=at.zero, var=np.diag(stream.K).copy())

@@ -19,7 +19,7 @@ import numpy as np
 from .._kernel_maps import correlation, layernorm_kernel
 from ..block import Sublayer
 from ._state import Layer, Stream
-from .layernorm import put_normalised
+from .layernorm import put_normalised, with_gram_fluctuation
 
 
 def rms_normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -32,4 +32,5 @@ def rms_normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
 def rmsnorm(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = x / rms(x)``: ``E, nu2 = RMSNorm(K)``; the tap's variance is ``nu_1 = diag(E)``."""
     stream.E, stream.nu2 = rms_normalise(stream.K, at)
+    with_gram_fluctuation(stream, at, at.d)
     put_normalised(sub, stream, at)

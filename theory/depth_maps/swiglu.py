@@ -39,6 +39,7 @@ from .. import _activations
 from .._kernel_maps import correlation
 from ..block import Sublayer
 from ._state import Layer, Stream
+from . import _gram
 from .layernorm import mlp_label
 from .mlp import with_truncation, write_branch
 
@@ -56,14 +57,20 @@ def swiglu(sub: Sublayer, stream: Stream, at: Layer) -> None:
     at.put("mlp.hook_post", level, error, assumptions[:1], mean=zero, var=second * var)
     if at.best:
         dof = d - 1 if spec.normalization == "layernorm" else d  # the sphere the norm projects onto
-        FC, tail = gated_kernel(C, correlation(stream.K), dof)
+        FC, tail = gated_kernel(C, correlation(stream.K), dof, stream.cos_var_excess)
     else:  # the kernel-only map: the input's Gram matrix replaced by its mean
         F, tail = _activations.mehler_kernel("silu", C)
         FC = F * C
-    write_branch(sub, stream, at, s_out**2 * d_mlp * FC, (level, with_truncation(error, tail, FC), assumptions))
+    K_mlp = s_out**2 * d_mlp * FC
+    if at.best and stream.norm_images is not None:  # the Gram fluctuation's image (`_gram`): dK/dE = s_out^2 d_mlp s_in^2 d dF/dr
+        b = _activations.hermite_coefficients("silu", np.sqrt(var), _gram.SLOPE_ORDER)
+        slope = s_out**2 * d_mlp * s_in**2 * d * _gram.mlp_slope(b, correlation(C), 1)
+        stream.branch_gram = _gram.mlp_write(stream.norm_images, slope, K_mlp, d_mlp)
+    write_branch(sub, stream, at, K_mlp, (level, with_truncation(error, tail, FC), assumptions))
 
 
-def gated_kernel(C: np.ndarray, rho: np.ndarray, dof: int, order: int = 60) -> tuple[np.ndarray, float]:
+def gated_kernel(C: np.ndarray, rho: np.ndarray, dof: int, var_excess: np.ndarray | None = None,
+                 order: int = 60) -> tuple[np.ndarray, float]:
     """``E[silu(g_m) u_m silu(g_n) u_n]`` for gate and up projections of one normalised input.
 
     ``C``: the mean covariance of the gate over positions (T, T); ``rho``: the correlation
@@ -76,6 +83,8 @@ def gated_kernel(C: np.ndarray, rho: np.ndarray, dof: int, order: int = 60) -> t
     rbar = correlation(C)
     np.fill_diagonal(rbar, 0.0)
     V = (1.0 - np.clip(rho, -1.0, 1.0) ** 2) ** 2 / dof
+    if var_excess is not None:  # the Gram fluctuation's excess over the closure (`theory.depth_maps._gram`)
+        V = np.maximum(V + var_excess, 0.0)
     np.fill_diagonal(V, 0.0)
     total = np.zeros_like(C)
     below, power = np.zeros_like(C), np.ones_like(C)  # rbar^(k-1) (0 at k = 0, unused) and rbar^k
