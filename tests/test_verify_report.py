@@ -191,15 +191,16 @@ def test_distribution_figure(report):
     axes = [ax for ax in fig.axes if ax.axison]
     n = len(report.distributions)
     assert n == 6 and len(axes) == 2 * n  # a histogram row and a CDF-difference row
-    hists, diffs = axes[:n], axes[n:]
+    # three panels across; each block is a density row above its CDF-difference row
+    hists = [axes[(j // 3) * 6 + j % 3] for j in range(n)]
+    diffs = [axes[(j // 3) * 6 + 3 + j % 3] for j in range(n)]
+    assert fig.get_suptitle().endswith("m = 16")
     for j, (ax, diff, check) in enumerate(zip(hists, diffs, report.distributions)):
-        assert ax.get_title() == f"{check.tap.split('.', 2)[-1]}, m = 16"
+        assert ax.get_title() == check.tap.split('.', 2)[-1]
         assert len(ax.patches) == 40  # the histogram's bars
         exact, gaussian = ax.get_lines()[:2]
         law = report.laws[check.tap]
         np.testing.assert_allclose(exact.get_ydata(), law.pdf(exact.get_xdata()), rtol=1e-9)
-        if j == 0:
-            assert _legend_labels(ax) == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)"]
         sim_diff, gauss_diff = diff.get_lines()[:2]
         x = sim_diff.get_xdata()
         assert len(x) == check.n and np.all(np.diff(x) >= 0)   # every draw, sorted
@@ -208,6 +209,9 @@ def test_distribution_figure(report):
         np.testing.assert_allclose(sim_diff.get_ydata(), empirical - law.cdf(x), atol=1e-12)
         assert np.abs(sim_diff.get_ydata()).max() <= 1.36 / np.sqrt(check.n) + 1 / check.n   # the checks passed
         assert diff.get_ylabel() == "CDF difference"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)", "KS 95% band",
+                      "simulation - exact", "Gaussian - exact"]
 
 
 def test_gaussian_failure_columns(report):

@@ -283,11 +283,15 @@ def distribution_figure(report) -> Figure:
     exact law can be told apart: the simulation's empirical CDF minus the law's (with the
     KS 95% band ``1.36/sqrt(n)``) and the Gaussian's minus the law's."""
     checks = list(report.distributions)
-    cols = max(1, len(checks))
-    fig = Figure(figsize=(TWO_COLUMNS if cols > 1 else ONE_COLUMN, 4.2), layout="constrained")
-    axes = fig.subplots(2, cols, squeeze=False)
+    cols = min(3, max(1, len(checks)))          # at most three panels across: readable at print size
+    blocks = -(-max(1, len(checks)) // cols)     # each block: a density row above a CDF-difference row
+    fig = Figure(figsize=(TWO_COLUMNS if cols > 1 else ONE_COLUMN, 3.0 * blocks + 0.6), layout="constrained")
+    grid = fig.subplots(2 * blocks, cols, squeeze=False)
+    for k in range(len(checks), blocks * cols):  # unused panels of the last block
+        grid[2 * (k // cols), k % cols].set_visible(False)
+        grid[2 * (k // cols) + 1, k % cols].set_visible(False)
     for j, check in enumerate(checks):
-        ax, diff = axes[0, j], axes[1, j]
+        ax, diff = grid[2 * (j // cols), j % cols], grid[2 * (j // cols) + 1, j % cols]
         stats = report.simulation[check.tap]
         column = np.asarray(stats.reservoir[:, stats.index(check.position)], dtype=float)
         column = column[np.isfinite(column)]
@@ -298,12 +302,10 @@ def distribution_figure(report) -> Figure:
         sd = math.sqrt(float(law.var()))
         ax.plot(x, np.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "--", color=LEADING,
                 label="Gaussian (paper)")
-        ax.set_title(f"{short(check.tap)}, m = {check.position}")
+        ax.set_title(short(check.tap))
         ax.set_ylabel("density")
         ax.text(0.02, 0.97, f"KS p = {check.p_value:.3g}" + ("" if check.passed else " FAIL"), transform=ax.transAxes,
                 va="top", color=SIM if check.passed else LEADING)
-        if j == 0:
-            ax.legend(loc="upper right")
         ordered = np.sort(column)
         exact_cdf = np.asarray(law.cdf(ordered), dtype=float)
         empirical = (np.arange(1, ordered.size + 1) - 0.5) / max(ordered.size, 1)
@@ -314,12 +316,19 @@ def distribution_figure(report) -> Figure:
         diff.axhline(0.0, color=BEST, lw=0.8)
         diff.set_xlabel("value of one coordinate")
         diff.set_ylabel("CDF difference")
-        if j == 0:
-            diff.legend(loc="lower right")
+        diff.set_xlim(ax.get_xlim())
         for axis in (ax, diff):
-            axis.xaxis.set_major_locator(MaxNLocator(4))   # no overlapping tick labels in narrow panels
+            axis.xaxis.set_major_locator(MaxNLocator(3))   # no overlapping tick labels in narrow panels
             axis.yaxis.set_major_locator(MaxNLocator(4))
-    fig.suptitle("One-coordinate laws against simulation")
+            axis.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    if checks:
+        handles, labels = [], []
+        for axis in (grid[0, 0], grid[1, 0]):
+            h, lab = axis.get_legend_handles_labels()
+            handles += h
+            labels += lab
+        fig.legend(handles, labels, loc="outside lower center", ncol=3)
+        fig.suptitle(f"One-coordinate laws against simulation, m = {checks[0].position}")
     return fig
 
 
