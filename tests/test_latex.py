@@ -194,7 +194,7 @@ def test_cli_latex_errors_are_one_line(tmp_path, capsys):
     bad.write_text(json.dumps({"sigma_x": "y"}))
     assert main(["latex", "--notation", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: notation: unknown symbol 'sigma_x'") and err.count("\n") == 1
+    assert err.startswith("theory: error: notation: unknown symbol 'sigma_x'") and err.count("\n") == 1
     afile = tmp_path / "file"
     afile.write_text("")
     assert main(["latex", "--out", str(afile)]) == 2

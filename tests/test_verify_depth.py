@@ -183,7 +183,9 @@ def test_depth_error_figure(report):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == list(MAIN_TAPS)
     ax = fig.axes[titles.index("hook_resid_post")]
-    assert ax.get_xlabel() == "layer" and "%" in ax.get_ylabel()
+    assert ax.get_xlabel() == "layer" and "%" in fig.axes[0].get_ylabel()
+    # one y scale for every panel: the panels are compared
+    assert len({tuple(np.round(a.get_ylim(), 9)) for a in fig.axes}) == 1
     # The m = T series: 100 (theory/sim - 1) at each layer, with 2-SE bars.
     T = max(report.positions)
     series = next(c for c in ax.containers if c.get_label() == f"best, m = {T}")

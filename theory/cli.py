@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         output = {"derive": _derive, "predict": _predict, "latex": _latex, "spec": _spec}[args.command](args)
     except (CliError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"theory: error: {err}", file=sys.stderr)
         return 2
     print(output)
     return 0
