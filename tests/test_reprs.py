@@ -65,3 +65,19 @@ def test_checkset_repr_counts_and_names_failures():
 def test_layer_one_prediction_repr_without_depth():
     p = predict(ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=16), [1, 16], taps=["attn.hook_pattern"])
     assert "sum_sq" in repr(p) and "m=16" in repr(p)
+
+
+def test_simulation_result_repr_and_dataframe():
+    spec = ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=32, attn_only=True)
+    sim = simulate.run(spec, taps=[("hook_z", 0), ("pattern", 0)], samples=20, seed=0, device="cpu", progress=False)
+    lines = repr(sim).splitlines()
+    assert lines[0].startswith("SimulationResult(2 taps x 32 positions") and len(lines) == 4
+    z = sim["hook_z", 0]
+    row = next(line for line in lines if line.startswith("blocks.0.attn.hook_z "))
+    assert number(z.var[0]) in row.split() and "m=32" in lines[1]
+    stats_lines = repr(z).splitlines()
+    assert stats_lines[0] == "TapStats(blocks.0.attn.hook_z: n = 20, 32 positions)" and len(stats_lines) == 5
+    assert "sum_sq" in repr(sim["pattern", 0]) and "<table>" in sim._repr_html_()
+    pytest.importorskip("pandas")
+    frame = sim.to_dataframe()
+    assert len(frame) == 2 * 32 and np.allclose(frame[frame.tap == z.tap]["var"].to_numpy(), z.var)

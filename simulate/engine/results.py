@@ -16,6 +16,7 @@ import torch
 
 from theory import ModelSpec
 from theory._outputs import atomic_path, atomic_write_text
+from theory._tables import ELLIPSIS, elide, html_table, spec_summary, text_table
 from theory.taps import parse_tap, tap_name
 
 from .stats import Accumulator
@@ -69,6 +70,25 @@ class TapStats:
         if not len(hits):
             raise KeyError(f"position {m} was not recorded; recorded positions: {_ranges(self.positions)}")
         return int(hits[0])
+
+    def _table(self) -> tuple[list[str], list[list]]:
+        """(columns, rows): var, its SE (and sum_sq, entropy for patterns) at the elided positions."""
+        index = elide(range(len(self.positions)))
+        columns = ["statistic"] + [ELLIPSIS if i is ELLIPSIS else f"m={int(self.positions[i])}" for i in index]
+        named = [("mean", self.mean), ("var", self.var), ("var_se", self.var_se), ("sum_sq", self.sum_sq),
+                 ("sum_sq_se", self.sum_sq_se), ("entropy", self.entropy)]
+        rows = [[name] + [ELLIPSIS if i is ELLIPSIS else values[i] for i in index]
+                for name, values in named if values is not None]
+        return columns, rows
+
+    def _caption(self) -> str:
+        return f"{self.tap}: n = {self.n}, {len(self.positions)} positions"
+
+    def __repr__(self) -> str:
+        return f"TapStats({self._caption()})\n" + text_table(*self._table())
+
+    def _repr_html_(self) -> str:
+        return html_table(*self._table(), caption=self._caption())
 
     def at(self, m: int) -> dict[str, float]:
         """The JSON statistics of 1-based position ``m``."""
@@ -146,6 +166,39 @@ class SimulationResult:
         return list(self.stats)
 
     # ---------------------------------------------------------------- serialisation
+    def _table(self) -> tuple[list[str], list[list]]:
+        """(columns, rows): per tap, var (sum_sq for patterns) at the elided positions and n."""
+        index = elide(range(len(self.positions)))
+        columns = ["tap", "n", "statistic"] + [ELLIPSIS if i is ELLIPSIS else f"m={int(self.positions[i])}"
+                                               for i in index]
+        rows = []
+        for tap, st in self.stats.items():
+            name, values = ("sum_sq", st.sum_sq) if st.sum_sq is not None else ("var", st.var)
+            rows.append([tap, str(st.n), name] + [ELLIPSIS if i is ELLIPSIS else values[i] for i in index])
+        return columns, rows
+
+    def _caption(self) -> str:
+        unit = self.meta.get("unit", "sample")
+        where = spec_summary(self.spec) if self.spec is not None else "a recorded model"
+        return f"{len(self.stats)} taps x {len(self.positions)} positions, {unit}s; spec: {where}"
+
+    def __repr__(self) -> str:
+        return f"SimulationResult({self._caption()})\n" + text_table(*self._table())
+
+    def _repr_html_(self) -> str:
+        return html_table(*self._table(), caption="SimulationResult: " + self._caption())
+
+    def to_dataframe(self):
+        """A long pandas DataFrame: tap, layer, position, mean, mean_se, var, var_se, n (one row per tap
+        and position)."""
+        try:  # optional: pandas comes with the sweep extra (xarray)
+            import pandas
+        except ImportError:
+            raise ImportError('to_dataframe needs pandas: pip install pandas (or pip install -e ".[sweep]")') from None
+        rows = [(tap, parse_tap(tap)[1], int(m), float(st.mean[i]), float(st.mean_se[i]), float(st.var[i]),
+                 float(st.var_se[i]), int(st.n)) for tap, st in self.stats.items() for i, m in enumerate(st.positions)]
+        return pandas.DataFrame(rows, columns=["tap", "layer", "position", "mean", "mean_se", "var", "var_se", "n"])
+
     def to_dict(self) -> dict[str, Any]:
         """``{"meta": {...}, "stats": {TAP: {"<m>": {"mean", "mean_se", "var", ...}}}}``."""
         stats = {}
