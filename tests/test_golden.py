@@ -1,7 +1,8 @@
 """The code reproduces the golden outputs written before the architecture change (issue 14).
 
 tests/golden/make_golden.py wrote them from main before any code moved. Theory must agree
-to 1e-12 relative (the text and LaTeX exactly); simulation and verify bit-identically on
+to 1e-12 relative at layer 1 and 1e-10 through depth (`DEPTH_REL`, the recursion's rounding
+level; the text and LaTeX exactly); simulation and verify bit-identically on
 the machine and torch build that wrote them (tests/golden/machine.json), and elsewhere to
 float32 rounding (another CPU may pick another matmul kernel: docs/simulate.md, "Runs you
 can trust").
@@ -57,6 +58,14 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 SPECS = {p.stem: p for p in sorted((GOLDEN / "specs").glob("*.json"))}
 ATTN_ONLY = {name for name, p in SPECS.items() if json.loads(p.read_text()).get("attn_only")}
 REL = 1e-12
+# The depth recursion (layers >= 2) amplifies rounding: a 1-ulp change in one kernel entry moves
+# eps = 0 specs' outputs by up to 8e-11 (measured by jittering the Mehler kernel, issue 19), and
+# machines differ in their last bits (BLAS, libm). Depth predictions are held to 1e-10, and
+# verify's results, whose z-scores divide a theory-minus-simulation difference by its standard
+# error (amplifying a relative change in theory by |theory / (theory - sim)|), to 1e-8 (and 1e-8
+# absolute, for z-scores near 0).
+DEPTH_REL = 1e-10
+VERIFY_REL = 1e-8
 _OLD_NAMES = os.environ.get("GOLDEN_OLD_NAMES") == "1"
 
 
@@ -127,7 +136,7 @@ def test_theory_predict_json(spec, level):
     for tap, meta in new["meta"].items():
         if "tolerance" not in old["meta"][tap]:  # layer 1 now declares its tolerance as a number too
             assert tap.startswith("blocks.0.") and 0.0 <= meta.pop("tolerance") <= 0.05, tap
-    _assert_close(new, old)
+    _assert_close(new, old, rel=DEPTH_REL)
 
 
 @pytest.mark.parametrize("spec", sorted(SPECS))
@@ -215,4 +224,4 @@ def test_verify_results_json(tmp_path):
     new = _strip(json.loads((tmp_path / "results.json").read_text()))
     old.pop("figures", None), new.pop("figures", None)  # paths of the run's own folder
     exact = _same_machine()
-    _assert_close(new, old, rel=REL if exact else 1e-4, abs_=0.0 if exact else 1e-9)
+    _assert_close(new, old, rel=VERIFY_REL if exact else 1e-4, abs_=1e-8 if exact else 1e-9)  # abs: z near 0

@@ -28,7 +28,8 @@ from scipy.interpolate import CubicSpline
 
 from .._domain import check_logit_variance
 from .._kernel_maps import correlation, key_spread, uniform_average
-from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, gamma_factor_rule, layer_one_rows, row_law, sphere_key_law
+from .._quadrature import gamma_rules
+from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, layer_one_rows, row_law, sphere_key_law
 from .._result import Level
 from ..block import Sublayer
 from ..quantities import logit_scale_squared, radius_spread
@@ -49,6 +50,10 @@ _TAU_NODES = ((2.0, 5), (4.0, 7), (8.0, 9))
 _LOG_TAU_NODES = ((64.0, 11), (np.inf, 13))
 # Gauss nodes of the Gamma law of the per-network spread factor W (`_fluctuation`).
 _W_NODES = 6
+# The row law's step in log t (its default 0.04 is for any law): the integrands here are smooth
+# in log t, so the trapezoid rule converges geometrically and 0.16 changes the depth maps' rows by
+# < 2e-13 relative (measured on 200 rows of GPT-2 small against 0.04) at a quarter of the cost.
+_Y_STEP = 0.16
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     law = sphere_key_law(64, sphere_dim)
 
     def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rows = row_law(grid, t2, law, mixture=mixture)
+        rows = row_law(grid, t2, law, mixture=mixture, y_step=_Y_STEP)
         xi = rows.coupling
         if grid.size == T:
             return rows.sum_sq, xi, rows.sum_sq2, rows.sum_cube
@@ -110,9 +115,12 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     if (kappa[1:] > 1e-12).any():
         w_nodes, w_weights = np.ones((T, _W_NODES)), np.zeros((T, _W_NODES))
         w_weights[:, 0] = 1.0
-        for m in range(1, T):
-            if kappa[m] > 1e-12:
-                w_nodes[m], w_weights[m] = gamma_factor_rule(_W_NODES, float(kappa[m]))
+        # the Gamma rule of mean 1 and relative variance kappa_m (`gamma_factor_rule`) of every row
+        # at once: one stacked eigh instead of a call per row
+        sel = np.nonzero(kappa[1:] > 1e-12)[0] + 1
+        shape = 1.0 / kappa[sel]
+        x, w = gamma_rules(_W_NODES, shape)
+        w_nodes[sel], w_weights[sel] = x / shape[:, None], w
     targets = tau2[:, None] * w_nodes  # (T, J)
     active = targets[1:] if T > 1 else targets
     lo, hi = float(active.min()), float(active.max())
