@@ -33,8 +33,8 @@ import torch
 
 from simulate.engine.cache import activations
 from theory import ModelSpec
-from theory._kernel_maps import key_spread, uniform_average
-from theory._row_law import chi2_mixture, row_law, sphere_key_law
+from theory.kernel_maps import key_spread, uniform_average
+from theory.row_law import chi2_mixture, row_law, sphere_key_law
 from theory.depth import predict
 from theory.quantities import logit_scale_squared
 
