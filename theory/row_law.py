@@ -4,7 +4,7 @@ A small facade over `theory._row_law` (where the formulas, assumptions and the q
 are documented): the expectations of one attention row ``m`` whose logits are
 ``l_k = b_k + sqrt(tau^2 G) s_k x_k`` (offsets ``b``, a random row factor ``G`` of mean 1,
 per-key scales ``s`` and i.i.d. standardised key parts ``x`` of a stated law). See
-docs/theory.md, "The row law".
+docs/theory.md, "Through depth", the paragraph "The row law".
 
 >>> import numpy as np
 >>> from theory.row_law import row_law, sphere_key_law
