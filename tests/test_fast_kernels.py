@@ -132,3 +132,37 @@ def test_gamma_rules_are_gamma_rule_per_shape():
         x, w = gamma_rule(6, float(shape))
         np.testing.assert_array_equal(nodes[i], x)  # the same matrices, the same LAPACK call
         np.testing.assert_array_equal(weights[i], w)
+
+
+def test_row_pair_excess_outer_products_equal_the_indexed_form():
+    # the pair correction built from outer products on the upper triangle, mirrored, is the
+    # min/max-indexed formula of its docstring, bit for bit
+    import importlib
+    from types import SimpleNamespace
+
+    attention = importlib.import_module("theory.depth_maps.attention")
+    T = 64
+    rng = np.random.default_rng(3)
+    r = np.arange(1, T + 1, dtype=float)
+    s2 = (1 + 0.2 * rng.random(T)) / r
+    rows = SimpleNamespace(sum_sq=s2, sum_cube=s2**2 * (1 + 0.2 * rng.random(T)))
+    tau2 = 0.1 + rng.random(T)
+    cosine = rng.random((T, T))
+    cosine = (cosine + cosine.T) / 2
+    excess, second = attention.row_pair_excess(rows, tau2, cosine, 16, 63)
+    S2, S3 = rows.sum_sq, rows.sum_cube
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1, c1 = (1 - S2) / r, (1 - 3 * S2 + 2 * S3) / r
+        b2 = np.where(r > 1, -(1 - S2) / (r * (r - 1)), 0.0)
+        c2 = np.where(r > 1, (3 * S2 - 2 * S3 - 1) / (r * (r - 1)), 0.0)
+        c3 = np.where(r > 2, 2 * (1 - 3 * S2 + 2 * S3) / (r * (r - 1) * (r - 2)), 0.0)
+    lo, hi = np.minimum.outer(np.arange(T), np.arange(T)), np.maximum.outer(np.arange(T), np.arange(T))
+    m = r[lo]
+    F1 = m * b1[lo] * b1[hi] + m * (m - 1.0) * b2[lo] * b2[hi]
+    F2 = m * c1[lo] * c1[hi] + 3.0 * m * (m - 1.0) * c2[lo] * c2[hi] + m * (m - 1.0) * (m - 2.0) * c3[lo] * c3[hi]
+    rho2 = cosine**2 + (1 - cosine**2) ** 2 * (1 / 16 + 1 / 63)
+    want_second = 0.5 * np.outer(tau2, tau2) * rho2 * F2
+    want = np.outer(np.sqrt(tau2), np.sqrt(tau2)) * cosine * F1 + want_second
+    np.fill_diagonal(want, 0.0)
+    np.fill_diagonal(want_second, 0.0)
+    assert np.array_equal(excess, want) and np.array_equal(second, want_second)

@@ -192,11 +192,11 @@ def row_pair_excess(rows: RowAverages, tau2: np.ndarray, cosine: np.ndarray, d_h
         c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
         c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
         c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
-    idx = np.arange(T)
-    lo, hi = np.minimum.outer(idx, idx), np.maximum.outer(idx, idx)
-    m = r[lo]
-    F1 = m * b1[lo] * b1[hi] + m * (m - 1.0) * b2[lo] * b2[hi]
-    F2 = m * c1[lo] * c1[hi] + 3.0 * m * (m - 1.0) * c2[lo] * c2[hi] + m * (m - 1.0) * (m - 2.0) * c3[lo] * c3[hi]
+    # On and above the diagonal (row m = the shorter one) each term is an outer product; below it,
+    # the mirror image. Same products in the same order as indexing by min/max of the pair.
+    F1 = _symmetric_from_upper(np.outer(r * b1, b1) + np.outer(r * (r - 1.0) * b2, b2))
+    F2 = _symmetric_from_upper(np.outer(r * c1, c1) + np.outer(3.0 * r * (r - 1.0) * c2, c2)
+                               + np.outer(r * (r - 1.0) * (r - 2.0) * c3, c3))
     tau = np.sqrt(tau2)
     rho2 = cosine**2 + (1.0 - cosine**2) ** 2 * (1.0 / d_head + 1.0 / D)
     second = 0.5 * np.outer(tau2, tau2) * rho2 * F2
@@ -204,6 +204,11 @@ def row_pair_excess(rows: RowAverages, tau2: np.ndarray, cosine: np.ndarray, d_h
     np.fill_diagonal(excess, 0.0)
     np.fill_diagonal(second, 0.0)
     return excess, second
+
+
+def _symmetric_from_upper(upper: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose upper triangle (with the diagonal) is ``upper``'s."""
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _radius_order(at: Layer, tau2_bar: float) -> float:
