@@ -74,3 +74,14 @@ def test_the_runner_sees_the_pages():
 def test_example_scripts_import_public_names(script):
     private = _PRIVATE_IMPORT.findall(script.read_text(encoding="utf-8"))
     assert not private, f"docs/examples/{script.name} imports the private module(s) {private}; use the public names"
+
+
+def test_spec_files_the_pages_name_exist_and_load():
+    from theory import ModelSpec
+
+    named = set()
+    for page in PAGES:
+        named |= set(re.findall(r"docs/specs/([\w.-]+\.json)", page.read_text(encoding="utf-8")))
+    assert named, "the pages name their spec files as docs/specs/NAME.json"
+    for name in sorted(named):
+        ModelSpec.load(DOCS / "specs" / name)   # exists and is a valid spec
