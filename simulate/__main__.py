@@ -48,11 +48,11 @@ def _int_list(text: str, what: str) -> list[int]:
     return out
 
 
-# Subcommands whose parsers live in their own modules: name -> module, and their --help line.
-_DELEGATED = {"probe": "simulate.experiments.probe.cli", "train": "simulate.experiments.train.cli"}
-_DELEGATED_HELP = {
-    "probe": "probe frozen random models for position (python -m simulate probe --help)",
-    "train": "train a byte-level NoPE language model and measure it (python -m simulate train --help)",
+# Subcommands whose parsers live in their own modules: name -> (module, its --help line).
+_DELEGATED = {
+    "probe": ("simulate.experiments.probe.cli", "probe frozen random models for position (python -m simulate probe --help)"),
+    "train": ("simulate.experiments.train.cli",
+              "train a byte-level NoPE language model and measure it (python -m simulate train --help)"),
 }
 
 
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     # probe and train parse their own arguments (main() hands them over before this parser
     # runs); they are declared here so that --help lists them and a wrong name is told all four.
-    for name, text in _DELEGATED_HELP.items():
+    for name, (_, text) in _DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False).add_argument("args", nargs=argparse.REMAINDER)
 
     b = sub.add_parser("bench", help="time the engine against a per-network loop and the matmul ceiling")
@@ -178,7 +178,7 @@ def _bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _DELEGATED:
-        return importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:])
+        return importlib.import_module(_DELEGATED[argv[0]][0]).main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _run(args) if args.command == "run" else _bench(args)

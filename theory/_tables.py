@@ -22,9 +22,10 @@ def elide(items: Sequence, head: int = HEAD, tail: int = TAIL) -> list:
 
 
 def number(value) -> str:
-    """Four significant digits (a table to read; the arrays keep every digit); None/NaN as a dash."""
-    if value is None or value is ELLIPSIS:
-        return ELLIPSIS if value is ELLIPSIS else "–"
+    """Four significant digits (a table to read; the arrays keep every digit); None/NaN as a dash,
+    text as it is."""
+    if value is None:
+        return "–"
     if isinstance(value, str):
         return value
     value = float(value)
@@ -32,7 +33,7 @@ def number(value) -> str:
 
 
 def _rows(rows: Sequence[Sequence]) -> tuple[list[list[str]], int]:
-    rows = [[number(c) if not isinstance(c, str) else c for c in row] for row in rows]
+    rows = [[number(c) for c in row] for row in rows]
     hidden = max(0, len(rows) - MAX_ROWS)
     return (rows[:MAX_ROWS - 1] + [rows[-1]] if hidden else rows), hidden
 
@@ -64,6 +65,15 @@ def html_table(columns: Sequence[str], rows: Sequence[Sequence], caption: str = 
     return "".join(out)
 
 
+def pandas_module():
+    """pandas, for the results' ``to_dataframe`` (optional: it comes with the sweep extra, via xarray)."""
+    try:  # optional dependency: only to_dataframe needs it
+        import pandas
+    except ImportError:
+        raise ImportError('to_dataframe needs pandas: pip install pandas (or pip install -e ".[sweep]")') from None
+    return pandas
+
+
 def spec_summary(spec) -> str:
     """The fields of a spec that differ from GPT-2 small's defaults, as ``name=value``."""
     fields = spec.to_dict()
@@ -72,4 +82,4 @@ def spec_summary(spec) -> str:
     return ", ".join(changed) if changed else "GPT-2 small defaults"
 
 
-__all__ = ["elide", "number", "text_table", "html_table", "spec_summary", "ELLIPSIS"]
+__all__ = ["elide", "number", "text_table", "html_table", "spec_summary", "pandas_module", "ELLIPSIS"]

@@ -29,7 +29,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ._result import Level
-from ._tables import ELLIPSIS, elide, html_table, spec_summary, text_table
+from ._tables import ELLIPSIS, elide, html_table, pandas_module, spec_summary, text_table
 from .spec import ModelSpec
 from .taps import parse_tap, tap_name
 
@@ -78,8 +78,9 @@ class TapPrediction:
 
     def to_dataframe(self):
         """A pandas DataFrame: one row per position, one column per quantity."""
-        return _pandas().DataFrame({q: np.asarray(v) for q, v in self.values.items()},
-                                   index=_pandas().Index(np.asarray(self.positions), name="position"))
+        pandas = pandas_module()
+        return pandas.DataFrame({q: np.asarray(v) for q, v in self.values.items()},
+                                index=pandas.Index(np.asarray(self.positions), name="position"))
 
     def at(self, position: int) -> dict[str, float]:
         """Every quantity at one 1-based position."""
@@ -237,7 +238,7 @@ class Prediction(Mapping[str, TapPrediction]):
         """A long pandas DataFrame: columns tap, layer, position, quantity, value, level, tolerance."""
         rows = [(r.tap, parse_tap(r.tap)[1], int(m), q, float(v[i]), r.level.value, r.tolerance)
                 for r in self.records for q, v in r.values.items() for i, m in enumerate(r.positions)]
-        return _pandas().DataFrame(rows, columns=["tap", "layer", "position", "quantity", "value", "level", "tolerance"])
+        return pandas_module().DataFrame(rows, columns=["tap", "layer", "position", "quantity", "value", "level", "tolerance"])
 
     def to_dict(self) -> dict:
         """``{"spec", "measure", "level", "predictions": {TAP: {"<m>": {q: v}}}, "meta": {TAP: {...}}}``
@@ -250,14 +251,6 @@ class Prediction(Mapping[str, TapPrediction]):
                                     for i, m in enumerate(r.positions)} for r in self.records},
             "meta": {r.tap: r.meta() for r in self.records},
         }
-
-
-def _pandas():
-    try:  # optional: pandas comes with the sweep extra (xarray)
-        import pandas
-    except ImportError:
-        raise ImportError('to_dataframe needs pandas: pip install pandas (or the extra: pip install -e ".[sweep]")') from None
-    return pandas
 
 
 __all__ = ["TapPrediction", "Prediction"]

@@ -36,7 +36,6 @@ class Progress:
         self.last = -REFRESH_S
         self.last_line = None
         self.enabled = enabled
-        self.shown = False
         self.bar: tqdm | None = None
         self.stream = sys.stderr
 
@@ -67,7 +66,6 @@ class Progress:
             self.stream.write(f"[{self.label}] {done}/{self.total} {self.unit} ({percent:.0f}%)  {rate:.3g}/s  "
                               f"elapsed {now:.0f}s  eta {eta:.0f}s" + (f"  {note}" if note else "") + "\n")
             self.stream.flush()
-        self.shown = True
 
     def log(self, message: str) -> None:
         """``message`` on a line of its own (shown whenever the bar is not disabled)."""
@@ -83,4 +81,3 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        self.shown = False

@@ -16,7 +16,7 @@ import torch
 
 from theory import ModelSpec
 from theory._outputs import atomic_path, atomic_write_text
-from theory._tables import ELLIPSIS, elide, html_table, spec_summary, text_table
+from theory._tables import ELLIPSIS, elide, html_table, pandas_module, spec_summary, text_table
 from theory.taps import parse_tap, tap_name
 
 from .stats import Accumulator
@@ -191,13 +191,9 @@ class SimulationResult:
     def to_dataframe(self):
         """A long pandas DataFrame: tap, layer, position, mean, mean_se, var, var_se, n (one row per tap
         and position)."""
-        try:  # optional: pandas comes with the sweep extra (xarray)
-            import pandas
-        except ImportError:
-            raise ImportError('to_dataframe needs pandas: pip install pandas (or pip install -e ".[sweep]")') from None
         rows = [(tap, parse_tap(tap)[1], int(m), float(st.mean[i]), float(st.mean_se[i]), float(st.var[i]),
                  float(st.var_se[i]), int(st.n)) for tap, st in self.stats.items() for i, m in enumerate(st.positions)]
-        return pandas.DataFrame(rows, columns=["tap", "layer", "position", "mean", "mean_se", "var", "var_se", "n"])
+        return pandas_module().DataFrame(rows, columns=["tap", "layer", "position", "mean", "mean_se", "var", "var_se", "n"])
 
     def to_dict(self) -> dict[str, Any]:
         """``{"meta": {...}, "stats": {TAP: {"<m>": {"mean", "mean_se", "var", ...}}}}``."""

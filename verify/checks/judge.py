@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from theory import Level
-from theory._tables import html_table, text_table
+from theory._tables import html_table, pandas_module, text_table
 
 from .comparison import Comparison, comparisons
 from .statistics import critical_value, holm, two_sided_p
@@ -174,11 +174,7 @@ class CheckSet(Sequence[Check]):
 
     def to_dataframe(self):
         """A pandas DataFrame, one row per check (the columns of `Check.to_dict`)."""
-        try:  # optional: pandas comes with the sweep extra (xarray)
-            import pandas
-        except ImportError:
-            raise ImportError('to_dataframe needs pandas: pip install pandas (or pip install -e ".[sweep]")') from None
-        return pandas.DataFrame(self.to_list())
+        return pandas_module().DataFrame(self.to_list())
 
     def _table(self) -> tuple[list[str], list[list]]:
         columns = ["tap", "level", "checks", "failed", "max |z|", "verdict"]
