@@ -100,7 +100,8 @@ def _rows(sub: Sublayer, stream: Stream, at: Layer):
         rk2 = np.cumsum(_modern.qk_norm_radius2(sk**2 * d * nu1, d_head, eps)) / np.arange(1, T + 1)
         nu1_keys = np.cumsum(nu1) / np.arange(1, T + 1)
         tau2 = scale2 * d_head * rq2 * rk2 * spread_l / np.maximum(nu1_keys, 1e-300) * temp2
-        key_dim, mix_dof, query_norm = _modern.qk_norm_key_dim(d_head), D, False
+        _modern.qk_norm_key_dim(d_head)  # validates d_head >= 2
+        (key_dim, mix_dof), query_norm = _modern.qk_norm_row_law(d_head, D), False
         kappa2 = _modern.qk_norm_coupling_factor(d_head)
     else:
         tau2 = scale2 * sq**2 * sk**2 * d_head * d**2 * nu1 * spread_l * temp2
