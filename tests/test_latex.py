@@ -47,19 +47,21 @@ def symbolic():
 
 # ============================================================================ golden strings
 def test_golden_leading_row_symbolic(symbolic):
+    # sigma_v = 0.02 is fixed in SYMBOLIC: the formula keeps the symbol, the table its value
     snippet = latex(symbolic, step="blocks.0.attn.hook_z")
-    assert r"\operatorname{Var}[z_{m,j}] &= \frac{0.0004 d}{m} \label{eq:blocks.0.attn.hook_z:leading:var}" in snippet
+    assert r"\operatorname{Var}[z_{m,j}] &= \frac{d \sigma_{v}^{2}}{m} \label{eq:blocks.0.attn.hook_z:leading:var}" in snippet
     assert (
-        r"\operatorname{Var}[z_{m,j}] &= 0.0004 d \nu_{1} \left(S_{2}(m) + \frac{\Xi(m)}{d - 1}\right)"
+        r"\operatorname{Var}[z_{m,j}] &= d \nu_{1} \sigma_{v}^{2} \left(S_{2}(m) + \frac{\Xi(m)}{d - 1}\right)"
         r" \label{eq:blocks.0.attn.hook_z:best:var}" in snippet
     )
+    assert "0.0004" not in snippet
 
 
 def test_golden_with_notation(symbolic):
     notation = {"d_model": "D", "Var": r"\mathbb{V}", "nu_1": r"\nu", "Xi": r"\mathcal{X}", "S_2": r"\Sigma_{2}"}
     snippet = latex(symbolic, step=("hook_z", 0), notation=notation)
-    assert r"\mathbb{V}[z_{m,j}] &= \frac{0.0004 D}{m} \label{eq:blocks.0.attn.hook_z:leading:var}" in snippet
-    assert r"0.0004 D \nu \left(\Sigma_{2}(m) + \frac{\mathcal{X}(m)}{D - 1}\right)" in snippet
+    assert r"\mathbb{V}[z_{m,j}] &= \frac{D \sigma_{v}^{2}}{m} \label{eq:blocks.0.attn.hook_z:leading:var}" in snippet
+    assert r"D \nu \sigma_{v}^{2} \left(\Sigma_{2}(m) + \frac{\mathcal{X}(m)}{D - 1}\right)" in snippet
 
 
 def test_golden_step_result_latex(numeric):
@@ -73,12 +75,13 @@ def test_golden_step_result_latex(numeric):
 
 
 def test_golden_conditional_series():
-    # S_2 given tau^2, derived by sympy (theory._softmax.row_series), as the document prints it
+    # S_2 given tau^2, derived by sympy (theory._softmax.row_series), as the document prints it:
+    # one power per row, the alignment point at the margin, the widest factor on its own row
     assert Notation().fill(conditional_series(row_series("sum_sq", 2))) == (
-        r"\mathbb{E}\Bigl[\sum_{n} a_{mn}^{2} \,\Big|\, \tau^{2}\Bigr] &= \frac{1}{m} + \tau^{2}\, \frac{m - 1}{m^{2}} \nonumber\\"
-        "\n"
-        r"&\quad + \tau^{4}\, \frac{\left(m - 1\right) \left(D m^{2} - 6 D m - 5 m^{2} + 24 m - 36\right)}"
-        r"{2 m^{4} \left(D + 2\right)} + O\bigl(\tau^{6}\bigr)"
+        r"&\mathbb{E}\Bigl[\sum_{n} a_{mn}^{2} \,\Big|\, \tau^{2}\Bigr] = \frac{1}{m} \nonumber\\" "\n"
+        r"&\qquad + \tau^{2}\, \frac{m - 1}{m^{2}} \nonumber\\" "\n"
+        r"&\qquad + \tau^{4}\, \frac{m - 1}{2 m^{4} \left(D + 2\right)} \nonumber\\" "\n"
+        r"&\qquad \times \Bigl(D m^{2} - 6 D m - 5 m^{2} + 24 m - 36\Bigr) + O\bigl(\tau^{6}\bigr)"
     )
 
 

@@ -136,7 +136,7 @@ THEORY_LAYERS = [
     ("steps and depth maps", ["theory.steps", "theory.depth_maps", "theory.depth", "theory.derive",
                               "theory.laws", "theory.information", "theory.quenched"]),
     ("renderers", ["theory._latex"]),
-    ("facade and CLI", ["theory._facade", "theory.cli", "theory.__main__", "theory"]),
+    ("facade and CLI", ["theory._facade", "theory._latex_display", "theory.cli", "theory.__main__", "theory"]),
 ]
 
 

@@ -16,6 +16,7 @@ from . import depth as _depth
 from ._latex import LATEX_OUTPUTS, Notation, body, depth_section, document, step_snippet, symbol_table
 from ._latex import write as _write
 from ._latex.notebook import derivation_repr, result_latex, result_repr
+from ._latex_display import display_derivation
 from ._result import StepResult
 from .derive import Derivation, derive
 from .spec import ModelSpec
@@ -24,10 +25,12 @@ PARTS = ("document", "body", "symbols", "depth")
 
 
 def _derivation(spec_or_derivation) -> Derivation:
+    """The derivation to print: a symbolic one with its fixed scales as symbols and ``c``,
+    ``tau_bar^2`` named (`theory._latex_display.display_derivation`)."""
     if isinstance(spec_or_derivation, Derivation):
-        return spec_or_derivation
+        return display_derivation(spec_or_derivation)
     if spec_or_derivation is None or isinstance(spec_or_derivation, ModelSpec):
-        return derive(spec_or_derivation)
+        return display_derivation(derive(spec_or_derivation))
     raise TypeError(f"expected a ModelSpec or a Derivation, got {type(spec_or_derivation).__name__}")
 
 
@@ -49,7 +52,8 @@ def latex(spec=None, *, notation=None, step=None, part: str = "document", out=No
     """LaTeX for papers, as strings.
 
     ``spec``: a `ModelSpec` (default GPT-2 small) or a `Derivation` from `theory.derive`
-    (reused, not derived again). ``notation``: a dict or a JSON file mapping our symbols to
+    (reused; for a symbolic spec its fixed scales are derived once more as symbols, their
+    values going to the symbol table: ``Derivation.printed()``). ``notation``: a dict or a JSON file mapping our symbols to
     yours, e.g. ``{"sigma_q": r"\\sigma_{Q}", "d_model": "D", "E": r"\\operatorname{E}"}``
     (keys: ``theory._latex.DEFAULT_NOTATION``). ``step``: a tap (``"blocks.0.attn.hook_z"``
     or ``("hook_z", 0)``) to get that step's ``\\input``-able snippet. ``part``:
@@ -82,7 +86,7 @@ def latex(spec=None, *, notation=None, step=None, part: str = "document", out=No
         return document(derivation, notation, section)
     if part == "body":
         return body(derivation, notation, section)
-    return symbol_table(derivation.spec, notation)
+    return symbol_table(derivation.spec, notation, getattr(derivation, "fixed", ()))
 
 
 def _derivation_latex(derivation: Derivation) -> str:
@@ -96,7 +100,8 @@ def install_notebook_methods() -> None:
     StepResult.latex = result_latex
     StepResult._repr_latex_ = result_repr
     Derivation.latex = _derivation_latex
-    Derivation._repr_latex_ = derivation_repr
+    Derivation._repr_latex_ = lambda derivation: derivation_repr(display_derivation(derivation))
+    Derivation.printed = display_derivation  # symbolic: fixed scales as symbols, c and tau_bar^2 named
 
 
 # Wired on import, after both the results and the renderers are loaded: `import theory`

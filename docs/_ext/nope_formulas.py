@@ -1,7 +1,8 @@
 """Sphinx extension: the page ``formulas`` with the formulas of every step of one layer.
 
 The page is written at build time from `theory.derive` of a symbolic GPT-2 small spec
-(``d_model, n_heads, sigma_q, sigma_k, ln_eps`` symbolic), through the public API only:
+(``d_model, n_heads, sigma_q, sigma_k, ln_eps`` symbolic), printed as a paper would
+(``Derivation.printed()``: the fixed scales as symbols, their values listed), through the public API only:
 each step's ``leading`` (the paper) and ``best`` (this toolkit) `StepResult` and its
 ``latex()``. The toolkit computes; this extension only places the LaTeX it printed on a page
 (MathJax renders it in the browser). Nothing here is typed in, so the page follows the code.
@@ -31,7 +32,7 @@ def formulas_page() -> str:
     from theory import ModelSpec, derive
 
     spec = ModelSpec().symbolic(*SYMBOLIC_FIELDS)
-    derivation = derive(spec)
+    derivation = derive(spec).printed()  # the fixed scales as symbols, c and tau_bar^2 named
     lines = [
         "# Formulas of every step",
         "",
@@ -43,6 +44,11 @@ def formulas_page() -> str:
         "table (see [LaTeX](latex.md)).",
         "",
     ]
+    fixed = getattr(derivation, "fixed", ())
+    if fixed:
+        lines += ["The scales the spec fixes are written as symbols, as in a paper; their values here: "
+                  + ", ".join(f"`{field}` = {value:g}" for field, value in fixed)
+                  + ". The LayerNorm constant is $c = d\\epsilon/\\sigma_e^2$ and $\\bar\\tau^2$ the mean logit variance.", ""]
     for tap in derivation:
         lines += _step_section(derivation[tap])
     return "\n".join(lines) + "\n"

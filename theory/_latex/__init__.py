@@ -32,13 +32,13 @@ from .document import LATEX_OUTPUTS, PACKAGES, PAPER, body, constants_section, d
     step_filename, summary_table, symbol_table, write
 from .notation import DEFAULT_NOTATION, Notation
 from .notebook import derivation_repr, result_latex, result_repr
-from .printer import LINE_WIDTH, TAU_BAR2, Printer, break_lines, in_tau_bar, round_floats, visible_width
+from .printer import C_SYMBOL, LINE_WIDTH, TAU_BAR2, Printer, break_lines, in_tau_bar, round_floats, visible_width
 from .prose import escape, prose, tt
 from .steps import SERIES_KEY, conditional_series, label, step_snippet
 
 __all__ = [
     "DEFAULT_NOTATION", "Notation",
-    "Printer", "TAU_BAR2", "LINE_WIDTH", "break_lines", "in_tau_bar", "round_floats", "visible_width",
+    "C_SYMBOL", "Printer", "TAU_BAR2", "LINE_WIDTH", "break_lines", "in_tau_bar", "round_floats", "visible_width",
     "escape", "prose", "tt",
     "SERIES_KEY", "conditional_series", "label", "step_snippet",
     "LATEX_OUTPUTS", "PACKAGES", "PAPER", "body", "constants_section", "document", "model_section",

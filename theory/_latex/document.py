@@ -118,12 +118,17 @@ def constants_section(derivation, notation: Notation) -> str:
     )
 
 
-def symbol_table(spec: ModelSpec, notation: Notation) -> str:
-    """Table of symbols: ours, the meaning, the value in this specification."""
+def symbol_table(spec: ModelSpec, notation: Notation, fixed=()) -> str:
+    """Table of symbols: ours, the meaning, the value in this specification.
+
+    ``fixed``: (field, value) of the scales a symbolic document writes as symbols although
+    the user's spec fixed them (`theory._latex_display.DisplayDerivation.fixed`): their
+    values stand in the table, the formulas keep the symbols."""
     printer = Printer(notation)
+    fixed = dict(fixed)
     values = {}
     for field in ("d_model", "n_heads", "seq_len", "sigma_embed", "sigma_q", "sigma_k", "sigma_v", "sigma_o", "ln_eps"):
-        values[field] = (_value(getattr(spec, field), printer), field)
+        values[field] = (_value(fixed.get(field, getattr(spec, field)), printer), field)
     values["d_head"] = (_value(spec.d_head, printer), "")
     rows = []
     for key in MEANING_ORDER:
@@ -189,7 +194,7 @@ def body(derivation, notation: Notation | Mapping | None = None, depth: str | No
         "% Needs \\usepackage{amsmath,amssymb,booktabs}.",
         model_section(spec, notation),
         "\\section{Notation}\\label{sec:notation}",
-        symbol_table(spec, notation),
+        symbol_table(spec, notation, getattr(derivation, "fixed", ())),
         constants_section(derivation, notation),
         "\\section{Derivation, step by step}\\label{sec:steps}",
         summary_table(derivation, notation),

@@ -123,7 +123,7 @@ def _balanced(text: str) -> bool:
 
 # The name each sympy symbol carries -> our notation key.
 SYMBOL_KEYS: dict[str, str] = {name: field for field, name in SYMBOL_NAMES.items()}
-SYMBOL_KEYS.update({"m": "m", "nu_1": "nu_1", "nu_2": "nu_2", "tau2": "tau", "D": "D"})
+SYMBOL_KEYS.update({"m": "m", "nu_1": "nu_1", "nu_2": "nu_2", "tau2": "tau", "D": "D", "c": "c"})
 
 # Short names a user may also write in a notation file.
 ALIASES: dict[str, str] = {name: field for field, name in SYMBOL_NAMES.items() if name != field}

@@ -31,7 +31,7 @@ def result_latex(result: StepResult, notation: Notation | Mapping | None = None)
         rows += [f"&\\quad {line}" for line in lines[1:]]
     for name, expr in result.forms.items():
         # the form's own left-hand side (no text with inline math: MathJax has no $ inside \text)
-        _, lhs, tail = form_lhs(name, subject)
+        _, lhs, tail = form_lhs(name, subject, expr)
         lines = break_lines(expr, printer)
         lines[-1] += notation.fill(tail)
         rows.append(f"{notation.fill(lhs)} &= {lines[0]}")

@@ -26,6 +26,11 @@ from .notation import SYMBOL_KEYS, Notation
 # Derivation carries are written in it.
 TAU_BAR2 = sp.Symbol("tau_bar2", positive=True)
 
+# The LayerNorm constant c = d eps/sigma_e^2 (`theory.derive.Derivation.constants["c"]`), printed
+# as the notation's ``c``: the symbolic document writes the norm moments in it
+# (`theory._latex_display.display_derivation` substitutes it for eps).
+C_SYMBOL = sp.Symbol("c", positive=True)
+
 
 def in_tau_bar(expr: sp.Expr, sigma_q, roots: Sequence[sp.Expr] | None, printer: "Printer") -> sp.Expr | None:
     """``expr`` rewritten in the mean logit variance ``tau_bar^2`` when that prints shorter.
@@ -186,10 +191,21 @@ def visible_width(tex: str) -> float:
     return width
 
 
-#: How wide one displayed line may be, in :func:`visible_width` units. At 10pt on a
-#: 6.3in text width (geometry margins of 1.1in) about 62 symbols fit; we leave room for
-#: the left-hand side, the equation number and the continuation indent.
-LINE_WIDTH = 38.0
+#: How wide a displayed equation may be, left-hand side and right-hand side together, in
+#: :func:`visible_width` units (about 5.8 pt each at 10 pt): a column of a two-column
+#: article (``\\columnwidth``, about 229 pt at 10 pt) less its equation number. The
+#: snippets are held to it by pdflatex in tests/test_latex_columns.py.
+COLUMN_WIDTH = 28.0
+
+#: How wide the right-hand side of one displayed line may be when the left-hand side is
+#: of a usual width (``Var[z_{m,j}]``); `rhs_width` gives it for a given left-hand side.
+LINE_WIDTH = 26.0
+
+
+def rhs_width(lhs: str) -> float:
+    """The width left for the right-hand side after ``lhs`` (continuation lines start at
+    the alignment point, so every line of an ``align`` row loses the left-hand side)."""
+    return max(14.0, COLUMN_WIDTH - visible_width(lhs))
 
 
 def _signed(printer: Printer, term: sp.Expr, first: bool) -> tuple[str, str]:

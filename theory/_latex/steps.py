@@ -17,7 +17,7 @@ import sympy as sp
 
 from .._result import StepResult
 from .notation import Notation
-from .printer import LINE_WIDTH, Printer, break_lines, in_tau_bar, visible_width
+from .printer import C_SYMBOL, TAU_BAR2, Printer, break_lines, rhs_width, visible_width
 from .prose import english_identifier, escape, prose, tt
 
 # Definitions a StepResult carries that the document states in its own words.
@@ -40,14 +40,16 @@ def quantity_lhs(name: str, subject: str) -> str:
     }.get(name, f"\\mathrm{{{escape(name)}}}[{subject}]")
 
 
-def form_lhs(name: str, subject: str) -> tuple[str, str, str]:
-    """(intertext, lhs, suffix) for an alternative form."""
+def form_lhs(name: str, subject: str, expr: sp.Expr | None = None) -> tuple[str, str, str]:
+    """(intertext, lhs, suffix) for an alternative form (``expr``: the form, to name the
+    small parameter it is written in: ``c`` or ``eps``)."""
     if name == "nu_1":
         return "closed form (upper incomplete gamma function):", "<<nu_1>>", ""
     if name == "nu_2":
         return "", "<<nu_2>>", ""
     if name.startswith("nu_1, small"):
-        return "small-$<<ln_eps>>$ series:", "<<nu_1>>", r" + O\bigl(<<ln_eps>>^{3}\bigr)"
+        small = "<<c>>" if expr is not None and C_SYMBOL in sp.sympify(expr).free_symbols else "<<ln_eps>>"
+        return "small-$<<ln_eps>>$ series:", "<<nu_1>>", f" + O\\bigl({small}^{{3}}\\bigr)"
     if name == "var (n != m)":
         return "for one key $<<n>> \\ne <<m>>$:", f"<<Var>>[{subject}]", ""
     if name == "sum_sq series":
@@ -70,14 +72,22 @@ def label(tap: str, *parts: str) -> str:
     return "eq:" + ":".join([tap] + [_label_part(p) for p in parts])
 
 
-def _equation_rows(lhs: str, rel: str, expr: sp.Expr, printer: Printer, tag: str, suffix: str = "") -> list[str]:
-    """Rows of an ``align`` for ``lhs rel expr``, broken, numbered and labelled on the last row."""
-    lines = break_lines(expr, printer, LINE_WIDTH - 0.4 * visible_width(lhs) if visible_width(lhs) > 20 else LINE_WIDTH)
+def _equation_rows(lhs: str, rel: str, expr: sp.Expr, printer: Printer, tag: str, suffix: str = "",
+                   widest: str = "") -> list[str]:
+    """Rows of an ``align`` for ``lhs rel expr``, broken, numbered and labelled on the last row.
+
+    ``widest``: the widest left-hand side of the same ``align`` (it sets the alignment point,
+    so every row's right-hand side has only what it leaves of the column)."""
+    lines = break_lines(expr, printer, rhs_width(widest or lhs) - visible_width(suffix))
     lines[-1] += suffix
     rows = [f"{lhs} &{rel} {lines[0]}"]
     rows += [f"&\\quad {line}" for line in lines[1:]]
     rows = [r + r" \nonumber" for r in rows[:-1]] + [rows[-1] + f" \\label{{{tag}}}"]
     return rows
+
+
+def _widest(lhs_list: list[str]) -> str:
+    return max(lhs_list, key=visible_width) if lhs_list else ""
 
 
 def _level_sentence(result: StepResult, notation: Notation) -> str:
@@ -111,7 +121,6 @@ def step_snippet(step, derivation, notation: Notation | Mapping | None = None) -
     """
     notation = Notation.coerce(notation)
     printer = Printer(notation)
-    spec, constants = derivation.spec, derivation.constants
     tap = step.tap
     text = step.best.text
     subject = text.subject if text else escape(step.best.symbol)
@@ -125,26 +134,29 @@ def step_snippet(step, derivation, notation: Notation | Mapping | None = None) -
         parts.append(notation.fill(number(text, tap, derivation)))
 
     leading, best = step.leading, step.best
+    widest = _widest([notation.fill(quantity_lhs(name, subject)) for r in (leading, best) for name in r.quantities])
     rows = []
     rows.append("\\intertext{\\emph{Leading order (the paper)}, " + prose(leading.title.split(" (the paper)")[0], notation) + ":}")
     for name, expr in leading.quantities.items():
-        rows += _equation_rows(notation.fill(quantity_lhs(name, subject)), "=", expr, printer, label(tap, "leading", name))
+        rows += _equation_rows(notation.fill(quantity_lhs(name, subject)), "=", expr, printer, label(tap, "leading", name),
+                               widest=widest)
     rows.append("\\intertext{\\emph{This work}:}")
     for name, expr in best.quantities.items():
-        rows += _equation_rows(notation.fill(quantity_lhs(name, subject)), "=", expr, printer, label(tap, "best", name))
+        rows += _equation_rows(notation.fill(quantity_lhs(name, subject)), "=", expr, printer, label(tap, "best", name),
+                               widest=widest)
     parts.append(_align_with_intertext(rows))
     if best.forms:
-        roots = constants.get("sigma_q(tau_bar^2)")
+        # the forms arrive written in tau_bar^2 where that is shorter (theory._latex_display)
         form_rows = []
         rewritten = False
+        widest = _widest([notation.fill(form_lhs(name, subject, expr)[1]) for name, expr in best.forms.items()])
         for name, expr in best.forms.items():
-            inter, lhs, tail = form_lhs(name, subject)
+            inter, lhs, tail = form_lhs(name, subject, expr)
             if inter:
                 form_rows.append("\\intertext{" + notation.fill(inter) + "}")
-            shorter = in_tau_bar(expr, spec.sigma_q, roots, printer)
-            rewritten |= shorter is not None
-            form_rows += _equation_rows(notation.fill(lhs), "=", expr if shorter is None else shorter, printer,
-                                        label(tap, "form", name), notation.fill(tail))
+            rewritten |= TAU_BAR2 in sp.sympify(expr).free_symbols
+            form_rows += _equation_rows(notation.fill(lhs), "=", expr, printer,
+                                        label(tap, "form", name), notation.fill(tail), widest)
         where = notation.fill(" (written with the mean logit variance $<<tau_bar>>^{2}$ of "
                               "equation~\\eqref{eq:constants:tau} where that is shorter)") if rewritten else ""
         parts.append(f"Alternative forms of our result{where}:\n" + _align_with_intertext(form_rows))
@@ -192,29 +204,37 @@ def number(template: str, tap: str, derivation) -> str:
 
 
 def conditional_series(series: sp.Expr) -> str:
-    """``S_2`` given tau^2, to tau^4, as an ``align`` row (a notation template).
+    """``S_2`` given tau^2, to tau^4, as ``align`` rows (a notation template), one power of
+    tau^2 per row.
 
     ``series`` is ``E[sum_n a_mn^2 | tau^2]`` in the symbols ``m``, ``D`` and ``tau2`` (the
     Derivation's constant ``"S_2 | tau^2"``, from `theory._softmax.row_series`); each
-    coefficient of a power of tau^2 is printed factored.
+    coefficient of a power of tau^2 is printed as sympy factored it, its widest polynomial
+    factor on a row of its own so that the rows fit a column.
     """
     by_name = {s.name: s for s in series.free_symbols}
     poly = sp.Poly(sp.expand(series), by_name["tau2"])
     m, D = sp.Symbol("MM"), sp.Symbol("DD")  # placeholders, replaced by <<m>>, <<D>> below
     rename = {by_name[name]: new for name, new in (("m", m), ("D", D)) if name in by_name}
-    pieces = []
+    rows = []
     for (k,), coeff in sorted(poly.terms()):
         c = sp.factor(sp.cancel(coeff.subs(rename)))
-        body = sp.latex(c)
         power = "" if k == 0 else ("<<tau>>^{2}" if k == 1 else f"<<tau>>^{{{2 * k}}}")
-        pieces.append((power, body))
-    out = []
-    for i, (power, body) in enumerate(pieces):
-        term = body if not power else f"{power}\\, {body}"
-        if term.startswith("-"):
-            out.append("- " + term[1:])
+        numer, denom = sp.fraction(c)
+        sign = "-" if numer.could_extract_minus_sign() else "+"
+        numer = -numer if sign == "-" else numer
+        sums = [f for f in sp.Mul.make_args(numer) if isinstance(f, sp.Add) and len(f.args) > 2]
+        if power and sums:  # tau^{2k} (narrow factors)/(denominator) on one row, the widest sum below
+            widest = max(sums, key=lambda f: len(f.args))
+            head = sp.latex(sp.Mul(numer / widest, evaluate=True))
+            frac = f"\\frac{{{head}}}{{{sp.latex(denom)}}}" if denom != 1 else head
+            rows += [f"{sign} {power}\\, {frac}", f"\\times \\Bigl({sp.latex(widest)}\\Bigr)"]
         else:
-            out.append(("+ " if i else "") + term)
-    text = "<<E>>\\Bigl[\\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \\,\\Big|\\, <<tau>>^{2}\\Bigr] &= " + out[0] + " " + out[1] + " \\nonumber\\\\\n&\\quad " \
-        + " ".join(out[2:]) + " + O\\bigl(<<tau>>^{6}\\bigr)"
+            body = sp.latex(numer / denom)
+            rows.append(f"{sign} {power}\\, {body}" if power else f"{sign} {body}")
+    rows[0] = rows[0][2:] if rows[0].startswith("+ ") else rows[0]
+    rows[-1] += " + O\\bigl(<<tau>>^{6}\\bigr)"
+    # the alignment point at the left margin: the wide left-hand side does not indent the rows below it
+    lhs = "&<<E>>\\Bigl[\\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \\,\\Big|\\, <<tau>>^{2}\\Bigr] = "
+    text = lhs + " \\nonumber\\\\\n&\\qquad ".join(rows)
     return text.replace("MM", "<<m>>").replace("DD", "<<D>>")

@@ -362,7 +362,7 @@ $3\,<<E>>\lVert <<e>>\rVert^{4}/(<<E>>\lVert <<e>>\rVert^{2})^{2} - 3 = 3<<nu_2>
         subject="<<l>>_{<<m>><<n>>}",
         derivation=r"""The logit of query $<<m>>$ and key $<<n>> \le <<m>>$ is a scaled sum of $<<d_head>>$ products,
 \begin{align}
-<<l>>_{<<m>><<n>>} = <<s>> \sum_{j=1}^{<<d_head>>} <<q>>_{<<m>>,j}\, <<k>>_{<<n>>,j}, \qquad <<s>> = @scale. \label{@label(product)}
+<<l>>_{<<m>><<n>>} = <<s>> \sum_{j=1}^{<<d_head>>} <<q>>_{<<m>>,j}\, <<k>>_{<<n>>,j}, \quad <<s>> = @scale. \label{@label(product)}
 \end{align}
 Given the two radii the terms are i.i.d.\ products of independent Gaussians, so $<<l>>_{<<m>><<n>>}$ is
 variance-gamma (a modified Bessel $K$ density) with excess kurtosis $6/<<d_head>>$ when $<<ln_eps>>=0$.
@@ -381,14 +381,14 @@ $<<s>>^{2}<<sigma_q>>^{2}<<sigma_k>>^{2}<<d_head>><<d_model>>^{2}\bigl((<<m>>-1)
         derivation=r"""The weights $<<a>>_{<<m>><<n>>} = e^{<<l>>_{<<m>><<n>>}}/\sum_{<<n>>'\le <<m>>} e^{<<l>>_{<<m>><<n>>'}}$ of one row are exchangeable, so
 $<<E>>[<<a>>_{<<m>><<n>>}] = 1/<<m>>$ exactly. Their spread is measured by
 \begin{align}
-<<S_2>>(<<m>>) = <<E>>\Bigl[\sum_{<<n>>\le <<m>>} <<a>>_{<<m>><<n>>}^{2}\Bigr], \qquad <<S_2>>(1) = 1. \label{@label(s2)}
+<<S_2>>(<<m>>) = <<E>>\Bigl[\sum_{<<n>>\le <<m>>} <<a>>_{<<m>><<n>>}^{2}\Bigr], \quad <<S_2>>(1) = 1. \label{@label(s2)}
 \end{align}
 The query-side vector $u = <<s>> <<W>>_{k}^{\top} <<q>>_{<<m>>}$ is independent of every key direction
 (when $<<ln_eps>>=0$, $<<q>>_{<<m>>}$ depends on $<<e>>_{<<m>>}$ only through $\lVert <<e>>_{<<m>>}\rVert$), so given $u$ the logits of
 row $<<m>>$ are i.i.d.:
 \begin{align}
-<<l>>_{<<m>><<n>>} = \sqrt{<<D>> <<tau>>^{2}}\, c_{<<n>>}, \qquad
-<<tau>>^{2} = <<tau_bar>>^{2}\, \frac{\chi^{2}_{<<d_head>>}}{<<d_head>>}\,\frac{\chi^{2}_{<<D>>}}{<<D>>}, \qquad <<D>> = <<d_model>> - 1, \label{@label(row)}
+<<l>>_{<<m>><<n>>} &= \sqrt{<<D>> <<tau>>^{2}}\, c_{<<n>>}, \quad <<D>> = <<d_model>> - 1, \nonumber\\
+<<tau>>^{2} &= <<tau_bar>>^{2}\, \frac{\chi^{2}_{<<d_head>>}}{<<d_head>>}\,\frac{\chi^{2}_{<<D>>}}{<<D>>}, \label{@label(row)}
 \end{align}
 with $c_{<<n>>}$ one coordinate of a uniform unit vector in $\mathbb{R}^{<<D>>}$. Expanding
 $\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2}$ in the logits and taking the moments of the i.i.d.\ sums by set
@@ -400,8 +400,8 @@ and the law of large numbers gives $<<m>> <<S_2>>(<<m>>) \to <<E>>[e^{<<tau>>^{2
 $\chi^{2}_{<<d_head>>}$ is $\bigl(1 - 2<<tau_bar>>^{2}/<<d_head>>\bigr)^{-<<d_head>>/2}$. For numeric specifications
 $<<S_2>>(<<m>>)$ is computed by quadrature from $1/S^{2} = \int_{0}^{\infty} t\, e^{-tS}\,dt$:
 \begin{align}
-<<S_2>>(<<m>>) = <<m>> \int_{0}^{\infty} t\, \psi(t)\, \phi(t)^{<<m>>-1}\, dt, \qquad
-\phi(t) = <<E>>\bigl[e^{-t e^{<<l>>}}\bigr], \quad \psi(t) = <<E>>\bigl[e^{2<<l>>} e^{-t e^{<<l>>}}\bigr], \label{@label(quadrature)}
+<<S_2>>(<<m>>) &= <<m>> \int_{0}^{\infty} t\, \psi(t)\, \phi(t)^{<<m>>-1}\, dt, \nonumber\\
+\phi(t) &= <<E>>\bigl[e^{-t e^{<<l>>}}\bigr], \quad \psi(t) = <<E>>\bigl[e^{2<<l>>} e^{-t e^{<<l>>}}\bigr], \label{@label(quadrature)}
 \end{align}
 with a relative error below $10^{-8}$.""",
     ),
@@ -410,8 +410,8 @@ with a relative error below $10^{-8}$.""",
         subject="<<z>>_{<<m>>,j}",
         derivation=r"""With $<<v>>_{<<n>>} = <<W>>_{v} <<e>>_{<<n>>}$ and $<<W>>_{v}$ averaged first,
 \begin{align}
-<<Var>>[<<z>>_{<<m>>,j}] = <<sigma_v>>^{2}\, <<E>>\Bigl[\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \lVert <<e>>_{<<n>>}\rVert^{2}
- + \sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'} \langle <<e>>_{<<n>>}, <<e>>_{<<n>>'}\rangle\Bigr]. \label{@label(split)}
+<<Var>>[<<z>>_{<<m>>,j}] &= <<sigma_v>>^{2}\, <<E>>\Bigl[\sum_{<<n>>} <<a>>_{<<m>><<n>>}^{2} \lVert <<e>>_{<<n>>}\rVert^{2} \nonumber\\
+&\quad + \sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'} \langle <<e>>_{<<n>>}, <<e>>_{<<n>>'}\rangle\Bigr]. \label{@label(split)}
 \end{align}
 Treating the weights as independent of the values keeps only the first term,
 $<<sigma_v>>^{2}<<rho>>^{2}<<S_2>>(<<m>>)$; uniform attention then gives the paper's $<<sigma_v>>^{2}<<d_model>>/<<m>>$.
@@ -421,7 +421,8 @@ the logits, $\langle <<e>>_{<<n>>}, <<e>>_{<<n>>'}\rangle$ averages to $<<rho>>^
 $c_{<<n>>} = <<l>>_{<<m>><<n>>}/\sqrt{<<D>><<tau>>^{2}}$ (equation~\eqref{@ref(attn.hook_pattern:row)}):
 \begin{align}
 <<Var>>[<<z>>_{<<m>>,j}] &= <<sigma_v>>^{2}<<rho>>^{2}\Bigl(<<S_2>>(<<m>>) + \frac{<<Xi>>(<<m>>)}{<<d_model>>-1}\Bigr), \label{@label(coupling)}\\
-<<Xi>>(<<m>>) &= <<E>>\Bigl[\sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'}\, \frac{<<l>>_{<<m>><<n>>} <<l>>_{<<m>><<n>>'}}{<<tau>>^{2}}\Bigr]. \label{@label(xi)}
+<<Xi>>(<<m>>) &= <<E>>\Bigl[\sum_{<<n>> \ne <<n>>'} <<a>>_{<<m>><<n>>} <<a>>_{<<m>><<n>>'} \nonumber\\
+&\qquad \times \frac{<<l>>_{<<m>><<n>>} <<l>>_{<<m>><<n>>'}}{<<tau>>^{2}}\Bigr]. \label{@label(xi)}
 \end{align}
 $<<Xi>>(1) = 0$ and $<<Xi>>(<<m>>) \to <<tau_bar>>^{2}$ as $<<m>>\to\infty$: the weighted average leans towards each
 query's direction $\hat u$, and this part of the variance does not shrink with $<<m>>$. The

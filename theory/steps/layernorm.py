@@ -103,26 +103,30 @@ TEXT: dict[str, StepText] = {
         derivation=r"""LayerNorm (gain $1$, bias $0$, biased variance in the normaliser) maps
 $<<x>>$ to
 \begin{align}
-<<e>> = \frac{<<x>> - \bar{<<x>>}\mathbf{1}}{\sqrt{\tfrac{1}{<<d_model>>}\lVert <<x>> - \bar{<<x>>}\mathbf{1}\rVert^{2} + <<ln_eps>>}},
-\qquad \bar{<<x>>} = \frac{1}{<<d_model>>}\sum_{i} <<x>>_{i}. \label{@label(layernorm)}
+<<e>> &= \frac{<<x>> - \bar{<<x>>}\mathbf{1}}{\sqrt{\tfrac{1}{<<d_model>>}\lVert <<x>> - \bar{<<x>>}\mathbf{1}\rVert^{2} + <<ln_eps>>}}, \nonumber\\
+\bar{<<x>>} &= \frac{1}{<<d_model>>}\sum_{i} <<x>>_{i}. \label{@label(layernorm)}
 \end{align}
 The centred vector is an isotropic Gaussian in the $(<<d_model>>-1)$-dimensional subspace
 orthogonal to $\mathbf{1}$, so $<<e>> = \lVert <<e>>\rVert\, w$ with $w$ uniform on the unit
 sphere of that subspace and independent of
 \begin{align}
-\lVert <<e>>\rVert^{2} &= \frac{<<d_model>> <<X>>}{<<X>> + <<c>>}, \qquad <<X>> \sim \chi^{2}_{<<d_model>>-1}, \qquad <<c>> = \frac{<<d_model>> <<ln_eps>>}{<<sigma_embed>>^{2}}. \label{@label(norm)}
+\lVert <<e>>\rVert^{2} &= \frac{<<d_model>> <<X>>}{<<X>> + <<c>>}, \quad <<X>> \sim \chi^{2}_{<<d_model>>-1}, \nonumber\\
+<<c>> &= \frac{<<d_model>> <<ln_eps>>}{<<sigma_embed>>^{2}}. \label{@label(norm)}
 \end{align}
 One coordinate of $w$ satisfies $\tfrac{<<d_model>>}{<<d_model>>-1} w_i^{2} \sim \mathrm{Beta}\bigl(\tfrac12, \tfrac{<<d_model>>-2}{2}\bigr)$, hence
 \begin{align}
-<<Var>>[<<e>>_{<<m>>,i}] &= \frac{<<E>>\lVert <<e>>\rVert^{2}}{<<d_model>>} = <<nu_1>>, &
-<<E>>[<<e>>_{<<m>>,i}^{4}] &= <<E>>\lVert <<e>>\rVert^{4}\, <<E>>[w_i^{4}] = \frac{3(<<d_model>>-1)}{<<d_model>>+1}\, <<nu_2>>, \label{@label(moments)}
+<<Var>>[<<e>>_{<<m>>,i}] &= \frac{<<E>>\lVert <<e>>\rVert^{2}}{<<d_model>>} = <<nu_1>>, \nonumber\\
+<<E>>[<<e>>_{<<m>>,i}^{4}] &= <<E>>\lVert <<e>>\rVert^{4}\, <<E>>[w_i^{4}] \nonumber\\
+&= \frac{3(<<d_model>>-1)}{<<d_model>>+1}\, <<nu_2>>, \label{@label(moments)}
 \end{align}
 with $<<nu_1>> = <<E>>[<<X>>/(<<X>>+<<c>>)]$ and $<<nu_2>> = <<E>>[(<<X>>/(<<X>>+<<c>>))^{2}]$, which the
 Laplace identity $1/(<<X>>+<<c>>) = \int_{0}^{\infty} e^{-t(<<X>>+<<c>>)}\,dt$ and the chi-square
 moment generating function turn into upper incomplete gamma functions
 (equation~\eqref{eq:constants:nu}). The coordinates sum to zero, so
 \begin{align}
-0 = <<Var>>\Bigl[\sum_{i} <<e>>_{<<m>>,i}\Bigr] = <<d_model>>\,<<Var>>[<<e>>_{<<m>>,i}] + <<d_model>>(<<d_model>>-1)\,<<Cov>>[<<e>>_{<<m>>,i}, <<e>>_{<<m>>,j}]. \label{@label(sum-zero)}
+0 &= <<Var>>\Bigl[\sum_{i} <<e>>_{<<m>>,i}\Bigr] \nonumber\\
+&= <<d_model>>\,<<Var>>[<<e>>_{<<m>>,i}] \nonumber\\
+&\quad + <<d_model>>(<<d_model>>-1)\,<<Cov>>[<<e>>_{<<m>>,i}, <<e>>_{<<m>>,j}]. \label{@label(sum-zero)}
 \end{align}
 With $<<ln_eps>> = 0$, $<<e>>_{<<m>>,i}^{2}/(<<d_model>>-1) \sim \mathrm{Beta}\bigl(\tfrac12, \tfrac{<<d_model>>-2}{2}\bigr)$:
 variance $1$ and excess kurtosis $-6/(<<d_model>>+1)$.""",

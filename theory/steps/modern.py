@@ -285,8 +285,8 @@ TEXT: dict[str, StepText] = {
         derivation=r"""RMSNorm (gain $1$) maps $<<x>>$ to $<<e>> = <<x>>/\sqrt{\lVert <<x>>\rVert^{2}/<<d_model>> + <<ln_eps>>}$. No mean
 is removed, so $<<e>> = \lVert <<e>>\rVert\, w$ with $w$ uniform on the unit sphere of all $<<d_model>>$ dimensions and
 \begin{align}
-\lVert <<e>>\rVert^{2} = \frac{<<d_model>> <<X>>}{<<X>> + <<c>>}, \qquad <<X>> \sim \chi^{2}_{<<d_model>>}, \qquad
-<<Var>>[<<e>>_{<<m>>,i}] = <<nu_1>>, \qquad <<Cov>>[<<e>>_{<<m>>,i}, <<e>>_{<<m>>,j}] = 0. \label{@label(rmsnorm)}
+\lVert <<e>>\rVert^{2} &= \frac{<<d_model>> <<X>>}{<<X>> + <<c>>}, \quad <<X>> \sim \chi^{2}_{<<d_model>>}, \nonumber\\
+<<Var>>[<<e>>_{<<m>>,i}] &= <<nu_1>>, \quad <<Cov>>[<<e>>_{<<m>>,i}, <<e>>_{<<m>>,j}] = 0. \label{@label(rmsnorm)}
 \end{align}
 With $<<ln_eps>> = 0$, $<<e>>_{<<m>>,i}^{2}/<<d_model>> \sim \mathrm{Beta}\bigl(\tfrac12, \tfrac{<<d_model>>-1}{2}\bigr)$: variance $1$,
 excess kurtosis $-6/(<<d_model>>+2)$; the keys' sphere has dimension $<<D>> = <<d_model>>$.""",
@@ -297,8 +297,9 @@ excess kurtosis $-6/(<<d_model>>+2)$; the keys' sphere has dimension $<<D>> = <<
         derivation=r"""With QK-norm each head's query and key are divided by their r.m.s.\ over $<<d_head>>$; for independent
 $<<W>>_{q}$, $<<W>>_{k}$ they are independent isotropic vectors whatever the input, so
 \begin{align}
-<<l>>_{<<m>><<n>>} = <<s>>\, <<d_head>> \cos(<<q>>_{<<m>>}, <<k>>_{<<n>>}), \qquad \cos^{2} \sim \mathrm{Beta}\Bigl(\tfrac12, \tfrac{<<d_head>>-1}{2}\Bigr), \qquad
-<<Var>>[<<l>>_{<<m>><<n>>}] = <<s>>^{2} <<d_head>>, \label{@label(qknorm)}
+<<l>>_{<<m>><<n>>} &= <<s>>\, <<d_head>> \cos(<<q>>_{<<m>>}, <<k>>_{<<n>>}), \nonumber\\
+\cos^{2} &\sim \mathrm{Beta}\Bigl(\tfrac12, \tfrac{<<d_head>>-1}{2}\Bigr), \nonumber\\
+<<Var>>[<<l>>_{<<m>><<n>>}] &= <<s>>^{2} <<d_head>>, \label{@label(qknorm)}
 \end{align}
 independent of the $\sigma$'s (excess kurtosis $-6/(<<d_head>>+2)$). RoPE rotates $<<q>>_{<<m>>}$ and $<<k>>_{<<n>>}$ by their positions:
 $R_{<<m>>}<<q>>\cdot R_{<<n>>}<<k>> = <<q>>\cdot R_{<<n>>-<<m>>}<<k>>$ has the law of $<<q>>\cdot <<k>>$. The temperature multiplies the
@@ -314,8 +315,8 @@ with deterministic offsets $b_{<<n>>}$ ($-\beta_{h}(<<m>>-<<n>>)$ for ALiBi, els
 draws the latter per key, to first order in its variance) and $x_{<<n>>}$ one coordinate of a uniform point of $S^{<<D>>-1}$
 ($S^{<<d_head>>-1}$ under QK-norm). With $1/S^{2} = \int_{0}^{\infty} t\, e^{-tS}\,dt$,
 \begin{align}
-<<S_2>>(<<m>>) = \int_{0}^{\infty} t \sum_{<<n>>\le <<m>>} \psi_{<<n>>}(t) \prod_{<<n>>' \ne <<n>>} \phi_{<<n>>'}(t)\, dt, \qquad
-\phi_{<<n>>}(t) = \phi_{0}\bigl(t\, e^{b_{<<n>>}}\bigr), \label{@label(rowlaw)}
+<<S_2>>(<<m>>) &= \int_{0}^{\infty} t \sum_{<<n>>\le <<m>>} \psi_{<<n>>}(t) \prod_{<<n>>' \ne <<n>>} \phi_{<<n>>'}(t)\, dt, \nonumber\\
+\phi_{<<n>>}(t) &= \phi_{0}\bigl(t\, e^{b_{<<n>>}}\bigr), \label{@label(rowlaw)}
 \end{align}
 the ALiBi keys being the distance-$0$ key shifted in $\log t$. $<<E>>[<<a>>_{<<m>><<n>>}] = 1/<<m>>$ pooled over the keys for every variant.""",
     ),
@@ -324,8 +325,9 @@ the ALiBi keys being the distance-$0$ key shifted in $\log t$. $<<E>>[<<a>>_{<<m
         subject="<<z>>_{<<m>>,j}",
         derivation=r"""At layer $1$ the keys are independent ($<<E>>[<<e>>_{<<n>>}\cdot <<e>>_{<<n>>'}] = <<rho>>^{2}\delta_{<<n>><<n>>'}$), so for every variant
 \begin{align}
-<<Var>>[<<z>>_{<<m>>,j}] = <<sigma_v>>^{2}<<rho>>^{2}\Bigl(<<S_2>>(<<m>>) + \frac{<<Xi>>(<<m>>)}{<<D>>}\Bigr), \qquad
-<<Xi>>(<<m>>) = \kappa^{2}\,\bar c(<<m>>)\, <<E>>\Bigl[\sum_{<<n>>\ne <<n>>'} <<a>>_{<<m>><<n>>}<<a>>_{<<m>><<n>>'} x_{<<n>>} x_{<<n>>'}\Bigr]. \label{@label(coupling)}
+<<Var>>[<<z>>_{<<m>>,j}] &= <<sigma_v>>^{2}<<rho>>^{2}\Bigl(<<S_2>>(<<m>>) + \frac{<<Xi>>(<<m>>)}{<<D>>}\Bigr), \nonumber\\
+<<Xi>>(<<m>>) &= \kappa^{2}\,\bar c(<<m>>) \nonumber\\
+&\quad \times <<E>>\Bigl[\sum_{<<n>>\ne <<n>>'} <<a>>_{<<m>><<n>>}<<a>>_{<<m>><<n>>'} x_{<<n>>} x_{<<n>>'}\Bigr]. \label{@label(coupling)}
 \end{align}
 QK-norm: $\kappa^{2} = (<<E>>\chi_{<<d_head>>})^{2}/<<d_head>>$ (given its cosine, a key's component along the query is $\lVert <<k>>\rVert\cos$).
 RoPE: the rotated query directions of keys $<<n>>, <<n>>'$ have cosine $c(<<n>>-<<n>>')$, $c(\delta) = \frac{2}{<<d_head>>}\sum_{i}\cos(\delta\theta_{i})$,
