@@ -18,8 +18,14 @@ The laws (layer 1, annealed measure; ``c = d eps / sigma_e^2``, ``X ~ chi^2_{d-1
   with ``V = sum_{j<=d_head} g_j h_j`` variance-gamma:
   ``f_V(x) = |x|^{(k-1)/2} K_{(k-1)/2}(|x|) / (2^{(k-1)/2} sqrt(pi) Gamma(k/2))``,
   ``k = d_head`` (characteristic function ``(1+t^2)^{-k/2}``), excess kurtosis ``6/k``.
+* RMSNorm (``normalization = "rmsnorm"``): the same constructions with no mean removed: ``X ~ chi^2_d``
+  and ``e_i = sqrt(d) R C``, ``C^2 ~ Beta(1/2, (d-1)/2)``; projections and scores as above with that
+  radius (docs/modern-blocks.md).
+* QK-norm scores: ``s d_head r_q r_k cos(q, k) gamma(m)``, cos a coordinate of a uniform point of
+  ``S^{d_head-1}``, ``r^2 = Y/(Y + c_q)``, ``Y ~ chi^2_{d_head}``, ``c_q = d_head eps/(sigma^2 d R^2)``
+  (1 at eps = 0); the temperature ``gamma(m)`` scales the scores of row m (``position`` needed).
 * ``hook_resid_pre``: N(0, sigma_e^2).
-* softmax weights, ``hook_z`` and later taps: no closed form; ``NotImplementedError``.
+* softmax weights, ``hook_z`` and later taps, ALiBi scores: no closed form; ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -38,8 +44,13 @@ from .taps import parse_tap
 _N_RADIUS = 96  # trapezoid nodes in log X for the eps > 0 radius mixture
 
 
+def _norm_dof(spec: ModelSpec) -> int:
+    """Degrees of freedom of the norm's chi-square: ``d - 1`` for LayerNorm (centred), ``d`` for RMSNorm."""
+    return int(spec.d_model) if spec.normalization == "rmsnorm" else int(spec.d_model) - 1
+
+
 def _radius_rule(spec: ModelSpec, nodes: int = _N_RADIUS) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``R_k = sqrt(X_k/(X_k + c))`` and weights for the LayerNorm radius (eps > 0).
+    """Nodes ``R_k = sqrt(X_k/(X_k + c))`` and weights for the norm's radius (eps > 0), ``X ~ chi^2_{_norm_dof}``.
 
     A trapezoid rule in ``y = log X`` over the chi^2_{d-1} law: the integrand
     ``f(X) X`` is analytic in y and decays exponentially at both ends, so the rule
@@ -49,7 +60,7 @@ def _radius_rule(spec: ModelSpec, nodes: int = _N_RADIUS) -> tuple[np.ndarray, n
     if spec.ln_eps == 0:
         return np.ones(1), np.ones(1)
     c = spec.d_model * spec.ln_eps / spec.sigma_embed**2
-    x, w = _chi2_rule(spec.d_model - 1, nodes)
+    x, w = _chi2_rule(_norm_dof(spec), nodes)
     return np.sqrt(x / (x + c)), w
 
 
@@ -140,34 +151,48 @@ class Law:
         return f"f({sp.latex(self.variable)}) = {sp.latex(self.density)}"
 
 
-def _ln_coordinate(spec: ModelSpec) -> Law:
-    d = spec.d_model
-    if d < 3:
-        raise ValueError(f"the LayerNorm coordinate law needs d_model >= 3, got {d}")
-    a, b = 0.5, (d - 2) / 2.0
-    half = math.sqrt(d - 1)
+def _sphere_coordinate(dim: float, half: float):
+    """pdf and cdf of ``half * C``, ``C`` one coordinate of a uniform point of ``S^{dim-1}``
+    (``C^2 ~ Beta(1/2, (dim-1)/2)``), and its ``(E[y^2], E[y^4])`` in units where ``half = sqrt(dim)``."""
+    a, b = 0.5, (dim - 1) / 2.0
     log_norm = special.betaln(a, b)
 
-    def base_pdf(y):  # y = e_i, eps = 0
-        u = np.clip(1.0 - y * y / (d - 1), 0.0, None)
+    def base_pdf(y):
+        u = np.clip(1.0 - (y / half) ** 2, 0.0, None)
         with np.errstate(divide="ignore"):
             return np.where(np.abs(y) < half, np.exp((b - 1) * np.log(u) - log_norm) / half, 0.0)
 
     def base_cdf(y):
-        t = np.clip(y * y / (d - 1), 0.0, 1.0)
+        t = np.clip((y / half) ** 2, 0.0, 1.0)
         return 0.5 + 0.5 * np.sign(y) * special.betainc(a, b, t)
 
-    m2 = 1.0  # (d-1) E[B] = 1
-    m4 = 3.0 * (d - 1) / (d + 1)  # (d-1)^2 E[B^2]
+    m2 = half**2 / dim  # half^2 E[C^2]
+    m4 = half**4 * 3.0 / (dim * (dim + 2.0))  # half^4 E[C^4]
+    return base_pdf, base_cdf, (m2, m4)
+
+
+def _ln_coordinate(spec: ModelSpec) -> Law:
+    """One coordinate of the norm's output: ``sqrt(D) R C``, ``C`` a coordinate of a uniform point of
+    ``S^{D-1}`` (``D = d - 1`` LayerNorm, ``d`` RMSNorm), ``R^2 = X/(X + c)``, ``X ~ chi^2_D`` (R = 1 at eps = 0)."""
+    d = spec.d_model
+    if d < 3:
+        raise ValueError(f"the LayerNorm coordinate law needs d_model >= 3, got {d}")
+    rms = spec.normalization == "rmsnorm"
+    dim = _norm_dof(spec)
+    half = math.sqrt(dim)
+    base_pdf, base_cdf, moments = _sphere_coordinate(dim, half)
     scales, weights = _radius_rule(spec)
-    dist = _mixture(base_pdf, base_cdf, (m2, m4), scales, weights, (-half, half), "ln_coordinate")
+    dist = _mixture(base_pdf, base_cdf, moments, scales, weights, (-half, half), "ln_coordinate")
     x = sp.Symbol("e_i", real=True)
     dd = sp.Symbol("d", positive=True)
-    density = (1 - x**2 / (dd - 1)) ** ((dd - 4) / 2) / (sp.sqrt(dd - 1) * sp.beta(sp.Rational(1, 2), (dd - 2) / 2))
+    D = dd if rms else dd - 1
+    density = (1 - x**2 / D) ** ((D - 3) / 2) / (sp.sqrt(D) * sp.beta(sp.Rational(1, 2), (D - 1) / 2))
     exact = spec.ln_eps == 0
+    head = "RMSNorm coordinate: sqrt(d) R sign sqrt(B), B ~ Beta(1/2, (d-1)/2)" if rms else \
+        "sqrt(d-1) R sign sqrt(B), B ~ Beta(1/2, (d-2)/2)"
     return Law(
         "ln1.hook_normalized",
-        "sqrt(d-1) R sign sqrt(B), B ~ Beta(1/2, (d-2)/2)" + ("" if exact else ", R^2 = X/(X+c) mixed by quadrature"),
+        head + ("" if exact else ", R^2 = X/(X+c) mixed by quadrature"),
         density,  # the eps = 0 density; with eps > 0 the law is its scale mixture over R
         x,
         dist,
@@ -230,13 +255,14 @@ class _VarianceGammaCdf:
         return (self.weights * special.ndtr(x[..., None] / self.scales)).sum(-1)
 
 
-def _scores(spec: ModelSpec, position: int | None) -> Law:
+def _scores(spec: ModelSpec, position: int | None, gamma: float = 1.0) -> Law:
     k = spec.d_head
     s = logit_scale(k, spec.attn_scale)
-    scale = s * spec.sigma_q * spec.sigma_k * spec.d_model
+    scale = s * spec.sigma_q * spec.sigma_k * spec.d_model * gamma  # gamma: the temperature of row m (1 without)
     r, w = _radius_rule(spec, nodes=32)
-    scales = (r[:, None] * r[None, :]).ravel() * scale  # independent radii of e_m and e_n (n != m)
-    weights = (w[:, None] * w[None, :]).ravel()
+    rg, wg = _gauss_rule(r, w, _N_QK)  # 12 Gauss nodes per radius: 144 + 32 scales instead of 1056
+    scales = (rg[:, None] * rg[None, :]).ravel() * scale  # independent radii of e_m and e_n (n != m)
+    weights = (wg[:, None] * wg[None, :]).ravel()
     what = "one score l_mn, n != m"
     if position is not None and position > 1 and spec.ln_eps > 0:
         # Pooled over the keys n <= m: the diagonal key n = m shares the radius of e_m.
@@ -268,7 +294,8 @@ def _cosine_law(tap: str, dim: int, half_width: float, what: str) -> Law:
 
 def _modern_law(spec: ModelSpec, suffix: str, position: int | None) -> Law | None:
     """The layer-1 laws that RMSNorm, QK-norm, RoPE, ALiBi or the temperature change (docs/modern-blocks.md);
-    None where the NoPE LayerNorm law holds; NotImplementedError where no closed form is given."""
+    None where the NoPE law of the same construction holds (the norm's radius rule already follows
+    ``normalization``); NotImplementedError where no closed form is given."""
     rms, qk = spec.normalization == "rmsnorm", spec.qk_norm_at(0)
     scheme, temp = spec.positional_at(0), spec.temperature_at(0)
     if not (rms or qk or scheme != "none" or temp is not None) or suffix == "hook_resid_pre":
@@ -276,23 +303,95 @@ def _modern_law(spec: ModelSpec, suffix: str, position: int | None) -> Law | Non
     eps = float(spec.ln_eps)
     if suffix == "ln1.hook_normalized" and rms:
         if eps:
-            raise NotImplementedError("the RMSNorm coordinate law with eps > 0 is a radius mixture not given here")
+            return _ln_coordinate(spec)  # the scale mixture over the chi^2_d radius
         return _cosine_law("ln1.hook_normalized", spec.d_model, math.sqrt(spec.d_model),
                            "RMSNorm coordinate: sqrt(d) times a coordinate of a uniform point of S^{d-1}")
     if suffix in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
-        if rms and eps:
-            raise NotImplementedError("the projections after RMSNorm with eps > 0 are a radius mixture not given here")
-        return None  # Gaussian sigma sqrt(d) at eps = 0 (RoPE, QK-norm and the temperature act after the tap)
+        return None  # Gaussian scale mixture over the norm's radius (RoPE, QK-norm and the temperature act after the tap)
     if suffix == "attn.hook_attn_scores":
-        gamma = temp.factor(position - 1) if temp is not None and position is not None else 1.0
-        if qk and scheme != "alibi" and eps == 0 and (temp is None or position is not None):
+        if scheme == "alibi":
+            raise NotImplementedError("no closed-form score law for ALiBi here (a location mixture over keys and heads); "
+                                      "its moments are in theory.predict")
+        if temp is not None and position is None:
+            raise NotImplementedError("with a temperature the score law depends on the row: pass position=m")
+        gamma = temp.factor(position - 1) if temp is not None else 1.0
+        if qk and eps == 0:
             s = logit_scale(spec.d_head, spec.attn_scale)
             return _cosine_law("attn.hook_attn_scores", spec.d_head, s * spec.d_head * gamma,
                                "QK-norm score s d_head cos(q, k): cos a coordinate of a uniform point of S^{d_head-1}")
-        if qk or scheme == "alibi" or temp is not None or (rms and eps):
-            raise NotImplementedError("no closed-form score law for this variant here; its moments are in theory.predict")
-        return None  # RoPE rotations keep the variance-gamma law
+        if qk:
+            return _qk_norm_scores(spec, position, gamma)
+        return _scores(spec, position, gamma)  # RoPE's rotations keep the variance-gamma law; the temperature scales it
     return None
+
+
+def _gauss_rule(x: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n-node Gauss rule of the discrete measure ``sum_k w_k delta(x_k)`` (Stieltjes procedure and the
+    Golub–Welsch eigenproblem): exact for polynomials of degree < 2n in x; the measure itself when it has
+    at most n atoms or no spread."""
+    x, w = np.asarray(x, float).ravel(), np.asarray(w, float).ravel()
+    lo, hi = float(x.min()), float(x.max())
+    if x.size <= n or hi - lo <= 1e-14 * max(1.0, abs(hi)):
+        return (x, w) if x.size <= n else (np.array([float(w @ x) / w.sum()]), np.array([w.sum()]))
+    t = 2.0 * (x - lo) / (hi - lo) - 1.0
+    p_prev, p = np.zeros_like(t), np.ones_like(t)
+    alpha, beta, norm_prev = [], [], 1.0
+    for k in range(n):
+        norm = float(w @ (p * p))
+        alpha.append(float(w @ (t * p * p)) / norm)
+        b = norm / norm_prev if k else 0.0
+        if k:
+            beta.append(b)
+        p_prev, p, norm_prev = p, (t - alpha[-1]) * p - b * p_prev, norm
+    nodes, vecs = np.linalg.eigh(np.diag(alpha) + np.diag(np.sqrt(beta), 1) + np.diag(np.sqrt(beta), -1))
+    return lo + (nodes + 1.0) * (hi - lo) / 2.0, w.sum() * vecs[0] ** 2
+
+
+_N_QK = 12  # Gauss nodes per side for the QK-norm radii
+
+
+def _qk_norm_scores(spec: ModelSpec, position: int | None, gamma: float) -> Law:
+    """QK-norm scores with eps > 0: ``l = s d_head r_q r_k cos gamma``, cos the sphere coordinate of S^{d_head-1}.
+
+    ``q_hat = q / sqrt(|q|^2/d_head + eps)`` keeps q's direction, so ``cos(q, k)`` is independent of the norms
+    (isotropic Gaussian q, k given the input, independent ``W_q``, ``W_k``) and
+    ``r_q^2 = Y/(Y + c_q)``, ``Y ~ chi^2_{d_head}``, ``c_q = d_head eps / (sigma_q^2 d R^2)``, with the
+    input's radius ``R^2 = X/(X + c)`` of the norm (`_radius_rule`). The key's radius is independent of the
+    query's for ``n != m``; the diagonal key shares ``X`` (weight 1/m when pooled). Each side's discrete radius
+    law (trapezoid in log X times trapezoid in log Y) is reduced to a 12-node Gauss rule in r (`_gauss_rule`).
+    """
+    dh = int(spec.d_head)
+    eps = float(spec.ln_eps)
+    s = logit_scale(dh, spec.attn_scale)
+    R, wR = _radius_rule(spec, nodes=32)
+    Y, wY = _chi2_rule(dh, 32)
+    d = float(spec.d_model)
+
+    def radius(sigma: float) -> np.ndarray:  # (len R, len Y): r given the input radius and the chi^2 of the projection
+        c_q = dh * eps / (float(sigma) ** 2 * d * R[:, None] ** 2)
+        return np.sqrt(Y[None, :] / (Y[None, :] + c_q))
+
+    rq, rk = radius(spec.sigma_q), radius(spec.sigma_k)
+    wXY = wR[:, None] * wY[None, :]
+    nq, wq = _gauss_rule(rq, wXY, _N_QK)
+    nk, wk = _gauss_rule(rk, wXY, _N_QK)
+    scales, weights = np.outer(nq, nk).ravel(), np.outer(wq, wk).ravel()
+    what = "one score l_mn, n != m"
+    if position is not None:
+        diag = (rq[:, :, None] * rk[:, None, :]).reshape(R.size, -1)  # shared X, independent Y_q, Y_k
+        wd = (wR[:, None] * np.outer(wY, wY).ravel()[None, :])
+        nd, wdd = _gauss_rule(diag, wd, _N_QK)
+        share = 1.0 / position
+        scales = np.concatenate([scales, nd]) if position > 1 else nd
+        weights = np.concatenate([(1 - share) * weights, share * wdd]) if position > 1 else wdd
+        what = f"one score l_mn pooled over keys n <= {position}" if position > 1 else "the diagonal score l_11"
+    base_pdf, base_cdf, moments = _sphere_coordinate(dh, 1.0)
+    dist = _mixture(base_pdf, base_cdf, moments, scales * s * dh * gamma, weights, (-1.0, 1.0), "qk_scores")
+    x = sp.Symbol("x", real=True)
+    w = sp.Symbol("w", positive=True)
+    density = (1 - (x / w) ** 2) ** sp.Rational(dh - 3, 2) / (w * sp.beta(sp.Rational(1, 2), sp.Rational(dh - 1, 2)))
+    return Law("attn.hook_attn_scores", f"QK-norm score s d_head r_q r_k cos(q, k) ({what}), radii with eps mixed by quadrature",
+               density, x, dist, True, f"{_N_QK}-node Gauss rules in r_q, r_k over trapezoids in log X, log Y")
 
 
 def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
