@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from theory import ModelSpec
-from theory._argparse import OneLineParser
+from theory._argparse import OneLineParser, interrupted, usage_error
 from theory._guard import guarded
 from theory._outputs import check_output_file
 from theory.positions import check_positions
@@ -183,11 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args) if args.command == "run" else _bench(args)
     except ValueError as err:
-        sys.stderr.write(f"simulate: error: {err}\n")
-        return 2
+        return usage_error("simulate", err)
     except KeyboardInterrupt:
-        sys.stderr.write("simulate: interrupted (a --checkpoint run resumes from its last checkpoint)\n")
-        return 130
+        return interrupted("simulate", "a --checkpoint run resumes from its last checkpoint")
 
 
 if __name__ == "__main__":

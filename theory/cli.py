@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from ._argparse import OneLineParser, UsageError, usage_error
 from ._guard import guarded
 from ._hf_config import read_hf_config
 from ._facade import LATEX_OUTPUTS, Notation, write
@@ -25,13 +26,7 @@ from .spec import SYMBOL_NAMES, ModelSpec
 from .steps import LEVELS
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise CliError(message)
+CliError = UsageError  # a user error: one line (theory._argparse), exit status 2
 
 
 def _load_spec(path: str | None) -> ModelSpec:
@@ -61,8 +56,8 @@ def _parse_positions(text: str | None, seq_len: int) -> list[int]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m theory", description="Derive and predict the theory of a random NoPE transformer, layer by layer.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m theory", description="Derive and predict the theory of a random NoPE transformer, layer by layer.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     d = sub.add_parser("derive", help="print every step's law, level and assumptions")
     d.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
@@ -187,9 +182,11 @@ def _predict(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (one line on stderr, status 2) or --help (0)
+        return int(stop.code or 0)
+    try:
         output = {"derive": _derive, "predict": _predict, "latex": _latex, "spec": _spec}[args.command](args)
-    except (CliError, ValueError) as err:
-        print(f"theory: error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # UsageError included
+        return usage_error("theory", err)
     print(output)
     return 0

@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from theory import ModelSpec
-from theory._argparse import OneLineParser
+from theory._argparse import OneLineParser, UsageError, interrupted, usage_error
 from theory._guard import guarded
 from theory._outputs import check_output_dir
 
@@ -28,8 +28,6 @@ from .sweep.cli import main as sweep_main
 SMALL_SAMPLE = 30  # below this many networks the report warns that its errors are rough
 
 
-class UsageError(Exception):
-    """A user error found after parsing: printed as one line, exit status 2."""
 
 
 def _positive_int(name: str, minimum: int):
@@ -118,11 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = _run(args, argv)
     except UsageError as err:
-        print(f"verify: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error("verify", err)
     except KeyboardInterrupt:
-        print("verify: interrupted", file=sys.stderr)
-        return 130
+        return interrupted("verify")
     print(console_summary(report, args.out))
     _warnings(report)
     return 0 if report.passed else 1

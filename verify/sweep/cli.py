@@ -16,7 +16,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from theory._argparse import OneLineParser
+from theory._argparse import OneLineParser, UsageError, interrupted, usage_error
 from theory._guard import guarded
 
 from .grid import load_grid
@@ -54,8 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Usage(Exception):
-    pass
 
 
 @guarded("verify sweep")
@@ -67,30 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         return _report(args) if args.report else _sweep(args)
-    except _Usage as err:
-        print(f"verify sweep: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # grids, stores, specs: the message names the field
-        print(f"verify sweep: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # UsageError; grids, stores, specs: the message names the field
+        return usage_error("verify sweep", err)
     except ImportError as err:
-        print(f"verify sweep: error: {EXTRA} ({err})", file=sys.stderr)
-        return 2
+        return usage_error("verify sweep", f"{EXTRA} ({err})")
     except KeyboardInterrupt:
-        print("verify sweep: interrupted; the finished points are in the store: rerun the command to go on",
-              file=sys.stderr)
-        return 130
+        return interrupted("verify sweep", "the finished points are in the store: rerun the command to go on")
 
 
 def _sweep(args) -> int:
     if not args.grid or not args.out:
-        raise _Usage("give --grid GRID.json and --out DIR (or --report DIR for the maps)")
+        raise UsageError("give --grid GRID.json and --out DIR (or --report DIR for the maps)")
     if args.workers < 1:
-        raise _Usage(f"--workers must be an integer >= 1, got {args.workers}")
+        raise UsageError(f"--workers must be an integer >= 1, got {args.workers}")
     grid = load_grid(args.grid)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise _Usage(f"--out {out} is a file; give a folder")
+        raise UsageError(f"--out {out} is a file; give a folder")
     _check_extra()
     summary = sweep(grid, out, scheduler=args.scheduler, workers=args.workers, retry_failed=not args.no_retry,
                     progress=not args.quiet)
@@ -105,7 +96,7 @@ def _sweep(args) -> int:
 def _check_extra() -> None:
     missing = [name for name in ("dask", "distributed", "xarray", "zarr") if importlib.util.find_spec(name) is None]
     if missing:
-        raise _Usage(f"{EXTRA} (missing: {', '.join(missing)})")
+        raise UsageError(f"{EXTRA} (missing: {', '.join(missing)})")
 
 
 def _report(args) -> int:
@@ -113,7 +104,7 @@ def _report(args) -> int:
     at = {}
     for item in args.at:
         if "=" not in item:
-            raise _Usage(f"--at must be FIELD=VALUE, got {item!r}")
+            raise UsageError(f"--at must be FIELD=VALUE, got {item!r}")
         name, value = item.split("=", 1)
         at[name] = value
     taps = [t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None

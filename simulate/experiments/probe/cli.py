@@ -16,7 +16,7 @@ import torch
 from theory import ModelSpec
 from theory._guard import guarded
 
-from theory._argparse import OneLineParser
+from theory._argparse import OneLineParser, interrupted, usage_error
 from theory._outputs import check_output_dir
 
 from ...engine import resolve_device
@@ -178,11 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             raise ValueError(f"cannot write to {args.out!r}: {err.strerror}") from None
     except ValueError as err:
-        sys.stderr.write(f"simulate probe: error: {err}\n")
-        return 2
+        return usage_error("simulate probe", err)
     except KeyboardInterrupt:
-        sys.stderr.write("simulate probe: interrupted\n")
-        return 130
+        return interrupted("simulate probe")
     finally:
         torch.set_num_threads(threads_before)
     print(f"simulate probe: {wall:.0f} s; wrote {', '.join(written)} to {out}", file=sys.stderr)
