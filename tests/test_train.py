@@ -46,7 +46,7 @@ def test_missing_corpus_message(tmp_path, capsys):
 
 
 def test_bad_cli_input(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--positional", "rope"]) == 2
+    assert main(["--out", str(tmp_path), "--positional", "alibi"]) == 2
     assert "--positional" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--measure-only"]) == 2
     assert "needs a finished run" in capsys.readouterr().err

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import shlex
 import sys
 import time
@@ -33,12 +32,13 @@ import numpy as np
 import torch
 
 from theory._guard import guarded
-from theory._outputs import atomic_path, atomic_savefig, check_output_dir
+from theory._outputs import atomic_path, check_output_dir
 
 from theory._argparse import OneLineParser
 
 from ...engine import versions
 from .corpus import Corpus, CorpusError, bigram_bits_per_byte, load_corpus, unigram_bits_per_byte
+from .figures import loss_figures
 from .files import read_run_json
 from .evaluation import baselines, heldout_batch
 from .measure import measure_run
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.05, help="held-out fraction (files of a directory), default 0.05")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per model (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the data order (default 0)")
-    p.add_argument("--positional", default=None, help="comma-separated models to train: none,learned (default both)")
+    p.add_argument("--positional", default=None, help="comma-separated models to train: none,learned,rope (default none,learned)")
     p.add_argument("--autocast", default=None, choices=("none", "bfloat16"),
                    help="training steps under bf16 autocast (weights and optimiser float32; default none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
@@ -167,65 +167,6 @@ def _record_command(out: Path, argv: list[str], threads: int) -> tuple[dict, dic
     return run, entry
 
 
-def loss_figure(run: dict, out: Path) -> None:
-    """Training and held-out loss (bits/byte) per step, both models, with the baselines."""
-    # deferred: matplotlib is heavy, and only the figures need it
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    colors = {"none": "C0", "learned": "C1"}
-    for name, m in run["models"].items():
-        y = np.asarray(m["train_loss"]) / math.log(2)
-        if len(y) >= 10:  # a 10-step running mean for readability; the raw curve is in run.json
-            y = np.convolve(y, np.ones(10) / 10, mode="valid")
-            x = np.arange(10, 10 + len(y))
-        else:
-            x = np.arange(1, len(y) + 1)
-        ax.plot(x, y, color=colors.get(name), alpha=0.6, lw=1, label=f"{name}: train (10-step mean)")
-        ev = m["eval"]
-        ax.plot([e["step"] for e in ev], [e["loss"] / math.log(2) for e in ev], "o-", color=colors.get(name),
-                ms=3, label=f"{name}: held-out")
-    base = run["baselines"]
-    ax.axhline(base["unigram_bits_per_byte"], color="gray", ls="--", lw=1, label="unigram baseline")
-    ax.axhline(base["bigram_bits_per_byte"], color="gray", ls=":", lw=1, label="bigram baseline")
-    for n, color in (("3", "C2"), ("4", "C3"), ("7", "C4")):
-        if n in base.get("kneser_ney", {}):
-            ax.axhline(base["kneser_ney"][n]["bits_per_byte"], color=color, ls="-.", lw=0.8, label=f"Kneser-Ney {n}-gram")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("bits per byte")
-    ax.set_title(f"byte-level LM on {'/'.join(Path(run['corpus']['source']).parts[-2:])}", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, out / "loss.png", dpi=120)
-    plt.close(fig)
-    scored = {name: m for name, m in run["models"].items() if "per_position" in m}
-    if not scored:
-        return
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name, m in scored.items():
-        y, e = np.asarray(m["per_position"]), np.asarray(m["per_position_se"])
-        j = np.arange(1, y.size + 1)
-        ax.plot(j, y, color=colors.get(name), lw=1.2, label=f"{name} (trained)")
-        ax.fill_between(j, y - e, y + e, color=colors.get(name), alpha=0.25, lw=0)
-    for n, color in (("2", "C5"), ("3", "C2"), ("4", "C3"), ("7", "C4")):
-        s = base.get("kneser_ney", {}).get(n)
-        if s:
-            ax.plot(np.arange(1, len(s["per_position"]) + 1), s["per_position"], color=color, lw=0.8, ls="-.",
-                    label=f"Kneser-Ney {n}-gram")
-    ax.set_xscale("log")
-    ax.set_xlabel("context position j (bytes of context)")
-    ax.set_ylabel("held-out bits per byte (± 1 se over documents)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both", lw=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, out / "loss_per_position.png", dpi=120)
-    plt.close(fig)
-
-
 def _train_all(args, cfg: TrainConfig, out: Path, run: dict) -> dict:
     corpus = _corpus(args, out)
     run["config"] = cfg.to_dict()
@@ -254,7 +195,7 @@ def _train_all(args, cfg: TrainConfig, out: Path, run: dict) -> dict:
               f"bits/byte after {summary['steps']} steps ({summary['wall_s']:.0f} s); init {summary['init_bits_per_byte']:.3f}; "
               f"unigram {run['baselines']['unigram_bits_per_byte']:.3f}{grams} (Kneser-Ney, same bytes)", file=sys.stderr)
     if not args.no_figures:
-        loss_figure(run, out)
+        loss_figures(run, out)
     return run
 
 
@@ -295,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  progress=not args.no_progress, with_figures=not args.no_figures,
                                                  beyond=args.beyond)
             if args.measure_only and not args.no_figures and run.get("models") and run.get("baselines"):
-                loss_figure(run, out)  # redrawn: a run measured again gets the current figures
+                loss_figures(run, out)  # redrawn: a run measured again gets the current figures
             entry["finished_after_s"] = round(time.perf_counter() - t0, 1)
             _write(out, run)
         finally:

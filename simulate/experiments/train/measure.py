@@ -42,13 +42,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from theory._outputs import atomic_savefig, atomic_write_text
+from theory._outputs import atomic_write_text
 
 from ...record import record_sequences
 from .clustered import across_inputs_variance, clustered_mean, jackknife_se, leave_one_out_means, pooled_variance, slope_with_se
 from .corpus import PSEUDO_DOCUMENTS, Corpus
-from .beyond import FACTOR, beyond_figure, variance_beyond
+from .beyond import FACTOR, overlay, variance_beyond
 from .evaluation import baseline_table, heldout_batch
+from .figures import measure_figures
 from .files import load_model, read_run_json
 from .training import POSITIONALS
 
@@ -167,12 +168,12 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
                       f"from {np.unique(docs).size} documents", file=sys.stderr)
             entry[which] = measure_model(model, ids, docs)
             entry["spec"] = model.spec.to_dict()
-        if beyond > 1 and positional == "none":  # past the training length (`beyond`); NoPE runs on any length
+        if beyond > 1 and positional in ("none", "rope"):  # past the training length (`beyond`): no table ends at T
             if progress:
                 print(f"[measure] {positional}: attention output to {beyond}x the training length", file=sys.stderr)
             far = {which: variance_beyond(model, corpus, beyond, blocks=groups) for which, model in pair.items()}
             if all(far.values()):
-                entry["beyond"] = far
+                entry["beyond"] = overlay(far, pair["init"])  # + the theory at init and the i.i.d.-byte control
         steps = snapshots(out_dir / positional)
         if len(steps) > 1:
             entry["through_training"] = []
@@ -189,7 +190,7 @@ def measure_run(out_dir: str | Path, corpus: Corpus, sequences: int = 256, group
     results["verdict"] = verdicts(results)
     atomic_write_text(dest / "results.json", json.dumps(results, indent=1) + "\n")
     if with_figures:
-        figures(results, dest)
+        measure_figures(results, dest)
     atomic_write_text(dest / "report.md", report(results, out_dir))
     return summary(results)
 
@@ -223,134 +224,6 @@ def summary(results: dict) -> dict:
             "entropy_over_ln_m": {which: [l["entropy_over_ln_m"] for l in entry[which]["layers"]] for which in ("init", "trained")},
         }
     return out
-
-
-# ---------------------------------------------------------------------- figures
-def figures(results: dict, dest: Path) -> None:
-    """``variance_*.png`` (per measured tap), ``slopes.png`` and ``entropy.png`` into ``dest``."""
-    # deferred: matplotlib is heavy, and only the figures need it
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(next(iter(results["models"].values()))["init"]["positions"], dtype=float)
-    nope = results["models"].get("none") or next(iter(results["models"].values()))
-    learned = results["models"].get("learned") if "none" in results["models"] else None
-    for suffix in MEASURED_TAPS:
-        _variance_figure(plt, results, nope, m, suffix, dest)
-    _slopes_figure(plt, results, dest)
-    _entropy_figure(plt, nope, learned, m, dest)
-    if any("through_training" in e for e in results["models"].values()):
-        _training_figure(plt, results, dest)
-    if "beyond" in nope:
-        beyond_figure(plt, nope["beyond"], dest)
-
-
-def _training_figure(plt, results: dict, dest: Path) -> None:
-    """Per tap: the slope of ln Var against ln m at each checkpoint, one line per layer (±1 se
-    over documents; solid all positions, dashed m >= tail_from); last panel the entropy / ln m."""
-    fig, axes = plt.subplots(1, len(MEASURED_TAPS) + 1, figsize=(3.3 * (len(MEASURED_TAPS) + 1), 3.3), squeeze=False)
-    for positional, entry in results["models"].items():
-        snaps = entry.get("through_training")
-        if not snaps:
-            continue
-        steps = [s["step"] for s in snaps]
-        ls = "-" if positional == "none" else ":"
-        for ax, suffix in zip(axes[0], MEASURED_TAPS):
-            for l in range(len(snaps[0]["layers"])):
-                for key, style in (("slope", ls), ("slope_tail", "--")):
-                    if positional != "none" and key == "slope_tail":
-                        continue
-                    y = [s["layers"][l]["taps"][suffix][key] for s in snaps]
-                    e = [s["layers"][l]["taps"][suffix][key + "_se"] for s in snaps]
-                    ax.errorbar(steps, y, yerr=e, ls=style, marker=".", ms=3, color=f"C{l}", lw=1, elinewidth=0.6,
-                                label=f"{positional} layer {l}" + (" (m >= %d)" % results["tail_from"] if key == "slope_tail" else ""))
-            ax.set_title(f"slope of ln Var vs ln m: {suffix}", fontsize=7)
-        ax = axes[0][-1]
-        for l in range(len(snaps[0]["layers"])):
-            ax.errorbar(steps, [s["layers"][l]["entropy_over_ln_m"] for s in snaps],
-                        yerr=[s["layers"][l]["entropy_over_ln_m_se"] for s in snaps], ls=ls, marker=".", ms=3,
-                        color=f"C{l}", lw=1, label=f"{positional} layer {l}")
-        ax.set_title("attention entropy / ln m (1 = uniform)", fontsize=7)
-    for ax in axes[0]:
-        ax.set_xlabel("optimiser step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=4.5)
-    fig.tight_layout()
-    atomic_savefig(fig, dest / "through_training.png", dpi=110)
-    plt.close(fig)
-
-
-def _variance_figure(plt, results: dict, nope: dict, m: np.ndarray, suffix: str, dest: Path) -> None:
-    """Var of one coordinate of ``suffix`` against position, per layer, init and trained NoPE."""
-    L = len(nope["init"]["layers"])
-    fit = np.asarray(results["fit_positions"], dtype=float)
-    fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.2), squeeze=False, sharey=False)
-    for l, ax in enumerate(axes[0]):
-        for which, color in (("init", "C7"), ("trained", "C0")):
-            t = nope[which]["layers"][l]["taps"][suffix]
-            var, se = np.asarray(t["var"]), np.asarray(t["var_se"])
-            ax.errorbar(m, var, yerr=se, color=color, lw=1, elinewidth=0.6, capsize=0,
-                        label=f"{which}: Var (slope {t['slope']:+.2f}±{t['slope_se']:.2f})")
-            ax.errorbar(fit, t["var_across_inputs_at_fit"], yerr=t["var_across_inputs_se_at_fit"], color=color, ls="--", lw=0.9,
-                        marker=".", ms=3, elinewidth=0.6,
-                        label=f"{which}: across inputs ({t['slope_in']:+.2f}±{t['slope_in_se']:.2f})")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"NoPE blocks.{l}.{suffix}", fontsize=8)
-        ax.set_xlabel("position m")
-        if l == 0:
-            ax.set_ylabel("variance of one coordinate")
-        ax.legend(fontsize=5.5)
-        ax.grid(alpha=0.3, which="both", lw=0.3)
-    fig.tight_layout()
-    name = "variance_" + suffix.replace("attn.", "").replace("hook_", "")
-    atomic_savefig(fig, dest / f"{name}.png", dpi=110)
-    plt.close(fig)
-
-
-def _slopes_figure(plt, results: dict, dest: Path) -> None:
-    """The fitted slopes of ln Var (and ln Var across inputs) against ln m, per layer and model."""
-    fig, axes = plt.subplots(2, len(MEASURED_TAPS), figsize=(3.2 * len(MEASURED_TAPS), 5.6), squeeze=False)
-    for ax, (key, suffix) in zip(axes.ravel(), [(k, t) for k in ("slope", "slope_in") for t in MEASURED_TAPS]):
-        for positional, entry in results["models"].items():
-            for which, ls in (("init", ":"), ("trained", "-")):
-                s = [l["taps"][suffix][key] for l in entry[which]["layers"]]
-                e = [l["taps"][suffix][key + "_se"] for l in entry[which]["layers"]]
-                ax.errorbar(np.arange(len(s)) + (0.05 if positional == "learned" else 0), s, yerr=e, ls=ls, marker="o",
-                            ms=3, color="C0" if positional == "none" else "C1", label=f"{positional} {which}")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.axhline(-1, color="gray", lw=0.5, ls="--")
-        what = "Var" if key == "slope" else "Var across inputs"
-        ax.set_title(f"slope of ln {what} vs ln m: {suffix}", fontsize=7)
-        ax.set_xlabel("layer")
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, dest / "slopes.png", dpi=110)
-    plt.close(fig)
-
-
-def _entropy_figure(plt, nope: dict, learned: dict | None, m: np.ndarray, dest: Path) -> None:
-    """Attention entropy against position per layer, with ln m (uniform attention)."""
-    L = len(nope["init"]["layers"])
-    fig, axes = plt.subplots(1, L, figsize=(3.0 * L, 3.0), squeeze=False)
-    for l, ax in enumerate(axes[0]):
-        for which, color in (("init", "C7"), ("trained", "C0")):
-            lay = nope[which]["layers"][l]
-            ax.errorbar(m, lay["entropy"], yerr=lay["entropy_se"], color=color, lw=1, elinewidth=0.6, label=f"NoPE {which}")
-        if learned is not None:
-            ax.plot(m, learned["trained"]["layers"][l]["entropy"], color="C1", ls="--", lw=0.8, label="learned pos. trained")
-        ax.plot(m, np.log(m), color="k", lw=0.5, ls=":", label="ln m (uniform)")
-        ax.set_xscale("log")
-        ax.set_title(f"layer {l}: attention entropy (nats)", fontsize=8)
-        ax.set_xlabel("position m")
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3, lw=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, dest / "entropy.png", dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------- report

@@ -26,8 +26,11 @@ Decisions (so that the module *is* the functional forward for any weights, train
 * the unembedding is tied to ``E`` behind a final LayerNorm with learnable gain and bias
   (GPT-2, Radford et al. 2019; gain 1 and bias 0 at init); it is not a tap (taps stop at
   ``hook_resid_post``), so the functional forward still covers every tap;
-* ``positional``: ``"none"`` (the subject) or ``"learned"`` (absolute embeddings added to
-  the token embeddings, GPT-2's ``wpe``) for the training comparison.
+* ``positional``: ``"none"`` (the subject), ``"learned"`` (absolute embeddings added to
+  the token embeddings, GPT-2's ``wpe``) or ``"rope"`` (each head's q and k rotated by
+  position after ``hook_q``/``hook_k``, the engine's own rotation, ``simulate.POSITIONAL["rope"]``:
+  rotate-half pairs as Hugging Face Llama, base ``spec.rope_theta``; Su et al. 2021) for the
+  training comparison. A RoPE model, like a NoPE one, runs on sequences of any length.
 
 Shapes follow TransformerLens (batch first, no network axis): residual taps
 ``(B, T, d_model)``, q/k/v/z ``(B, T, H, d_head)``, scores/pattern ``(B, H, T, T)`` with the
@@ -53,9 +56,10 @@ from torch import nn
 from theory import ModelSpec
 from theory.block import ENTRY_TAP, Sublayer, block
 
-from ...engine import ACTIVATIONS, Projections, attention_scale, layer_norm, output_scale, projection_kinds, rms_norm
+from ...engine import (ACTIVATIONS, POSITIONAL, Projections, attention_scale, check_positional, layer_norm, output_scale, projection_kinds,
+                       rms_norm)
 
-MODEL_POSITIONALS = ("none", "learned")
+MODEL_POSITIONALS = ("none", "learned", "rope")
 
 
 class HookPoint(nn.Identity):
@@ -101,6 +105,8 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.d_head = spec.n_heads, spec.d_head
         self.scale = attention_scale(spec)
+        self.rope_theta = spec.rope_theta if spec.positional == "rope" else None
+        self._rope: dict = {}  # (T, device) -> the engine's Rope (its cos/sin tables); not a parameter
         self.W_qkv = nn.Linear(spec.d_model, 3 * spec.n_heads * spec.d_head, bias=False)
         self.W_o = nn.Linear(spec.n_heads * spec.d_head, spec.d_model, bias=False)
         for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
@@ -111,6 +117,8 @@ class Attention(nn.Module):
         H, dh = self.n_heads, self.d_head
         q, k, v = self.W_qkv(e).view(B, T, 3, H, dh).unbind(dim=2)  # each (B, T, H, dh)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.rope_theta is not None:  # the engine's rotation, in the engine's place (after the q/k taps)
+            q, k = self._rotation(T, e.device).rotate(q, k)  # each (B, T, H, dh)
         q_h, k_h, v_h = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, dh)
         if _has_hooks(self.hook_attn_scores) or _has_hooks(self.hook_pattern):
             mask = torch.ones(T, T, dtype=torch.bool, device=e.device).tril()  # key n <= query m
@@ -122,6 +130,13 @@ class Attention(nn.Module):
             z = F.scaled_dot_product_attention(q_h, k_h, v_h, is_causal=True, scale=self.scale)
         z = self.hook_z(z.transpose(1, 2))  # (B, T, H, dh)
         return self.W_o(z.reshape(B, T, H * dh))  # (B, T, d)
+
+    def _rotation(self, T: int, device):
+        key = (T, str(device))
+        if key not in self._rope:
+            self._rope = {key: POSITIONAL["rope"](self.n_heads, self.d_head, T, device, torch.float64,
+                                                  rope_theta=self.rope_theta)}
+        return self._rope[key]
 
 
 class MLP(nn.Module):
@@ -256,8 +271,8 @@ class Block(nn.Module):
 class NoPETransformer(nn.Module):
     """A byte- (or token-) level causal LM realising ``spec`` (see the module docstring).
 
-    ``spec.vocab_size`` must be an integer; ``spec.positional`` is ``"none"`` or
-    ``"learned"``; ``seed`` seeds the initialisation (a private generator, so the global
+    ``spec.vocab_size`` must be an integer; ``spec.positional`` is ``"none"``,
+    ``"learned"`` or ``"rope"``; ``seed`` seeds the initialisation (a private generator, so the global
     RNG is untouched).
     """
 
@@ -272,6 +287,7 @@ class NoPETransformer(nn.Module):
                 f"positional must be one of {', '.join(map(repr, MODEL_POSITIONALS))} for NoPETransformer, "
                 f"got {spec.positional!r}"
             )
+        check_positional(spec)  # RoPE rotates pairs: an even d_head
         self.spec = spec
         self.embed = nn.Embedding(spec.vocab_size, spec.d_model)
         self.pos_embed = nn.Parameter(torch.zeros(spec.seq_len, spec.d_model)) if spec.positional == "learned" else None
@@ -340,7 +356,10 @@ class NoPETransformer(nn.Module):
     # ---------------------------------------------------------------- functional view
     def functional_spec(self) -> ModelSpec:
         """The spec `simulate.forward` runs: the model's, with the position table already
-        inside the input ``x_0`` (`embed_input`), so ``positional="none"``."""
+        inside the input ``x_0`` (`embed_input`), so ``positional="none"`` for a learned table;
+        a RoPE model's spec as it is (the engine rotates q and k itself)."""
+        if self.spec.positional == "rope":
+            return self.spec
         return dataclasses.replace(self.spec, positional="none")
 
     @torch.no_grad()

@@ -52,7 +52,8 @@ from .model import NoPETransformer
 
 STREAM_DATA = 0xDA7A
 CHECKPOINT_VERSION = 1
-POSITIONALS = ("none", "learned")
+POSITIONALS = ("none", "learned", "rope")
+DEFAULT_POSITIONALS = ("none", "learned")  # what a run trains unless told (`--positional`)
 AUTOCASTS = ("none", "bfloat16")
 
 
@@ -78,7 +79,7 @@ class TrainConfig:
     final_eval_windows: int = 512
     checkpoint_every: int = 50
     seed: int = 0
-    positionals: tuple[str, ...] = POSITIONALS
+    positionals: tuple[str, ...] = DEFAULT_POSITIONALS
     autocast: str = "none"
     snapshot_every: int = 0  # > 0: also keep the weights every this many steps (DIR/<pos>/step_NNNNNN.pt)
 
