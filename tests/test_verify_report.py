@@ -222,3 +222,54 @@ def test_gaussian_failure_columns(report):
     scores = next(d for d in report.distributions if d.tap.endswith("scores"))
     # one score is a variance-gamma law with excess kurtosis ~6/d_head: far from Gaussian at small d_head
     assert scores.gaussian_distance > 1e-3 and scores.n_detect < 1e7
+
+
+# ------------------------------------------------------------------ report.tex: captions and math
+def _running_text(tex: str) -> str:
+    """report.tex without what may hold underscores and math: math, code, labels, paths, comments."""
+    import re
+
+    tex = re.sub(r"(?m)%.*$", "", tex)
+    tex = re.sub(r"\$[^$]*\$", "", tex)
+    for command in ("texttt", "label", "ref", "eqref", "input", "includegraphics", "tt"):
+        tex = re.sub(r"\\" + command + r"(\[[^\]]*\])?\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "", tex)
+    return tex
+
+
+def test_report_tex_has_real_captions_and_math_in_math_mode(written, report):
+    from verify.report.report_tex import TEX_CAPTIONS
+
+    out, _ = written
+    tex = (out / "report.tex").read_text()
+    for name in ("variance", "sum_sq", "zscores", "distributions"):
+        assert f"\\caption{{{TEX_CAPTIONS[name]}}}\\label{{fig:{name.replace('_', '-')}}}" in tex, name
+    text = _running_text(tex)
+    assert "_" not in text.replace("\\_", ""), [l for l in text.splitlines() if "_" in l.replace("\\_", "")][:3]
+    assert "sigma" not in text and "!=" not in text and "sqrt(" not in text
+
+
+def test_report_sentences_in_latex():
+    from verify.report.latex import sentence_tex
+
+    sentence = ("`hook_resid_mid`: the error grows with depth, from 1.20% at layer 1 to 3.40% at layer 3 (m = 64, "
+                "theory above simulation, z = +2.1; beyond the declared 5%). Most likely what breaks: sigma_q "
+                "small; largest |error| per layer; tau_bar^2 below 1")
+    tex = sentence_tex(sentence)
+    assert tex.startswith(r"\texttt{hook\char95{}resid\char95{}mid}: ")
+    for piece in (r"$m = 64$", r"$z = +2.1$", r"3.40\%", r"$\sigma_{q}$", r"$|\mathrm{error}|$", r"$\bar{\tau}^{2}$"):
+        assert piece in tex, piece
+    assert "_" not in _running_text(tex)
+
+
+def test_written_report_tex_compiles(written, tmp_path):
+    import shutil
+
+    from verify.report.report_tex import compile_pdf
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("needs pdflatex (texlive)")
+    out, _ = written
+    copy = tmp_path / "r"
+    shutil.copytree(out, copy)
+    pdf = compile_pdf(copy / "report.tex", runs=1)
+    assert pdf.read_bytes()[:5] == b"%PDF-"

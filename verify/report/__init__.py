@@ -18,10 +18,10 @@ from pathlib import Path
 from theory._outputs import atomic_write_text
 
 from .console import console_summary
-from .figures import save_figure, save_figures
+from .figures import depth_variance_tap, save_figure, save_figures
 from .latex import depth_section, latex_summary
 from .markdown import markdown
-from .report_tex import write_report_tex
+from .report_tex import figure_caption, write_report_tex
 from .results import results_dict
 
 
@@ -39,7 +39,9 @@ def write_report(report, out: str | Path = "report") -> dict[str, str]:
     # (`pdflatex report.tex` in `out`). Written last, so that a LaTeX problem never costs
     # the Markdown and JSON results above.
     section = depth_section(report)
-    report_tex = write_report_tex(out, report.spec, report.checks, figures, None, sections=[section] if section else [])
+    captions = {"depth_variance": figure_caption("depth_variance", depth_variance_tap(report))} if "depth_variance" in figures else {}
+    report_tex = write_report_tex(out, report.spec, report.checks, figures, None, sections=[section] if section else [],
+                                  captions=captions)
     written = {"report": str(out / "report.md"), "results": str(out / "results.json"), "latex": str(out / "summary.tex"),
                "report_tex": str(report_tex)}
     for name, paths in figures.items():

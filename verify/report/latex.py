@@ -3,7 +3,9 @@ depth as booktabs tables) and the depth section of report.tex."""
 
 from __future__ import annotations
 
-from theory._latex import escape
+import re
+
+from theory._latex import Notation, escape, prose, tt
 
 from ..checks.depth import MAIN_TAPS
 from .text import g, has_depth, short
@@ -54,12 +56,41 @@ def depth_table_tex(report) -> str:
     return "\n".join(out)
 
 
+# Inline math in the findings' sentences: "|error|", "m = 64", "z = +2.1", "1/m", "d = 64".
+_MATH = [
+    (re.compile(r"\|error\|"), lambda m: r"$|\mathrm{error}|$"),
+    (re.compile(r"(?<![A-Za-z])([mzdT]) = ([+-]?[0-9][0-9.]*[0-9]|[+-]?[0-9])"), lambda m: f"${m.group(1)} = {m.group(2)}$"),
+    (re.compile(r"(?<![A-Za-z0-9])1/m\b"), lambda m: "$1/m$"),
+    # a name with an underscore: math (sigma_q, tau_bar^2) or a code name (vocab_size), as theory's prose writes it
+    (re.compile(r"\b[A-Za-z]+_[A-Za-z0-9]+(?:\^[0-9])?"), lambda m: prose(m.group(0), Notation())),
+]
+
+
+def sentence_tex(text: str) -> str:
+    """A sentence of the report (Markdown-ish: `code`, ASCII math) as LaTeX running text: code
+    spans in ``\\texttt``, the rest escaped, its bits of math in math mode."""
+    out = []
+    for i, part in enumerate(text.split("`")):
+        if i % 2:
+            out.append(tt(part))
+            continue
+        pieces, last = [], 0
+        spans = sorted((m.start(), m.end(), repl(m)) for rx, repl in _MATH for m in rx.finditer(part))
+        for start, end, tex in spans:
+            if start < last:
+                continue
+            pieces += [escape(part[last:start]), tex]
+            last = end
+        pieces.append(escape(part[last:]))
+        out.append("".join(pieces))
+    return "".join(out)
+
+
 def depth_section(report) -> tuple[str, str] | None:
     """report.tex's "Accuracy through depth" section (title, LaTeX body); None for one attention layer."""
     if not has_depth(report):
         return None
-    findings = "\n".join(r"\item " + escape(f["sentence"].replace("`", "")).replace("|", "$|$")
-                         for f in report.depth_findings())
+    findings = "\n".join(r"\item " + sentence_tex(f["sentence"]) for f in report.depth_findings())
     return (
         "Accuracy through depth",
         "Largest relative error $|\\text{theory}/\\text{sim} - 1|$ over the recorded positions of the variance of "
@@ -69,4 +100,4 @@ def depth_section(report) -> tuple[str, str] | None:
     )
 
 
-__all__ = ["latex_summary", "depth_table_tex", "depth_section"]
+__all__ = ["latex_summary", "depth_table_tex", "depth_section", "sentence_tex"]

@@ -26,6 +26,38 @@ _LEVEL = {"approximate": "approx.", "asymptotic": "asympt."}
 _QUANTITY = {"excess_kurtosis": "ex. kurtosis", "cov_coordinates": "covariance", "sum_sq": "sum sq."}
 _FIELDS = ("tap", "position", "quantity", "level", "theory", "sim", "se", "z", "passed")
 
+#: report.tex's caption of each figure verify draws (`verify.report.figures.FIGURES`), in
+#: LaTeX; ``{tap}`` is filled with the tap a figure shows. A figure of another name gets its
+#: name as a caption.
+TEX_CAPTIONS = {
+    "variance": r"Variance of one coordinate against the query position $m$ (log-log) for the attention "
+                r"outputs: simulation with $2$-s.e.\ bars, this work's theory (line) and the paper's leading "
+                r"order (dashed); below, theory divided by simulation.",
+    "sum_sq": r"$m\,\mathbb{E}\bigl[\sum_{n\le m} a_{mn}^{2}\bigr]$ against $m$: $1$ under uniform attention; "
+              r"above $1$ the softmax concentrates on fewer keys.",
+    "zscores": r"The statistic each check is judged by, against $m$: the $z$-score for exact results, the excess "
+               r"over the declared tolerance in standard errors for approximate ones ($0$ inside the tolerance). "
+               r"The dotted and dashed lines are Holm's strictest and loosest critical values.",
+    "distributions": r"One coordinate's simulated distribution at the last position against the exact law and "
+                     r"the Gaussian of the same variance (top), and the differences of the CDFs from the exact "
+                     r"law with the Kolmogorov--Smirnov band (bottom).",
+    "depth_error": r"Relative error $\mathrm{theory}/\mathrm{sim} - 1$ against the layer for the main taps: "
+                   r"this work's theory at three positions with $2$-s.e.\ bars, its largest $|\mathrm{error}|$ "
+                   r"over the positions (gray), the declared tolerance (shaded) and the paper's leading order "
+                   r"(hollow).",
+    "depth_variance": r"Variance of one coordinate of {tap} against $m$ for every layer (log-log): simulation with "
+                      r"$2$-s.e.\ bars, this work's theory (line), the leading order (dashed); below, theory "
+                      r"divided by simulation with each layer's $2$-s.e.\ band.",
+}
+
+
+def figure_caption(name: str, tap: str | None = None) -> str:
+    """The LaTeX caption of figure ``name`` (`TEX_CAPTIONS`; ``tap`` fills ``{tap}``)."""
+    text = TEX_CAPTIONS.get(name)
+    if text is None:
+        return escape(name.replace("_", " ")) + "."
+    return text.replace("{tap}", tt(tap) if tap else "the block output")
+
 
 def _row(check) -> dict:
     """A `verify` Check (or its ``to_dict()``) as a dict with the fields the table needs."""
@@ -146,8 +178,11 @@ def _spec_table(spec) -> str:
 
 
 def report_tex(spec, checks: Sequence, figures: list[tuple[str, str]], derivation_input: str,
-               title: str = "Theory against simulation", sections: Sequence[tuple[str, str]] = ()) -> str:
-    """The text of ``report.tex`` (figures already as paths relative to the report).
+               title: str = "Theory against simulation", sections: Sequence[tuple[str, str]] = (),
+               captions: Mapping[str, str] | None = None) -> str:
+    """The text of ``report.tex`` (figures already as ``(name, path)``, paths relative to the report).
+
+    ``captions``: LaTeX captions by figure name; a name not given takes `figure_caption`.
 
     ``sections``: extra ``(title, LaTeX body)`` sections placed after the summary (verify
     puts its per-layer accuracy table there)."""
@@ -156,11 +191,12 @@ def report_tex(spec, checks: Sequence, figures: list[tuple[str, str]], derivatio
     failed = [r for r in rows if not r["passed"]]
     verdict = ("All {n} checks passed." if not failed else "{f} of {n} checks failed.").format(n=len(rows), f=len(failed))
     figs = []
-    for i, (caption, path) in enumerate(figures):
+    for name, path in figures:
+        caption = (captions or {}).get(name) or figure_caption(name)
         figs.append(
             "\\begin{figure}[htbp]\n\\centering\n"
             f"\\includegraphics[width=0.85\\linewidth]{{{path}}}\n"
-            f"\\caption{{{escape(caption.replace('_', ' '))}.}}\\label{{fig:{i}}}\n\\end{{figure}}"
+            f"\\caption{{{caption}}}\\label{{fig:{_label(name)}}}\n\\end{{figure}}"
         )
     parts = [
         "\\documentclass[10pt]{article}",
@@ -187,6 +223,10 @@ def report_tex(spec, checks: Sequence, figures: list[tuple[str, str]], derivatio
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+def _label(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name)
+
+
 def compile_pdf(tex: Path, runs: int = 2, timeout: float = 120) -> Path:
     """Run ``pdflatex -halt-on-error`` ``runs`` times in the file's folder; the PDF's path.
 
@@ -210,7 +250,7 @@ def compile_pdf(tex: Path, runs: int = 2, timeout: float = 120) -> Path:
 
 def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, notation=None,
                      title: str = "Theory against simulation", compile: bool = False,
-                     sections: Sequence[tuple[str, str]] = ()) -> Path:
+                     sections: Sequence[tuple[str, str]] = (), captions: Mapping[str, str] | None = None) -> Path:
     """Write ``out_dir/report.tex`` (and compile it to ``report.pdf`` when ``compile``).
 
     out_dir       the report's folder (created if missing).
@@ -224,6 +264,7 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
                   and writes it to ``out_dir/derivation/`` (about 15 s).
     notation      symbol map for the derivation written when ``derivation_tex`` is None.
     sections      extra ``(title, LaTeX body)`` sections after the summary.
+    captions      LaTeX captions by figure name (default: `figure_caption`, verify's own figures).
 
     Returns the path of ``report.tex`` (``report.pdf`` when ``compile``).
     """
@@ -233,8 +274,8 @@ def write_report_tex(out_dir, spec, checks, figures, derivation_tex=None, *, not
     figs = [(caption, _relative(path, out)) for caption, path in _figure_paths(figures, out)]
     derivation_input = _derivation_input(derivation_tex, spec, out, notation)
     tex = out / "report.tex"
-    atomic_write_text(tex, report_tex(spec, checks, figs, derivation_input, title, sections))
+    atomic_write_text(tex, report_tex(spec, checks, figs, derivation_input, title, sections, captions))
     return compile_pdf(tex) if compile else tex
 
 
-__all__ = ["write_report_tex", "report_tex", "check_table", "compile_pdf"]
+__all__ = ["write_report_tex", "report_tex", "check_table", "compile_pdf", "figure_caption", "TEX_CAPTIONS"]
