@@ -146,7 +146,8 @@ def test_findings_name_the_assumptions_that_break():
     assert not depth_findings(_rows(0.005, 0.025, -2.6), taps=("attn.hook_z",))[0]["grows"]
     assert grows["new_assumptions"] == ["NNGP closure", "softmax rows of correlated keys as i.i.d."]
     assert "grows with depth" in grows["sentence"] and "softmax rows of correlated keys" in grows["sentence"]
-    assert "theory below simulation" in grows["sentence"] and "layer 2" in grows["sentence"]
+    assert "theory below simulation" in grows["sentence"] and "at layer 1 (m" in grows["sentence"]
+    assert "at layer 0 to" in grows["sentence"]  # 0-based, as the tap names (blocks.1 is layer 1)
     # A tap of the same layer that shares the closure but does not grow clears it.
     mlp = [{**r, "tap": "hook_mlp_out", "max_abs_rel_error": 0.006, "rel_error": 0.006, "z": 1.0,
             "assumptions": ["NNGP closure", "Gram matrix replaced by its mean"]} for r in _rows(0.005, 0.025, -5.0)]
@@ -167,13 +168,19 @@ def test_report_files_and_depth_figures(report, tmp_path):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     text = markdown(report, figures)
-    assert "## Accuracy through depth" in text and "| tap | layer 1 | layer 2 |" in text
+    assert "## Accuracy through depth" in text and "| tap | layer 0 | layer 1 |" in text
     assert "![depth_error](depth_error.png)" in text and "Where the error grows with depth" in text
     assert "`blocks.1.attn.hook_z`" in text  # multi-layer check rows name their layer
     data = json.loads(json.dumps(results_dict(report, figures), allow_nan=False))
     assert data["depth"]["layers"] == 2 and len(data["depth"]["findings"]) == 5
     assert {r["layer"] for r in data["depth"]["accuracy"]} == {0, 1}
-    assert "layer 2" in depth_table_tex(report)
+    assert "layer 1" in depth_table_tex(report) and "layer 2" not in depth_table_tex(report)
+    # One numbering: the report's layer labels are the tap names' block indices (0-based).
+    import re
+    head = next(line for line in text.splitlines() if line.startswith("| tap | layer"))
+    labels = {int(n) for n in re.findall(r"\| layer (\d+)", head)}
+    taps = {int(n) for n in re.findall(r"`blocks\.(\d+)\.", text)}
+    assert labels == taps == {0, 1}
     console = console_summary(report)
     assert "depth: hook_resid_post max |theory/sim - 1| per layer:" in console
 

@@ -251,7 +251,7 @@ def test_report_tex_has_real_captions_and_math_in_math_mode(written, report):
 def test_report_sentences_in_latex():
     from verify.report.latex import sentence_tex
 
-    sentence = ("`hook_resid_mid`: the error grows with depth, from 1.20% at layer 1 to 3.40% at layer 3 (m = 64, "
+    sentence = ("`hook_resid_mid`: the error grows with depth, from 1.20% at layer 0 to 3.40% at layer 2 (m = 64, "
                 "theory above simulation, z = +2.1; beyond the declared 5%). Most likely what breaks: sigma_q "
                 "small; largest |error| per layer; tau_bar^2 below 1")
     tex = sentence_tex(sentence)

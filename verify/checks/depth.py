@@ -6,9 +6,9 @@ where the error grows with depth (with the assumptions the deeper layers add).
 z), the largest |z|, the declared relative error and the failures; and the same largest
 relative error of the paper's leading order carried through depth (`theory.depth`,
 level ``leading``). `depth_findings` turns them into sentences: for each main tap kind
-whose error at some deeper layer exceeds layer 1's by more than the statistical noise,
-how much, where, and the assumptions that deeper layer rests on and layer 1 does not.
-Layers are 0-based in tap names (``blocks.0`` is layer 1) and 1-based in sentences.
+whose error at some deeper layer exceeds layer 0's by more than the statistical noise,
+how much, where, and the assumptions that deeper layer rests on and layer 0 does not.
+Layers are 0-based everywhere, as in the tap names: ``blocks.0`` is layer 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _PRIMARY = {"attn.hook_pattern": "sum_sq"}
 # Growth with depth: a deeper layer's largest |relative error| is resolved -- its |z| beyond
 # the two-sided Bonferroni critical value at GROWTH_ALPHA over that tap's checks at the
 # deeper layers (the largest of many z-scores is not noise only beyond that) -- and at
-# least GROWTH_FACTOR times layer 1's largest.
+# least GROWTH_FACTOR times layer 0's largest.
 GROWTH_ALPHA = 0.05
 GROWTH_FACTOR = 1.5
 # Taps that can clear an assumption (see `depth_findings`): not the residual sums, which
@@ -95,9 +95,9 @@ def depth_findings(rows: Sequence[dict], taps: Sequence[str] = MAIN_TAPS) -> lis
 
     Growth: at some layer ``l >= 1`` (0-based) the largest |relative error| is resolved
     (|z| beyond the Bonferroni critical value at `GROWTH_ALPHA` over the tap's checks at
-    the deeper layers, ``z_threshold``) and at least `GROWTH_FACTOR` times layer 1's. Each finding names the layer of the largest error, the
-    errors at layer 1 and there, whether it stays within the declared tolerance, and the
-    assumptions of that layer's tap that layer 1's does not make (``new_assumptions``):
+    the deeper layers, ``z_threshold``) and at least `GROWTH_FACTOR` times layer 0's. Each finding names the layer of the largest error, the
+    errors at layer 0 and there, whether it stays within the declared tolerance, and the
+    assumptions of that layer's tap that layer 0's does not make (``new_assumptions``):
     the candidates for what breaks. A non-residual main tap (`WITNESS_TAPS`) of the same
     layer that does *not* grow
     and rests on some of those assumptions but not on all of the growing tap's clears
@@ -158,13 +158,13 @@ def _sentence(f: dict) -> str:
                 + ", ".join(f"{e:.2f}%" for e in f["per_layer_percent"]) + ").")
     side = "above" if f["rel_error"] > 0 else "below"
     text = (
-        f"`{suffix}`: the error grows with depth, from {100 * f['base_max_abs_rel_error']:.2f}% at layer 1 to "
-        f"{100 * f['max_abs_rel_error']:.2f}% at layer {f['layer'] + 1} (m = {f['position']}, theory {side} "
+        f"`{suffix}`: the error grows with depth, from {100 * f['base_max_abs_rel_error']:.2f}% at layer 0 to "
+        f"{100 * f['max_abs_rel_error']:.2f}% at layer {f['layer']} (m = {f['position']}, theory {side} "
         f"simulation, z = {f['z']:+.1f}; " + ("within" if f["within_tolerance"] else "beyond")
         + f" the declared {100 * f['rel_tol']:.0f}%). "
     )
     if not f["new_assumptions"]:
-        return text + ("The deeper layer makes no assumption that layer 1 does not; the growth comes from the "
+        return text + ("The deeper layer makes no assumption that layer 0 does not; the growth comes from the "
                        "approximations the two share, compounded through the recursion.")
     if f["suspects"] and f["cleared_by"]:
         cleared = [a for a in f["new_assumptions"] if a not in f["suspects"]]
@@ -176,6 +176,6 @@ def _sentence(f: dict) -> str:
             + " (a hint, not a proof: one assumption can touch two taps unequally, e.g. the shared "
             "off-diagonal part of the kernel that attention passes on and the MLP does not; see "
             "docs/theory.md, \"Measured through depth\").")
-    return text + ("What breaks is among what the deeper layer assumes and layer 1 does not: "
+    return text + ("What breaks is among what the deeper layer assumes and layer 0 does not: "
                    + "; ".join(f["suspects"] or f["new_assumptions"]) + ".")
 

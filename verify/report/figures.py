@@ -151,7 +151,7 @@ def depth_error_figure(report) -> Figure:
         x_all = np.arange(layers)
         tol = [report.checks.for_tap(f"blocks.{l}.{kind}")[0].rel_tol if report.checks.for_tap(f"blocks.{l}.{kind}")
                else np.nan for l in x_all]
-        ax.fill_between(x_all + 1, -100 * np.asarray(tol), 100 * np.asarray(tol), step="mid", color="0.9",
+        ax.fill_between(x_all, -100 * np.asarray(tol), 100 * np.asarray(tol), step="mid", color="0.9",
                         label="declared tolerance")
         for j, m in enumerate(show):
             xs, ys, es = [], [], []
@@ -159,7 +159,7 @@ def depth_error_figure(report) -> Figure:
                 c = by_key.get((f"blocks.{l}.{kind}", m))
                 if c is None or not c.sim:
                     continue
-                xs.append(l + 1 + (j - 1) * 0.08)
+                xs.append(l + (j - 1) * 0.08)
                 ys.append(100 * (c.theory - c.sim) / c.sim)
                 es.append(200 * c.se / abs(c.sim) if np.isfinite(c.se) else 0.0)
             ax.errorbar(np.asarray(xs, float), np.asarray(ys, float), yerr=np.asarray(es, float), fmt="o-", ms=4,
@@ -168,16 +168,16 @@ def depth_error_figure(report) -> Figure:
         for l in x_all:
             rel = [abs(c.theory - c.sim) / abs(c.sim) for (t, _), c in by_key.items() if t == f"blocks.{l}.{kind}" and c.sim]
             worst.append(100 * max(rel) if rel else np.nan)
-        ax.plot(x_all + 1, worst, ":", color="0.4", label="best, max |error| over m")
+        ax.plot(x_all, worst, ":", color="0.4", label="best, max |error| over m")
         lx, ly = [], []
         for l in x_all:
             r = leading.get((f"blocks.{l}.{kind}", show[-1]))
             if r is not None and np.isfinite(r.rel_error):
-                lx.append(l + 1)
+                lx.append(l)
                 ly.append(100 * r.rel_error)
         ax.plot(lx, ly, "s--", mfc="none", color=LEADING, ms=5, label=f"leading (paper), m = {show[-1]}")
         ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xticks(x_all + 1)
+        ax.set_xticks(x_all)
         ax.set_xlabel("layer")
         ax.set_title(kind)
         finite = [abs(v) for v in ly if np.isfinite(v)]
@@ -218,7 +218,7 @@ def depth_variance_figure(report) -> Figure:
         m = np.asarray(stats.positions, dtype=float)
         sim_var = np.asarray(stats.var, dtype=float)
         ax.errorbar(m, sim_var, yerr=2 * stats.var_se, fmt="o", ms=3.5, capsize=2, color=color, zorder=3,
-                    label=f"layer {l + 1}: simulation" if l == 0 else f"layer {l + 1}")
+                    label=f"layer {l}: simulation" if l == 0 else f"layer {l}")
         ax.plot(report.best.positions, report.best[tap].values["var"], "-", color=color,
                 label=BEST_LABEL if l == 0 else None)
         ax.plot(report.leading.positions, report.leading[tap].values["var"], "--", lw=0.8, color=color,

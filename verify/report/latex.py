@@ -44,7 +44,7 @@ def depth_table_tex(report) -> str:
     layers = report.layers
     index = {(r["layer"], r["tap"], r["quantity"]): r for r in report.depth_accuracy()}
     out = [rf"\begin{{tabular}}{{l{'r' * layers}}}", r"\toprule",
-           "tap & " + " & ".join(f"layer {l + 1}" for l in range(layers)) + r" \\", r"\midrule"]
+           "tap & " + " & ".join(f"layer {l}" for l in range(layers)) + r" \\", r"\midrule"]
     for kind in MAIN_TAPS:
         cells = []
         for l in range(layers):

@@ -56,7 +56,7 @@ def _summary_lines(report) -> list[str]:
         *_spec_lines(report),
         f"- Measure: {MEASURE} (a fresh network and fresh Gaussian inputs per sample); {report.samples} networks, "
         f"seed {report.seed}; query positions {', '.join(map(str, report.positions))}.",
-        f"- Theory: `theory.derive` for the attention taps of layer 1"
+        f"- Theory: `theory.derive` for the attention taps of layer 0"
         + (f", `theory.depth.predict` for the MLP and every tap of layers 2-{report.layers}" if report.layers > 1 else
            ", `theory.depth.predict` for the MLP" if not report.spec.attn_only else "")
         + "; best level checked, the paper's leading order compared.",
@@ -125,7 +125,7 @@ def _distribution_lines(report) -> list[str]:
 
 
 def _leading_lines(report) -> list[str]:
-    """Where the paper's leading order deviates: sentences, then layer 1's rows."""
+    """Where the paper's leading order deviates: sentences, then layer 0's rows."""
     lines = [
         "",
         "## Where the paper's leading order deviates",
@@ -226,7 +226,7 @@ def _leading_sentences(report) -> list[str]:
 def _depth_matrix(report, rows: list[dict]) -> list[str]:
     """Main taps x layers: largest |theory/sim - 1| over positions and largest |z|."""
     layers = report.layers
-    head = "| tap | " + " | ".join(f"layer {l + 1}" for l in range(layers)) + " |"
+    head = "| tap | " + " | ".join(f"layer {l}" for l in range(layers)) + " |"
     lines = [head, "|---|" + "---|" * layers]
     index = {(r["layer"], r["tap"], r["quantity"]): r for r in rows}
     for kind in MAIN_TAPS:
@@ -269,7 +269,7 @@ def _depth_lines(report) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {r['layer'] + 1} | `{r['tap']}` | {r['quantity']} | {r['level']} | {100 * r['rel_tol']:.3g}% | "
+            f"| {r['layer']} | `{r['tap']}` | {r['quantity']} | {r['level']} | {100 * r['rel_tol']:.3g}% | "
             f"{100 * r['max_abs_rel_error']:.2f}% | {r['position']} | {pct(r['rel_error'])} ± {100 * r['rel_se']:.2f}% | "
             f"{g(r['z'], 3)} | {g(r['max_abs_z'], 3)} | {r['failed']} | "
             f"{_leading_pct(r['leading_max_abs_rel_error'])} |"

@@ -2,7 +2,7 @@
 
 ``pdflatex report.tex`` (twice, for the references) gives the whole report as a PDF: a
 summary of the run, the checks as a booktabs table (``longtable``, so it runs over
-pages), the figures as PDF via ``\\includegraphics``, and the layer-1 derivation written
+pages), the figures as PDF via ``\\includegraphics``, and the layer-0 derivation written
 by :func:`theory.latex` as an appendix (``\\input``).
 
 >>> # from verify.report.report_tex import write_report_tex
@@ -97,7 +97,7 @@ def check_table(checks: Iterable) -> str:
     single_layer = all(str(c["tap"]).startswith("blocks.0.") for c in checks)
     for c in checks:
         tap = str(c["tap"])
-        # Without "blocks.0." when every check is of layer 1; with several layers the name says which.
+        # Without "blocks.0." when every check is of layer 0; with several layers the name says which.
         tap = tap.split(".", 2)[-1] if single_layer else tap
         se = c.get("se")
         sim = _num(c["sim"])

@@ -23,7 +23,7 @@ def g(x, digits: int = 4) -> str:
 
 
 def has_depth(report) -> bool:
-    """Whether the report covers more than layer 1's attention (more layers, or an MLP)."""
+    """Whether the report covers more than layer 0's attention (more layers, or an MLP)."""
     return report.layers > 1 or not report.spec.attn_only
 
 
