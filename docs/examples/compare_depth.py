@@ -65,7 +65,7 @@ def main() -> None:
     print("|---|" + "---|" * len(shown))
     for layer in sorted(worst):
         cells = [f"{worst[layer][s][0] * 100:.2f}% ({worst[layer][s][1]:.1f})" if s in worst[layer] else "" for s in shown]
-        print(f"| {layer + 1} | " + " | ".join(cells) + " |")
+        print(f"| {layer} | " + " | ".join(cells) + " |")  # 0-based, as the tap names
 
 
 if __name__ == "__main__":
