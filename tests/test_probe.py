@@ -349,3 +349,47 @@ def test_bf16_forward_leaves_the_probe_statistics_unchanged_within_their_errors(
 def test_probe_dtype_is_validated():
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', 'float16'; got 'int8'"):
         ProbeConfig(spec=ModelSpec(d_model=32, n_heads=2, n_layers=1, seq_len=16), dtype="int8")
+
+
+def _stored_results():
+    """A tiny stored result (results.json's shape): 2 variants, 2 layers, 2 taps, 2 probes."""
+    rows = []
+    for layer in (0, 1):
+        for kind in ("attn.hook_z", "hook_resid_post"):
+            row = {"tap": f"blocks.{layer}.{kind}", "tap_kind": kind, "layer": layer,
+                   "linear": {"mae": 5.0 + layer, "mae_se": 0.3, "r2_log": 0.8},
+                   "variance_only": {"mae": 4.0 + layer, "mae_se": 0.2, "r2_log": 0.9}}
+            if layer == 0:
+                row["quenched"] = {"mae_predicted": 4.2, "var_ratio": 1.0, "var_ratio_se": 0.05,
+                                   "var_within_measured_at": {"1": 0.5, "4": 0.3, "16": 0.1},
+                                   "var_within_predicted_at": {"1": 0.52, "4": 0.29, "16": 0.11}}
+            rows.append(row)
+    return {"meta": {"spec": {"seq_len": 16, "n_layers": 2}},
+            "variants": {"none": {"layers": rows}, "sinusoidal": {"layers": [dict(r) for r in rows]}}}
+
+
+def test_probe_figures_in_the_shared_style_name_every_variant(tmp_path):
+    """Issue 21 item 4: the probe figures are drawn from stored results in theory.figure_style,
+    legends name every variant and probe, the compared panels share one y scale, layers 0-based."""
+    from simulate.experiments.probe import report as probe_report
+    from theory.figure_style import FONT_SIZE, TWO_COLUMNS
+
+    results = _stored_results()
+    fig = probe_report.probe_error_figure(results)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    for variant in results["variants"]:
+        assert f"variant {variant}" in labels, labels
+    for probe in ("linear", "variance_only"):
+        assert probe_report.PROBE_LABELS[probe] in labels
+    assert "predicted (quenched theory)" in labels and "constant guess" in labels
+    axes = fig.axes
+    assert len(axes) == 2 and axes[0].get_ylim() == axes[1].get_ylim()
+    assert list(axes[0].get_xticks()) == [0, 1]
+    assert fig.get_figwidth() <= TWO_COLUMNS
+    assert min(t.get_fontsize() for t in labels and fig.legends[0].get_texts()) >= FONT_SIZE - 1
+    spread = probe_report.quenched_spread_figure(results)
+    spread_labels = [t.get_text() for t in spread.axes[0].get_legend().get_texts()]
+    assert all(any(s.startswith(v) for s in spread_labels) for v in results["variants"])
+    written = probe_report.figures(results, {}, tmp_path)
+    assert {"probe_error.png", "probe_error.pdf", "where_position.png", "quenched_spread.pdf"} <= set(written)
+    assert (tmp_path / "probe_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from theory._outputs import atomic_path, atomic_savefig, atomic_write_text
+from theory.figure_style import styled as _styled
 
 from .experiment import PROBE_TAPS
 from .probes import PROBES
@@ -135,101 +136,156 @@ def latex_table(results: dict) -> str:
 
 
 # ---------------------------------------------------------------- figures
-def figures(results: dict, curves: dict, out: Path) -> list[str]:
-    # deferred: matplotlib is heavy, and only the figures need it
-    import matplotlib
+# Renderers: each reads the stored results (``results.json``'s dict) and returns a figure, in the
+# shared style (`theory.figure_style`); nothing here computes a statistic.
+def _variant_colours(variants: list[str]) -> dict[str, str]:
+    """One palette colour per variant, in the results' order (black is kept for references)."""
+    from theory.figure_style import colour
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return {v: colour(i + 1) for i, v in enumerate(variants)}
 
-    written = []
+
+@_styled
+def where_position_figure(results: dict, probe: str = HEAT_PROBE):
+    """Heat maps (tap x layer) per variant of R^2(log m) and of MAE / constant guess, for ``probe``
+    or, with ``probe="best"``, the best probe per cell."""
+    from matplotlib.figure import Figure
+    from theory.figure_style import TWO_COLUMNS
+
     T = results["meta"]["spec"]["seq_len"]
     L = results["meta"]["spec"]["n_layers"]
     kinds, variants = _kinds(results), list(results["variants"])
     chance = chance_mae(T)
-    for probe, fname in ((HEAT_PROBE, "where_position"), ("best", "where_position_best")):
-        fig, axes = plt.subplots(len(variants), 2, figsize=(2 * (0.32 * L + 1.6) + 1.8, 1.7 * len(variants) + 0.9),
-                                 squeeze=False)
-        ims = [None, None]
-        for j, variant in enumerate(variants):
-            rows = results["variants"][variant]["layers"]
-            if probe == "best":
-                probes = [p for p in _probes_present(results) if any(p in r for r in rows)]
-                r2 = np.nanmax([_grid(rows, kinds, L, p, "r2_log") for p in probes], axis=0)
-                mae = np.nanmin([_grid(rows, kinds, L, p, "mae") for p in probes], axis=0)
-            else:
-                r2, mae = _grid(rows, kinds, L, probe, "r2_log"), _grid(rows, kinds, L, probe, "mae")
-            for i, (g, title, vmin, vmax, cmap) in enumerate(((r2, "R²(log m)", 0, 1, "viridis"),
-                                                            (mae / chance, "MAE / constant guess", 0, 1, "viridis_r"))):
-                ax = axes[j][i]
-                ims[i] = ax.imshow(np.clip(g, vmin, vmax), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
-                ax.set_yticks(range(len(kinds)))
-                ax.set_yticklabels([TAP_LABELS[k] for k in kinds] if i == 0 else [], fontsize=7)
-                ax.set_xticks(range(L))
-                ax.set_xticklabels(range(L) if j == len(variants) - 1 else [], fontsize=6)
-                ax.set_title(f"{variant}: {title}", fontsize=8)
-                if L * len(kinds) <= 40:
-                    for (a, b), val in np.ndenumerate(g):
-                        if np.isfinite(val):
-                            ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=5, color="w")
-        for i in range(2):
-            axes[-1][i].set_xlabel("layer", fontsize=7)
-        for i, label in enumerate(("R²(log m)", "MAE / constant guess")):
-            fig.colorbar(ims[i], ax=axes[:, i], shrink=0.6, label=label)
-        fig.suptitle(f"where position lives ({PROBE_LABELS.get(probe, 'best probe per cell')})", fontsize=9)
-        written += _save(fig, out, fname, tight=False)
+    fig = Figure(figsize=(TWO_COLUMNS, 1.5 * len(variants) + 1.0), layout="constrained")
+    axes = fig.subplots(len(variants), 2, squeeze=False)
+    ims = [None, None]
+    for j, variant in enumerate(variants):
+        rows = results["variants"][variant]["layers"]
+        if probe == "best":
+            probes = [p for p in _probes_present(results) if any(p in r for r in rows)]
+            r2 = np.nanmax([_grid(rows, kinds, L, p, "r2_log") for p in probes], axis=0)
+            mae = np.nanmin([_grid(rows, kinds, L, p, "mae") for p in probes], axis=0)
+        else:
+            r2, mae = _grid(rows, kinds, L, probe, "r2_log"), _grid(rows, kinds, L, probe, "mae")
+        for i, (g, title, cmap) in enumerate(((r2, "R²(log m)", "viridis"), (mae / chance, "MAE / constant guess", "viridis_r"))):
+            ax = axes[j][i]
+            ims[i] = ax.imshow(np.clip(g, 0, 1), vmin=0, vmax=1, cmap=cmap, aspect="auto")
+            ax.set_yticks(range(len(kinds)))
+            ax.set_yticklabels([TAP_LABELS[k] for k in kinds] if i == 0 else [])
+            ax.set_xticks(range(L))
+            ax.set_xticklabels(range(L) if j == len(variants) - 1 else [])
+            ax.set_title(f"{variant}: {title}")
+            if L * len(kinds) <= 24:  # values printed only where they stay readable (7 pt)
+                for (a, b), val in np.ndenumerate(g):
+                    if np.isfinite(val):
+                        ax.text(b, a, f"{val:.2f}", ha="center", va="center", fontsize=7, color="w")
+    for i in range(2):
+        axes[-1][i].set_xlabel("layer (0-based, as blocks.0)")
+    for i, label in enumerate(("R²(log m)", "MAE / constant guess")):
+        fig.colorbar(ims[i], ax=axes[:, i], shrink=0.6, label=label)
+    fig.suptitle(f"Where position lives ({PROBE_LABELS.get(probe, 'best probe per cell')})")
+    return fig
 
-    # MAE of each probe against layer at each tap kind (NoPE), and the theory's prediction
-    rows = results["variants"].get("none", {}).get("layers", [])
-    if rows:
-        probes = [p for p in _probes_present(results) if any(p in r for r in rows)]
-        fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 3.0), sharey=True, squeeze=False)
-        for ax, kind in zip(axes[0], kinds):
-            sub = [r for r in rows if r["tap_kind"] == kind]
-            for p in probes:
-                pts = [(r["layer"], r[p]["mae"], r[p]["mae_se"] or 0.0) for r in sub if p in r]
+
+@_styled
+def probe_error_figure(results: dict):
+    """MAE of each probe against layer, one panel per tap kind on one shared y scale, every
+    variant (colour) and probe (marker); the quenched theory's predicted MAE (dashed, the
+    variant's colour) and a constant guess (dotted). The legend names every variant and probe."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from theory.figure_style import ONE_COLUMN, TWO_COLUMNS, marker
+
+    kinds, variants = _kinds(results), list(results["variants"])
+    chance = chance_mae(results["meta"]["spec"]["seq_len"])
+    colours = _variant_colours(variants)
+    probes = [p for p in _probes_present(results)
+              if any(p in r for v in variants for r in results["variants"][v]["layers"])]
+    width = min(TWO_COLUMNS, max(ONE_COLUMN, 1.9 * len(kinds)))
+    fig = Figure(figsize=(width, 2.6 + 0.15 * (len(variants) + len(probes))), layout="constrained")
+    axes = fig.subplots(1, max(len(kinds), 1), sharey=True, squeeze=False)[0]  # one scale: panels are compared
+    predicted = False
+    for ax, kind in zip(axes, kinds):
+        for i, variant in enumerate(variants):
+            shift = 0.06 * (i - (len(variants) - 1) / 2)  # side by side, so no variant hides another
+            sub = [r for r in results["variants"][variant]["layers"] if r["tap_kind"] == kind]
+            for k, p in enumerate(probes):
+                pts = [(r["layer"], r[p]["mae"], r[p].get("mae_se") or 0.0) for r in sub if p in r]
                 if pts:
                     x, y, e = zip(*pts)
-                    ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=PROBE_LABELS[p])
+                    ax.errorbar(np.asarray(x) + shift, y, yerr=e, marker=marker(k), ls="-", lw=0.8, color=colours[variant])
             pred = [(r["layer"], r["quenched"]["mae_predicted"]) for r in sub if "quenched" in r]
             if pred:
-                ax.plot(*zip(*pred), "k--", lw=1, label="predicted (quenched theory)")
-            ax.axhline(chance, color="grey", lw=0.8, ls=":", label="constant guess")
-            ax.set_title(f"NoPE, {TAP_LABELS[kind]}", fontsize=9)
-            ax.set_xlabel("layer")
-        axes[0][0].set_ylabel("probe MAE (positions)")
-        axes[0][-1].legend(fontsize=6)
-        written += _save(fig, out, "probe_error")
+                px, py = zip(*pred)
+                ax.plot(np.asarray(px) + shift, py, "--", marker="x", lw=1, color=colours[variant])
+                predicted = True
+        ax.axhline(chance, color="0.5", lw=0.8, ls=":")
+        ax.set_title(TAP_LABELS[kind])
+        ax.set_xlabel("layer")
+        layers = sorted({r["layer"] for v in variants for r in results["variants"][v]["layers"]})
+        ax.set_xticks(layers)
+    axes[0].set_ylabel("probe MAE (positions)")
+    handles = [Line2D([], [], color=colours[v], marker="none", label=f"variant {v}") for v in variants]
+    handles += [Line2D([], [], color="0.3", ls="none", marker=marker(k), label=PROBE_LABELS[p]) for k, p in enumerate(probes)]
+    if predicted:
+        handles.append(Line2D([], [], color="0.3", ls="--", marker="x", label="predicted (quenched theory)"))
+    handles.append(Line2D([], [], color="0.5", ls=":", marker="none", label="constant guess"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)))
+    fig.suptitle("Probe error against layer (mean ± SE over networks)")
+    return fig
 
-    # the quenched law: within-network Var(log s) against m at layer 1, measured and predicted
-    first = [r for r in rows if r["layer"] == 0 and "quenched" in r]
-    if first:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for r in first:
-            q = r["quenched"]
-            ms = [int(k) for k in q["var_within_measured_at"]]
-            line, = ax.plot(ms, list(q["var_within_measured_at"].values()), "o", ms=3, label=f"{TAP_LABELS[r['tap_kind']]} measured")
-            ax.plot(ms, list(q["var_within_predicted_at"].values()), "-", color=line.get_color(), lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("position m")
-        ax.set_ylabel("Var(log |h_m|²/d) within a network")
-        ax.set_title("layer 0: measured (dots) and quenched theory (lines)", fontsize=8)
-        ax.legend(fontsize=6)
+
+@_styled
+def quenched_spread_figure(results: dict):
+    """Within-network Var(log |h_m|^2/d) against m at layer 0: measured (dots) and the quenched
+    theory (lines), per variant (colour) and tap (marker); ``None`` when no row has it."""
+    from matplotlib.figure import Figure
+    from theory.figure_style import ONE_COLUMN, marker
+
+    variants = list(results["variants"])
+    colours = _variant_colours(variants)
+    kinds = _kinds(results)
+    rows = [(v, r) for v in variants for r in results["variants"][v]["layers"] if r["layer"] == 0 and "quenched" in r]
+    if not rows:
+        return None
+    fig = Figure(figsize=(ONE_COLUMN, 3.0), layout="constrained")
+    ax = fig.subplots()
+    for v, r in rows:
+        q = r["quenched"]
+        ms = [int(k) for k in q["var_within_measured_at"]]
+        k = kinds.index(r["tap_kind"]) if r["tap_kind"] in kinds else 0
+        ax.plot(ms, list(q["var_within_measured_at"].values()), ls="none", marker=marker(k), color=colours[v],
+                label=f"{v}, {TAP_LABELS[r['tap_kind']]}: measured")
+        ax.plot(ms, list(q["var_within_predicted_at"].values()), "-", marker="none", color=colours[v], lw=1,
+                label=f"{v}, {TAP_LABELS[r['tap_kind']]}: quenched theory")
+    ax.set_xscale("log")
+    ax.set_xlabel("position m")
+    ax.set_ylabel("Var(log |h_m|²/d) within a network")
+    ax.set_title("Layer 0: measured and quenched theory")
+    ax.legend()
+    return fig
+
+
+def figures(results: dict, curves: dict, out: Path) -> list[str]:
+    """Write the probe figures (PNG and PDF) from the stored results; return the file names."""
+    written = []
+    for probe, fname in ((HEAT_PROBE, "where_position"), ("best", "where_position_best")):
+        written += _save(where_position_figure(results, probe), out, fname)
+    if any(results["variants"][v]["layers"] for v in results["variants"]):
+        written += _save(probe_error_figure(results), out, "probe_error")
+    fig = quenched_spread_figure(results)
+    if fig is not None:
         written += _save(fig, out, "quenched_spread")
     return written
 
 
-def _save(fig, out: Path, name: str, tight: bool = True) -> list[str]:
-    """Write ``name.png`` and ``name.pdf`` into ``out``, close the figure, return the file names."""
-    import matplotlib.pyplot as plt  # deferred, as in `figures` (loaded there already)
-
-    if tight:
-        fig.tight_layout()
+@_styled
+def _save(fig, out: Path, name: str) -> list[str]:
+    """Write ``name.png`` and ``name.pdf`` into ``out`` (in the shared style), return the file names."""
     names = []
     for ext in ("png", "pdf"):
-        atomic_savefig(fig, out / f"{name}.{ext}", dpi=150)
+        atomic_savefig(fig, out / f"{name}.{ext}", dpi=200)
         names.append(f"{name}.{ext}")
-    plt.close(fig)
     return names
 
 
