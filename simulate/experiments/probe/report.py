@@ -140,6 +140,7 @@ def latex_table(results: dict) -> str:
 # shared style (`theory.figure_style`); nothing here computes a statistic.
 def _variant_colours(variants: list[str]) -> dict[str, str]:
     """One palette colour per variant, in the results' order (black is kept for references)."""
+    # deferred: matplotlib is optional, imported only when a figure is drawn
     from theory.figure_style import colour
 
     return {v: colour(i + 1) for i, v in enumerate(variants)}
@@ -149,6 +150,7 @@ def _variant_colours(variants: list[str]) -> dict[str, str]:
 def where_position_figure(results: dict, probe: str = HEAT_PROBE):
     """Heat maps (tap x layer) per variant of R^2(log m) and of MAE / constant guess, for ``probe``
     or, with ``probe="best"``, the best probe per cell."""
+    # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
     from theory.figure_style import TWO_COLUMNS
 
@@ -192,6 +194,7 @@ def probe_error_figure(results: dict):
     """MAE of each probe against layer, one panel per tap kind on one shared y scale, every
     variant (colour) and probe (marker); the quenched theory's predicted MAE (dashed, the
     variant's colour) and a constant guess (dotted). The legend names every variant and probe."""
+    # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from theory.figure_style import ONE_COLUMN, TWO_COLUMNS, marker
@@ -239,6 +242,7 @@ def probe_error_figure(results: dict):
 def quenched_spread_figure(results: dict):
     """Within-network Var(log |h_m|^2/d) against m at layer 0: measured (dots) and the quenched
     theory (lines), per variant (colour) and tap (marker); ``None`` when no row has it."""
+    # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
     from theory.figure_style import ONE_COLUMN, marker
 
