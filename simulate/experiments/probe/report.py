@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from theory._outputs import atomic_path, atomic_savefig, atomic_write_text
+from theory.figure_style import ONE_COLUMN, TWO_COLUMNS, colour, marker
 from theory.figure_style import styled as _styled
 
 from .experiment import PROBE_TAPS
@@ -140,9 +141,6 @@ def latex_table(results: dict) -> str:
 # shared style (`theory.figure_style`); nothing here computes a statistic.
 def _variant_colours(variants: list[str]) -> dict[str, str]:
     """One palette colour per variant, in the results' order (black is kept for references)."""
-    # deferred: matplotlib is optional, imported only when a figure is drawn
-    from theory.figure_style import colour
-
     return {v: colour(i + 1) for i, v in enumerate(variants)}
 
 
@@ -152,7 +150,6 @@ def where_position_figure(results: dict, probe: str = HEAT_PROBE):
     or, with ``probe="best"``, the best probe per cell."""
     # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
-    from theory.figure_style import TWO_COLUMNS
 
     T = results["meta"]["spec"]["seq_len"]
     L = results["meta"]["spec"]["n_layers"]
@@ -197,7 +194,6 @@ def probe_error_figure(results: dict):
     # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from theory.figure_style import ONE_COLUMN, TWO_COLUMNS, marker
 
     kinds, variants = _kinds(results), list(results["variants"])
     chance = chance_mae(results["meta"]["spec"]["seq_len"])
@@ -244,7 +240,6 @@ def quenched_spread_figure(results: dict):
     theory (lines), per variant (colour) and tap (marker); ``None`` when no row has it."""
     # deferred: matplotlib is optional, imported only when a figure is drawn
     from matplotlib.figure import Figure
-    from theory.figure_style import ONE_COLUMN, marker
 
     variants = list(results["variants"])
     colours = _variant_colours(variants)
