@@ -80,4 +80,4 @@ def test_results_get_their_latex_from_the_facade():
 
     d = derive(ModelSpec(d_model=16, n_heads=2, n_layers=1, seq_len=8))
     assert d["blocks.0.attn.hook_q"].best.latex().startswith("\\begin{aligned}")
-    assert d.latex().startswith("% Layer-1 derivation") and d._repr_latex_().startswith("$$")
+    assert d.latex().startswith("% First-layer (blocks.0) derivation") and d._repr_latex_().startswith("$$")

@@ -24,7 +24,7 @@ Numeric conditions (where numbers are evaluated: `predict`, the depth recursion)
 * the per-layer gains of the residual stream, ``sigma_q^2 d``, ``sigma_v^2 d``,
   ``sigma_o^2 sigma_v^2 d^2``, ``sigma_mlp_in^2 d`` and ``sigma_mlp_out^2 d_mlp``, are
   finite in float64 (the recursion multiplies them into the kernel);
-* at ``level = 'best'``, the softmax quadrature's own error estimate at the layer-1 mean
+* at ``level = 'best'``, the softmax quadrature's own error estimate at the first layer's mean
   logit variance ``tau_bar^2`` is within `QUADRATURE_TOLERANCE`; deeper layers are
   checked as the recursion reaches them (`check_logit_variance`).
 """
@@ -173,7 +173,7 @@ def _check_gains(spec: ModelSpec) -> None:
 
 
 def layer_one_logit_variance(spec: ModelSpec) -> float:
-    """``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_head (d nu_1)^2`` of layer 1 (`steps.LayerOne.tau2_bar`)."""
+    """``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_head (d nu_1)^2`` of the first layer (`steps.LayerOne.tau2_bar`)."""
     d, d_head = _number(spec.d_model), _number(spec.d_head)
     nu1, _ = norm_moments_numeric(d, float(spec.ln_eps), float(spec.sigma_embed))
     return mean_logit_variance(logit_scale_squared(d_head, spec.attn_scale), float(spec.sigma_q), float(spec.sigma_k),

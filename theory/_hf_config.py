@@ -188,7 +188,7 @@ def _llama(config: dict, reading: HFConfigReading) -> None:
         f["rope_theta"] = theta
     schedule = _take(config, reading, "no_rope_layers", required=False)
     if family in ("smollm3", "llama4_text"):
-        if not schedule:  # the class default: every interval-th layer (1-based) is NoPE
+        if not schedule:  # the class default: every interval-th layer is NoPE (0-based: interval-1, 2 interval-1, ...)
             interval = config.get("no_rope_layer_interval", config.get("nope_layer_interval", 4))
             schedule = [int((layer + 1) % interval != 0) for layer in range(L)]
         f["positional"] = ["rope" if flag else "none" for flag in schedule]

@@ -22,7 +22,7 @@ that input; `theory.depth_maps.modern_attention` assembles them through depth.
   instead of ``E[n, n']``: the part of the keys shared along the row no longer cancels in
   the softmax. The value coupling of a key pair (n, n') is multiplied by ``c(n - n')``
   (the rotated query directions ``R_{n-m}^T q`` of the two keys have cosine ``c``), so the
-  row's coupling by the pair mean ``cbar(m)`` (`rope_pair_mean`). At layer 1 with i.i.d.
+  row's coupling by the pair mean ``cbar(m)`` (`rope_pair_mean`). At layer 0 with i.i.d.
   inputs ``E`` is diagonal: the logit law, ``E[a] = 1/m`` and ``S_2`` are unchanged, only
   the coupling shrinks.
 * **ALiBi**: deterministic offsets ``-slope_h (m - k)`` (`alibi_slopes`, Press et al. 2022).

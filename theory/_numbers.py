@@ -1,6 +1,6 @@
 """Numbers from the stated sympy expressions: ``lambdify`` with the row placeholders implemented.
 
-The best-level formulas of layer 1 contain ``S_2(m) = E[sum_n a_mn^2]`` and
+The best-level formulas of the first layer (layer 0) contain ``S_2(m) = E[sum_n a_mn^2]`` and
 ``Xi(m) = E[sum_{n != n'} a_mn a_mn' l_mn l_mn'] / tau^2``, which have no closed form. For
 numbers they are implemented by the row quadrature (`theory._quadrature.row_expectations`)
 at the same positions, so that every number is the value of the printed expression (no

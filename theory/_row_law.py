@@ -13,7 +13,7 @@ One attention row ``m`` has keys ``k = 1..m``. Its logits are
   quadrature rule (`product_rule` multiplies independent factors);
 * ``s_k``: the relative standard deviation of key k's own part (heterogeneous keys);
 * ``x_k``: i.i.d. standardised key parts (variance 1) with a law given by nodes
-  (`KeyLaw`): one sphere coordinate ``sqrt(D) c`` (exact at layer 1, eps = 0), the same
+  (`KeyLaw`): one sphere coordinate ``sqrt(D) c`` (exact at layer 0, eps = 0), the same
   times a LayerNorm radius ``r`` (eps > 0), or Gaussian (the channel closure). Each node
   carries ``r^2 = |e_k|^2 / E|e|^2`` for the value-norm weighting.
 
@@ -113,7 +113,7 @@ def compress_rule(rule: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarr
 
 
 def chi2_mixture(d_head: float, sphere_dim: float, n: int = 8, n_sphere: int | None = None):
-    """The query-side factor ``(chi^2_{d_head}/d_head)(chi^2_D/D)`` of layer 1 (`theory.steps.attention`)."""
+    """The query-side factor ``(chi^2_{d_head}/d_head)(chi^2_D/D)`` of the first layer (`theory.steps.attention`)."""
     return product_rule(scaled_chi2_rule(n, d_head), scaled_chi2_rule(n if n_sphere is None else n_sphere, sphere_dim))
 
 
@@ -253,7 +253,7 @@ RADIUS_ORDER_MIN = 1e-4
 def layer_one_rows(positions, tau2_bar: float, d_head: float, d: int, c: float,
                    n_mixture: int = 12, n_mixture_sphere: int | None = None, n_radius: int = 6,
                    n_compressed: int = 24):
-    """Layer-1 ``S_2(m)`` and ``Xi(m)`` with the LayerNorm radii averaged jointly (``eps > 0``).
+    """First-layer ``S_2(m)`` and ``Xi(m)`` with the LayerNorm radii averaged jointly (``eps > 0``).
 
     With ``c = d eps / sigma_e^2`` the radius ``|e_n|^2 = rho^2 r_n^2`` fluctuates
     (`radius_rule`; independent of the direction for the Gaussian embedding). Given the

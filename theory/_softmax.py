@@ -1,6 +1,6 @@
 """Softmax expectations of one attention row, derived with sympy.
 
-Setting (exact for the layer-1 NoPE block with ``ln_eps = 0``, see docs/theory.md):
+Setting (exact for the first-layer NoPE block with ``ln_eps = 0``, see docs/theory.md):
 given the query side, the m logits ``l_1..l_m`` of row m are i.i.d. with variance
 ``v = tau^2``; each is ``sqrt(D v) c`` with c one coordinate of a uniform unit vector in
 ``R^D`` (``D = d_model - 1``; ``D -> oo`` is the Gaussian case). Two row quantities drive

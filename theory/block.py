@@ -7,7 +7,7 @@ is (neural-tangents' ``serial`` is the model: one list of layers drives both the
 * the tap registry (`theory.taps`: which names exist, in which order);
 * simulate's forward pass (``simulate/engine/sublayers.py``: one forward function per kind);
 * theory's depth recursion (``theory/sublayers/``: one kernel map per kind) and the
-  layer-1 derivation (the steps each kind emits at layer 1).
+  first-layer derivation (the steps each kind emits at layer 0).
 
 A block carries two values: the residual *stream* ``x`` and the *branch* ``h`` being
 computed from it. Each sublayer kind acts on them in one way:

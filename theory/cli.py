@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m theory", description="Derive and predict the theory of a random NoPE transformer, layer by layer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    d = sub.add_parser("derive", help="print every step's law, level and assumptions")
+    d = sub.add_parser("derive", help="print every first-layer (blocks.0) step's law, level and assumptions")
     d.add_argument("--spec", help="ModelSpec JSON file (default: GPT-2 small)")
     d.add_argument("--symbolic", default="", help=f"fields to make symbolic, from: {','.join(SYMBOL_NAMES)}")
     d.add_argument("--format", choices=("text", "latex", "json"), default="text")

@@ -3,8 +3,8 @@
 The state carried from layer to layer is the *position kernel* of the residual stream,
 ``K[m, n] = E[x_m . x_n]/d`` (T x T): its diagonal is the variance of one coordinate at
 position m, its off-diagonal the covariance that the causal average creates between
-positions (from layer 2 on, the inputs of a layer are no longer independent across
-positions). `predict` walks the declared block (`theory.block.block`) and maps the kernel
+positions (in every layer after the first, the inputs of a layer are no longer independent
+across positions). `predict` walks the declared block (`theory.block.block`) and maps the kernel
 through each sublayer with the map of its kind (`theory.depth_maps.DEPTH_MAPS`; the
 numerical maps are in `theory._kernel_maps`). For the pre-LN block::
 
@@ -19,9 +19,9 @@ numerical maps are in `theory._kernel_maps`). For the pre-LN block::
 * ``v_m`` is the spread of the keys ``k <= m`` about their centroid (`key_spread`): a
   part shared by all keys shifts every logit of a row alike, so only ``v_m`` makes the
   softmax non-uniform. ``S_2(m)`` and the weight-value coupling ``Xi(m)`` are the
-  layer-1 row expectations (`theory._quadrature.row_expectations`, exact for i.i.d.
+  first-layer row expectations (`theory._quadrature.row_expectations`, exact for i.i.d.
   keys) at the effective logit variance ``tau_m^2 = s^2 sigma_q^2 sigma_k^2 d_head d^2
-  nu_1(m) v_m``. At layer 1 (``E = nu_1 I``) this is the layer-1 result exactly.
+  nu_1(m) v_m``. At layer 0 (``E = nu_1 I``) this is the first-layer result exactly.
 * ``F_phi[m, n] = E[phi(u_m) phi(u_n)]`` for Gaussian pre-activations, by Mehler's
   expansion in Hermite coefficients (`theory._activations.mehler_kernel`, any
   activation, truncation bounded); tests hold it against sympy's closed-form
@@ -29,7 +29,7 @@ numerical maps are in `theory._kernel_maps`). For the pre-LN block::
 
 Levels. ``best``: the recursion above. ``leading``: the paper's picture carried through
 depth -- LayerNorm outputs of variance 1 (eps neglected, cosines equal to correlations),
-uniform attention (A = U), the same MLP kernel. Both are *approximate* from layer 2 on:
+uniform attention (A = U), the same MLP kernel. Both are *approximate* from layer 1 (the second layer) on:
 the Gaussian-channel closure, the softmax rows of correlated keys replaced by i.i.d.
 keys with the same spread, off-diagonal attention terms taken uniform, and the
 fluctuation of the per-network kernel about its mean neglected. verify measures the
@@ -71,7 +71,7 @@ def _check_spec(spec: ModelSpec, level: str) -> None:
     if spec.is_symbolic:
         raise ValueError(
             "the depth recursion is numeric (a T x T kernel per layer); give numbers for every "
-            "spec field. Symbolic layer-1 formulas come from theory.derive."
+            "spec field. Symbolic first-layer formulas come from theory.derive."
         )
     check_domain(spec, evaluate=True, level=level)
 
@@ -107,7 +107,7 @@ def _check_memory(spec: ModelSpec, layers: int, keep_kernels: bool, force: bool,
 
 def _check_time(first_layer_s: float, layers: int, force: bool, time_limit: float | None,
                 progress: Callable[[str], None] | None) -> None:
-    """After layer 1: say how long the rest takes, and refuse past the time limit (measured, not guessed)."""
+    """After the first layer (layer 0): say how long the rest takes, and refuse past the time limit (measured, not guessed)."""
     total = first_layer_s * layers
     limit = TIME_LIMIT_S if time_limit is None else float(time_limit)
     if progress and layers > 1:

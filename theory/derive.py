@@ -1,4 +1,4 @@
-"""Derive every layer-1 step of a spec, and predict taps at query positions.
+"""Derive every first-layer step of a spec, and predict taps at query positions.
 
 >>> from theory import ModelSpec, derive, predict
 >>> spec = ModelSpec(d_model=64, n_heads=4, n_layers=1, seq_len=256)
@@ -44,7 +44,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Derivation(Mapping[str, Step]):
-    """The layer-1 derivation of a spec: an ordered mapping tap name -> `Step`.
+    """The first-layer (``blocks.0``) derivation of a spec: an ordered mapping tap name -> `Step`.
 
     ``constants`` are the derived constants the steps use, as sympy expressions (the
     renderers print them and never derive them): ``d_head``, ``s`` (the logit scale),
@@ -74,7 +74,7 @@ class Derivation(Mapping[str, Step]):
 
     def text(self) -> str:
         """Every step, both levels, as plain text."""
-        blocks = [f"Layer-1 derivation ({MEASURE} measure) for {self.spec.to_json(None)}"]
+        blocks = [f"First-layer (blocks.0) derivation ({MEASURE} measure) for {self.spec.to_json(None)}"]
         for step in self.steps:
             blocks.append("=" * 78)
             blocks.append("leading (paper): " + step.leading.describe())
@@ -93,7 +93,7 @@ class Derivation(Mapping[str, Step]):
 
 
 def derive(spec: ModelSpec | None = None) -> Derivation:
-    """Derive every layer-1 tap of ``spec`` at both levels (defaults: GPT-2 small)."""
+    """Derive every first-layer tap of ``spec`` at both levels (defaults: GPT-2 small)."""
     spec = spec or ModelSpec()
     ctx = _steps.LayerOne.from_spec(spec)
     out = []
@@ -124,7 +124,7 @@ def predict(
     = E[a_mn], ``"sum_sq"`` = E[sum_n a_mn^2]). ``positions`` are sorted and deduplicated
     (`theory.positions.check_positions`).
 
-    The attention taps of layer 1 (``blocks.0``) come from the layer-1 derivation
+    The attention taps of layer 0 (``blocks.0``) come from the first-layer derivation
     (`derive`); every other tap from the position-kernel recursion `theory.depth`, run
     up to the deepest layer asked for. ``taps`` (full names; a bare suffix means layer
     0) or ``layers`` (0-based) narrow the output; the default is every tap of every layer.
@@ -158,7 +158,7 @@ def predict(
 
 
 def _layer_one_record(result: StepResult, pos) -> TapPrediction:
-    """A layer-1 step's numbers at ``pos`` as a prediction record."""
+    """A first-layer step's numbers at ``pos`` as a prediction record."""
     values = result.evaluate(pos)  # a variable that is exactly 0 has no kurtosis (0/0): left out
     return TapPrediction(result.tap, result.level, pos, values, result.error, result.assumptions, result.regime,
                          result.tolerance, result.tolerance_source, source="derive")

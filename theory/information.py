@@ -6,7 +6,7 @@ per-token statistic ``r_m = |x_m|^2 / d`` of a tap at some layer (the one number
 "variance-only" probe sees). Its mean is ``mu(m) = V(m)`` (`theory.depth`). Its spread
 *within one frozen network* is the quenched law of `theory.quenched`: ``Var(log r_m) =
 R(m)`` set by the random matrices the signal passed through (``R = 6/d`` for large m at
-layer-1 ``hook_attn_out``, ``4/d`` at m = 1: effective degrees of freedom ``2/R`` of
+layer-0 ``hook_attn_out``, ``4/d`` at m = 1: effective degrees of freedom ``2/R`` of
 about d/3, not d). For the Gaussian model ``r ~ N(mu(m), v(m))`` with ``v = R mu^2`` the
 Fisher information about a continuous position m is
 

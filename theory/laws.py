@@ -1,11 +1,11 @@
-"""Exact laws of one coordinate of a layer-1 tap, as objects users can compute with.
+"""Exact laws of one coordinate of a first-layer tap, as objects users can compute with.
 
 ``law(spec, tap)`` returns a :class:`Law`: a sympy density (for LaTeX and symbolic
 work) and a frozen scipy distribution (``pdf``, ``cdf``, ``ppf``, ``rvs``, ``mean``,
 ``var``, ``stats``, ``moment``) whose ``_pdf``, ``_cdf`` and ``_stats`` are implemented
 here rather than left to scipy's slow generic fallbacks.
 
-The laws (layer 1, annealed measure; ``c = d eps / sigma_e^2``, ``X ~ chi^2_{d-1}``):
+The laws (layer 0, annealed measure; ``c = d eps / sigma_e^2``, ``X ~ chi^2_{d-1}``):
 
 * ``ln1.hook_normalized``: ``e_i = sqrt(d-1) R C`` with ``C^2 ~ Beta(1/2, (d-2)/2)``
   (symmetric sign) and ``R^2 = X/(X+c)`` independent (R = 1 when eps = 0): support
@@ -293,7 +293,7 @@ def _cosine_law(tap: str, dim: int, half_width: float, what: str) -> Law:
 
 
 def _modern_law(spec: ModelSpec, suffix: str, position: int | None) -> Law | None:
-    """The layer-1 laws that RMSNorm, QK-norm, RoPE, ALiBi or the temperature change (docs/modern-blocks.md);
+    """The first-layer laws that RMSNorm, QK-norm, RoPE, ALiBi or the temperature change (docs/modern-blocks.md);
     None where the NoPE law of the same construction holds (the norm's radius rule already follows
     ``normalization``); NotImplementedError where no closed form is given."""
     rms, qk = spec.normalization == "rmsnorm", spec.qk_norm_at(0)
@@ -395,7 +395,7 @@ def _qk_norm_scores(spec: ModelSpec, position: int | None, gamma: float) -> Law:
 
 
 def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
-    """The law of one coordinate of a layer-1 tap at query position ``position`` (1-based).
+    """The law of one coordinate of a first-layer (``blocks.0``) tap at query position ``position`` (1-based).
 
     Only the scores depend on the position: with ``position=None`` the law is that of one
     score ``l_mn`` with n != m; with a position m it is pooled over the keys n <= m
@@ -406,7 +406,7 @@ def law(spec: ModelSpec, tap: str, position: int | None = None) -> Law:
         raise ValueError("law() needs a numeric spec; the sympy density is in law(...).density")
     suffix, layer = parse_tap(tap)
     if layer != 0:
-        raise NotImplementedError(f"laws exist for layer 1 (blocks.0) only; got {tap}")
+        raise NotImplementedError(f"laws exist for the first layer (blocks.0) only; got {tap}")
     modern = _modern_law(spec, suffix, position)  # RMSNorm, QK-norm, RoPE, ALiBi, temperature (issue 16)
     if modern is not None:
         return modern

@@ -47,7 +47,7 @@ class TapPrediction:
     regime: str = ""
     tolerance: float | None = None
     tolerance_source: str = ""
-    source: str = ""  # "derive" (layer-1 steps) or "depth" (the kernel recursion)
+    source: str = ""  # "derive" (first-layer steps) or "depth" (the kernel recursion)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level", Level(self.level))

@@ -6,7 +6,7 @@ Every formula works on sympy expressions (symbolic specs, `theory.steps`) and on
 * `logit_scale`: the factor ``s`` of the logits ``l_mn = s q_m . k_n``: ``d_head^{-1/2}``
   (``attn_scale = "sqrt"``, Vaswani et al. 2017) or ``d_head^{-1}`` (``"linear"``, muP).
 * `mean_logit_variance`: ``tau_bar^2 = s^2 sigma_q^2 sigma_k^2 d_head rho^4`` with
-  ``rho^2 = E|e|^2``: the variance of an off-diagonal logit at layer 1 (``rho^2 = d nu_1``),
+  ``rho^2 = E|e|^2``: the variance of an off-diagonal logit at layer 0 (``rho^2 = d nu_1``),
   and, with the per-position ``rho^2`` and key spread of the depth kernel, at any layer.
 * `radius_spread`: ``delta = c/(d - 1 + c) sqrt(2/(d - 1))``, ``c = d eps/sigma_e^2``: the
   relative spread of the LayerNorm radius ``|e|^2`` (0 at eps = 0, where ``|e|^2 = d``).

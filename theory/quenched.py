@@ -18,7 +18,7 @@ The model (assumptions, all stated):
    ``E tr((W C W^T)^2) = n_out tr(C)^2 + (n_out + n_out^2) tr(C^2)`` and
    ``E tr(W C W^T)^2 = n_out^2 tr(C)^2 + 2 n_out tr(C^2)``, so
    ``gamma_out = (1/n_out + (1 + 1/n_out) gamma_in) / (1 + 2 gamma_in / n_out)``.
-   Two square factors from isotropic input (``W_o W_v`` at layer 1) give
+   Two square factors from isotropic input (``W_o W_v`` at layer 0) give
    ``d gamma -> 3``: the second moment of the squared singular values of a product of two
    Ginibre matrices, the Fuss-Catalan number ``FC_2(2) = 3`` (`fuss_catalan`); one factor
    gives the Marchenko-Pastur 2. So the effective degrees of freedom of ``|h|^2`` are
@@ -41,8 +41,8 @@ The model (assumptions, all stated):
    its share ``f_0`` of the mean square is the same vector in every token.
 6. *Network to network.* The per-position mean of ``s_m`` moves by the relative
    fluctuation of ``tr C`` (``Var tr(W C W^T) / E^2 = 2 gamma_in / n_out`` per factor,
-   accumulated; ``6/d^2`` at layer-1 ``hook_attn_out``: a pure scale, the same at every m)
-   and, at layer 1's residual, by ``2 x_m . h_m / d`` with ``E_x[x^T W_o W_v e] prop. tr(W_o W_v)``:
+   accumulated; ``6/d^2`` at layer-0 ``hook_attn_out``: a pure scale, the same at every m)
+   and, at layer 0's residual, by ``2 x_m . h_m / d`` with ``E_x[x^T W_o W_v e] prop. tr(W_o W_v)``:
    relative sd ``2 sigma_e sigma_o sigma_v sqrt(nu) / (m V(m))``.
 7. ``E s_m = log V(m) - R/2`` and ``Var s_m = R`` (delta method; the next order,
    ``2.5 R^2 - kappa_3``, is below 1/d relative), ``V(m)`` from `theory.depth`.
@@ -50,13 +50,13 @@ The model (assumptions, all stated):
 Regime: near-uniform attention. The input-dependence of the softmax weights enters only
 through ``m_eff``; the fluctuation of ``sum_n a_mn^2`` over inputs (order ``tau^4/m`` for a
 logit variance ``tau^2``) is neglected. With QK-norm (logits of order one) the measured
-within-network spread at layer-1 ``hook_attn_out`` is 17% above this law (d = 128, docs/probe.md).
+within-network spread at layer-0 ``hook_attn_out`` is 17% above this law (d = 128, docs/probe.md).
 
-Exactness: layer 1's attention taps are asymptotic in d with O(1/d) relative error (the
+Exactness: layer 0's attention taps are asymptotic in d with O(1/d) relative error (the
 per-network ``gamma`` fluctuates about its expectation by O(1/d)) and exact in m for
 uniform attention; the residual, MLP and deeper taps are approximate (free components,
 Gaussian channels, correlations across positions entering only through ``m_eff``).
-tests/test_quenched.py holds layer 1 against many frozen networks.
+tests/test_quenched.py holds layer 0 against many frozen networks.
 
 Source: derived here (Wick pairings for Gaussian matrices; free probability for the
 composition, Voiculescu; Fuss-Catalan moments of products of Ginibre matrices, Penson and

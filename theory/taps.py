@@ -26,10 +26,10 @@ from .block import ALL_TAPS, FULL_BLOCK, BlockShape, block as _block
 LAYER_TAPS: dict[str, str] = {t.suffix: t.meaning for t in ALL_TAPS}
 
 # The taps of the attention branch of a block with an MLP (entry, ln1, attention, its
-# residual write): those the layer-1 derivation covers (`attention_taps` for a spec).
+# residual write): those the first-layer derivation covers (`attention_taps` for a spec).
 ATTENTION_TAPS: tuple[str, ...] = FULL_BLOCK.tap_suffixes[: FULL_BLOCK.tap_suffixes.index("hook_resid_mid") + 1]
 
-# Layer-1 taps upstream of the softmax: their moments are exact for any spec and their
+# First-layer taps upstream of the softmax: their moments are exact for any spec and their
 # one-coordinate laws are known in closed form (verify's calibration and KS checks use them).
 PRE_SOFTMAX_TAPS: tuple[str, ...] = tuple(f"blocks.0.{s}" for s in ATTENTION_TAPS[: ATTENTION_TAPS.index("attn.hook_pattern")])
 
@@ -47,7 +47,7 @@ def block_taps(spec_or_attn_only=False) -> tuple[str, ...]:
 
 
 def attention_taps(spec_or_attn_only=False) -> tuple[str, ...]:
-    """The attention branch's taps (entry to its residual write): layer 1's derived taps."""
+    """The attention branch's taps (entry to its residual write): the first layer's derived taps."""
     taps = block_taps(spec_or_attn_only)
     return taps[: len(ATTENTION_TAPS)]
 

@@ -3,7 +3,7 @@
 * exact results: 0 (only the Monte Carlo error is allowed);
 * an approximate result with a derived error order: the order evaluated for the spec,
   taken at face value (constant 1), never below `APPROX_FLOOR` (quadrature accuracy,
-  float32 sums). Layer 1's best level with eps > 0 states ``O(tau_bar^2 delta^2)``
+  float32 sums). The first layer's best level with eps > 0 states ``O(tau_bar^2 delta^2)``
   (`theory.quantities.mean_logit_variance`, `theory.quantities.radius_spread`): the
   LayerNorm radii replaced by their r.m.s. inside the softmax. A generous constant would
   make the check toothless where the order is not small (``tau_bar^2 delta^2 = 0.04``

@@ -7,7 +7,7 @@ spec is numeric, a table ``tab:depth`` of the predicted variance of the block ou
 (``hook_resid_post``; attention-only blocks end there too, as in TransformerLens) at a few
 positions for every layer with each result's level, read from ``prediction`` (what
 `theory.depth.predict` returns; the caller predicts). Symbols follow the same `Notation`
-as the layer-1 document, so a renamed ``sigma_o`` is renamed here too.
+as the first-layer document, so a renamed ``sigma_o`` is renamed here too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .notation import Notation
 
 
 _MAPS = r"""\section{Through depth: the position kernel}\label{sec:depth}
-From layer~2 on, the inputs of a layer are no longer independent across positions: the
+From layer~1 (the second layer) on, the inputs of a layer are no longer independent across positions: the
 causal average makes positions share value vectors, and every MLP writes one vector shared
 by all positions. The recursion carries the position kernel of the residual stream,
 \begin{equation}
@@ -51,7 +51,7 @@ where a part shared by all keys shifts every logit of a row alike, so only the s
 $v_{<<m>>}$ of the keys about their centroid makes the softmax non-uniform, at the
 effective logit variance
 $<<tau>>_{<<m>>}^{2} = <<s>>^{2}<<sigma_q>>^{2}<<sigma_k>>^{2}<<d_head>><<d_model>>^{2}<<nu_1>>(<<m>>)\,v_{<<m>>}$;
-$<<S_2>>$ and $<<Xi>>$ are the layer-1 row expectations. The writes into the residual
+$<<S_2>>$ and $<<Xi>>$ are the first-layer row expectations. The writes into the residual
 stream go through zero-mean matrices independent of $<<x>>$, so covariances add:
 \begin{align}
 K &\leftarrow K + <<sigma_o>>^{2}<<sigma_v>>^{2}<<d_model>>^{2} A, \label{eq:depth:resid_mid}\\
@@ -61,9 +61,9 @@ F_{\phi}(\Sigma)_{<<m>><<n>>} &= \sum_{j\ge 0} \rho_{<<m>><<n>>}^{j}\, b_{j}(s_{
 \end{align}
 with $E'$ the LayerNorm map~\eqref{eq:depth:layernorm} of the kernel after attention and
 $s_{<<m>>}^{2} = \Sigma_{<<m>><<m>>}$: Mehler's expansion of
-$<<E>>[\phi(u_{<<m>>})\phi(u_{<<n>>})]$ for Gaussian $u$. At layer~1
-($E = <<nu_1>> I$) equation~\eqref{eq:depth:attention} is the layer-1 result exactly.
-From layer~2 on the recursion is approximate: besides the closure, softmax rows of
+$<<E>>[\phi(u_{<<m>>})\phi(u_{<<n>>})]$ for Gaussian $u$. At layer~0
+($E = <<nu_1>> I$) equation~\eqref{eq:depth:attention} is the first-layer result exactly.
+From layer~1 on the recursion is approximate: besides the closure, softmax rows of
 correlated keys are treated as i.i.d.\ keys of the same spread, the off-diagonal
 attention terms as uniform, and the per-network fluctuation of the kernel is neglected.
 """
@@ -102,13 +102,13 @@ def depth_section(
         var = prediction.var(tap, layer)
         level = prediction[f"blocks.{layer}.{tap}"].level.value
         cells = " & ".join(f"${_latex_float(float(var[p - 1]))}$" for p in positions)
-        rows.append(f"{layer + 1} & {cells} & {level} \\\\")
+        rows.append(f"{layer} & {cells} & {level} \\\\")
     table = (
         "\\begin{table}[h]\n\\centering\n\\small\n"
         f"\\begin{{tabular}}{{r{'r' * len(positions)}l}}\n\\toprule\n"
         f"layer & {head} & level \\\\\n\\midrule\n" + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n"
         f"\\caption{{Predicted variance of one coordinate of \\texttt{{{tap.replace('_', chr(92) + '_')}}} "
-        "(best level) against position, layer by layer: the position kernel's diagonal, "
+        "(best level) against position, layer by layer (layers 0-based, as in the tap names): the position kernel's diagonal, "
         "equations~\\eqref{eq:depth:layernorm}--\\eqref{eq:depth:mlp}.}\\label{tab:depth}\n\\end{table}\n"
     )
     return filled + "\n" + table

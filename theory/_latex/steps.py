@@ -1,4 +1,4 @@
-"""One layer-1 step as LaTeX: its subsection with the derivation, both levels, forms and level.
+"""One first-layer step as LaTeX: its subsection with the derivation, both levels, forms and level.
 
 :func:`step_snippet` renders a `theory.derive` ``Step`` (the paper's leading order and our
 best result) as an ``\\input``-able subsection. Equation labels come from the tap names

@@ -5,7 +5,7 @@ sublayer; `theory.depth.predict` walks the declared block with them, and a test 
 the registry's keys equal to `theory.block.KINDS` (and to simulate's forward registry).
 
 =========  ==============================  ===========================================
-kind       map                             layer-1 step / forward function
+kind       map                             first-layer step / forward function
 =========  ==============================  ===========================================
 layernorm  `layernorm.layernorm`           `theory.steps.layernorm` / simulate's ``layernorm``
 rmsnorm    `rmsnorm.rmsnorm`               (this map) / simulate's ``rmsnorm``

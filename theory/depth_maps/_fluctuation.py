@@ -5,16 +5,16 @@ fluctuates from network to network (annealed measure: a fresh network per sample
 mean kernel gives its mean ``v_m``; the row expectations are concave in it, so
 ``E[S_2(tau^2 v^s/v)] < S_2(tau^2)``. The dominant source is the randomness of the
 attention weights of the layers below, averaged over only ``H`` heads: with large logits
-a row of layer 1 may put its weight on one key or spread it, and whether keys 1 and 2 of
-layer 2 nearly coincide depends on it (d = 64, 2 heads, tau^2 = 2.6: the per-network
-correlation of keys 1 and 2 at layer 2 has a standard deviation 0.31 about its mean 0.56).
+a row of layer 0 may put its weight on one key or spread it, and whether keys 1 and 2 of
+layer 1 nearly coincide depends on it (d = 64, 2 heads, tau^2 = 2.6: the per-network
+correlation of keys 1 and 2 at layer 1 has a standard deviation 0.31 about its mean 0.56).
 
 Model (the next order of the closure; a second-moment recursion for one number per row):
 the per-network spread of the stream's keys ``k <= m`` is ``v_m (1 + delta_m)`` with
 relative variance ``kappa_m = E[delta_m^2]``; the softmax rows average over
 ``W = 1 + delta`` taken Gamma-distributed with that mean and variance (`row_averages`).
 
-* Entry: ``kappa = 0`` (the embeddings' own finite-d fluctuation is in layer 1's exact law).
+* Entry: ``kappa = 0`` (the embeddings' own finite-d fluctuation is in the first layer's exact law).
 * Attention write (`attention_spread_rel_var`): for one head, with the values' per-key
   parts of equal norm and orthogonal (their shared part cancels from a spread) and rows
   independent given the keys, the write's spread is ``v_in Q_m/(m-1)`` with

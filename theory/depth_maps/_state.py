@@ -7,11 +7,11 @@ per-position ``E|e|^4/d^2``), ``branch`` the kernel a residual write adds to ``K
 
 `Layer` says, for one layer at one level, how exact each kind's results are:
 
-* ``best`` at layer 1 with eps = 0 every result is exact (the layer-1 derivation; the MLP's
+* ``best`` at layer 0 with eps = 0 every result is exact (the first-layer derivation; the MLP's
   per-position moments are one-dimensional Gaussian integrals);
 * the LayerNorm opening the attention branch and the projections and logits after it are
-  exact at layer 1 at the best level for any eps (Gaussian inputs);
-* from layer 2 on everything is approximate: the Gaussian-channel closure and the
+  exact at layer 0 at the best level for any eps (Gaussian inputs);
+* from layer 1 (the second layer) on everything is approximate: the Gaussian-channel closure and the
   neglected per-network fluctuation of the kernel (`CLOSURE`, `FLUCTUATION`).
 """
 
@@ -94,7 +94,7 @@ class Layer:
 
     @property
     def exact_here(self) -> bool:
-        """Layer 1 of `theory.derive` is exact at eps = 0; the closure acts only from layer 2."""
+        """The first layer (layer 0, `theory.derive`) is exact at eps = 0; the closure acts only from layer 1 on."""
         return self.first and self.best and self.eps == 0
 
     @property

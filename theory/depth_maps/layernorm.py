@@ -1,6 +1,6 @@
 """Depth map of a LayerNorm: ``E = LN(K)``, the kernel of the normalised stream.
 
-Sublayer kind ``layernorm`` (`theory.block`); layer-1 step `theory.steps.layernorm`,
+Sublayer kind ``layernorm`` (`theory.block`); first-layer step `theory.steps.layernorm`,
 forward function ``simulate.engine.sublayers.layernorm``.
 
 Best level (`theory._kernel_maps.layernorm_kernel`): ``nu_1 = E|e|^2/d`` on the diagonal
@@ -8,7 +8,7 @@ Best level (`theory._kernel_maps.layernorm_kernel`): ``nu_1 = E|e|^2/d`` on the 
 Leading level: the correlation matrix (eps neglected, variance 1).
 
 The result is labelled by the branch the norm opens: before the attention it is exact at
-layer 1 at the best level for any eps (its input is the Gaussian embedding); before the
+layer 0 at the best level for any eps (its input is the Gaussian embedding); before the
 MLP it is as exact as the MLP branch (its input is the attention's residual write).
 """
 
@@ -39,7 +39,7 @@ def opening_label(at: Layer) -> tuple[Level, str, tuple[str, ...]]:
 
 
 def mlp_label(at: Layer) -> tuple[Level, str, tuple[str, ...]]:
-    """Label of the MLP branch: exact only where layer 1 is (eps = 0: |e2|^2 = d exactly)."""
+    """Label of the MLP branch: exact only where the first layer is (eps = 0: |e2|^2 = d exactly)."""
     level = Level.EXACT if at.exact_here else Level.APPROXIMATE
     return level, "exact (quadrature)" if at.exact_here else "O(1/d) from the closure", (
         CLOSURE, GRAM_FLUCTUATION if at.best else FLUCTUATION)

@@ -1,7 +1,7 @@
 """Depth map of the standard MLP: ``K_mlp = sigma_out^2 d_mlp F_phi(sigma_in^2 d E2)``.
 
 Sublayer kind ``mlp`` (`theory.block`); forward function ``simulate.engine.sublayers.mlp``.
-It has no separate layer-1 step: at layer 1 with eps = 0, ``|e2|^2 = d`` exactly, so
+It has no separate first-layer step: at layer 0 with eps = 0, ``|e2|^2 = d`` exactly, so
 ``hook_pre ~ N(0, sigma_in^2 d)`` and every per-position moment is a one-dimensional
 Gaussian integral (exact); this map gives them.
 

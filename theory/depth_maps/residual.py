@@ -1,6 +1,6 @@
 """Depth map of a residual write: ``K <- K + K_branch``.
 
-Sublayer kind ``residual`` (`theory.block`); layer-1 step `theory.steps.residual`,
+Sublayer kind ``residual`` (`theory.block`); first-layer step `theory.steps.residual`,
 forward function ``simulate.engine.sublayers.residual``. Exact given the kernels:
 ``E[x_m . W z_n] = 0`` because the branch's last matrix has mean zero and is independent
 of ``x``. Also the entry of the block (`entry`: ``hook_resid_pre``).
@@ -21,7 +21,7 @@ _GAINS = {"attention": "sigma_o, sigma_v", "mlp": "sigma_mlp_in, sigma_mlp_out",
 
 
 def entry(stream: Stream, at: Layer) -> None:
-    """``hook_resid_pre``: the stream entering the block (exact at layer 1: the embedding)."""
+    """``hook_resid_pre``: the stream entering the block (exact at layer 0: the embedding)."""
     level = Level.EXACT if at.first else Level.APPROXIMATE  # the embedding is exact; deeper, the closure
     at.put(ENTRY_TAP, level, "exact" if at.first else "as the kernel", at.closure, mean=at.zero, var=np.diag(stream.K).copy())
     at.keep(ENTRY_TAP, stream.K)

@@ -7,7 +7,7 @@ dimensions, where LayerNorm keeps ``d - 1``) and the angle that of two Gaussian 
 in ``d`` dimensions (`theory._kernel_maps.layernorm_kernel` with ``dof = d``).
 
 Best level: ``nu_1 = E[X/(X + c)]``, ``X ~ chi^2_d``, ``c = d eps / K_mm`` on the
-diagonal; ``E[cos] E[sqrt R_m] E[sqrt R_n]`` off it. Exact at layer 1 for Gaussian
+diagonal; ``E[cos] E[sqrt R_m] E[sqrt R_n]`` off it. Exact at layer 0 for Gaussian
 inputs at any eps (as for LayerNorm). Leading level: the correlation matrix (eps
 neglected, output variance 1).
 """

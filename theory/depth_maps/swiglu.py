@@ -27,7 +27,7 @@ variance of the cosine of two Gaussian vectors of correlation ``rho`` in ``D`` d
 (the delta method; D = d - 1 after LayerNorm's centring, d after RMSNorm). The radii are
 held at their means (``eps``-sized fluctuations neglected).
 
-Exact at layer 1 with eps = 0 on the diagonal (then ``|e2|^2 = d`` exactly), as the
+Exact at layer 0 with eps = 0 on the diagonal (then ``|e2|^2 = d`` exactly), as the
 standard MLP; the off-diagonal carries the ``O(D^-2)`` remainder of the cosine moments.
 """
 

@@ -1,7 +1,7 @@
-"""The catalogue of layer-1 steps: one function per tap, two levels each, by sublayer kind.
+"""The catalogue of first-layer steps: one function per tap, two levels each, by sublayer kind.
 
 The first branch of the declared block (`theory.block`: the entry, ``ln1``, the
-attention, its residual write) is derived in closed form at layer 1; every other tap
+attention, its residual write) is derived in closed form at layer 0 (the first layer); every other tap
 comes from the depth recursion (`theory.depth`). Each kind's steps live in the module of
 that kind, under the kind's name:
 
@@ -53,7 +53,7 @@ def _with_text(step: Step, text) -> Step:
 
 
 def steps_of(sub: Sublayer) -> dict[str, Step]:
-    """The layer-1 steps a declared sublayer contributes, by the tap suffix each produces."""
+    """The first-layer steps a declared sublayer contributes, by the tap suffix each produces."""
     return {suffix: _with_text(step, _TEXT[suffix]) for suffix, step in _bare_steps_of(sub).items()}
 
 
@@ -70,7 +70,7 @@ def _bare_steps_of(sub: Sublayer) -> dict[str, Step]:
         return {t: own[t] for t in sub.tap_suffixes}
     if sub.kind == "residual":
         return {sub.taps[0].suffix: residual.residual}
-    raise ValueError(f"sublayer kind {sub.kind!r} has no layer-1 derivation (the depth recursion covers it)")
+    raise ValueError(f"sublayer kind {sub.kind!r} has no first-layer derivation (the depth recursion covers it)")
 
 
 def layer_one_steps(spec) -> list[tuple[str, Step]]:
@@ -95,7 +95,7 @@ STEPS: dict[str, Callable[[LayerOne, str], StepResult]] = {
     ENTRY_TAP: _bind(_with_text(residual.embedding, _TEXT[ENTRY_TAP]), ENTRY_TAP)}
 for _sub in FULL_BLOCK.branches()[0]:
     STEPS.update({_suffix: _bind(_step, _suffix) for _suffix, _step in steps_of(_sub).items()})
-assert tuple(STEPS) == ATTENTION_TAPS, "every layer-1 tap has exactly one theory step"
+assert tuple(STEPS) == ATTENTION_TAPS, "every first-layer tap has exactly one theory step"
 
 __all__ = ["LEVELS", "LayerOne", "STEPS", "steps_of", "layer_one_steps", "NU1", "NU2", "S2", "Xi", "TAU_BAR2",
            "PLACEHOLDERS", "SERIES_ORDER", "mixed_series", "large_m_limit", "attention", "layernorm", "residual"]

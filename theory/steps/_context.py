@@ -1,6 +1,6 @@
-"""The context of the layer-1 steps: the spec's fields as sympy objects and the derived constants.
+"""The context of the first-layer steps: the spec's fields as sympy objects and the derived constants.
 
-Model (pre-LN block, layer 1, annealed measure): inputs ``x_m ~ N(0, sigma_e^2 I_d)``
+Model (pre-LN block, layer 0, annealed measure): inputs ``x_m ~ N(0, sigma_e^2 I_d)``
 i.i.d. over positions; ``e = LN(x)``; per head ``q = W_q e``, ``k = W_k e``,
 ``v = W_v e`` (entries of ``W_*`` i.i.d. ``N(0, sigma_*^2)``); logits
 ``l_mn = s q_m . k_n`` (`theory.quantities.logit_scale`); ``a_mn = softmax_{n<=m}(l_mn)``;
@@ -50,7 +50,7 @@ PLACEHOLDERS = {
 
 @dataclass(frozen=True)
 class LayerOne:
-    """The spec's fields as sympy objects, and the derived constants of layer 1."""
+    """The spec's fields as sympy objects, and the derived constants of the first layer."""
 
     spec: ModelSpec
     d: sp.Expr

@@ -1,4 +1,4 @@
-"""Layer-1 step of the LayerNorm: its law given Gaussian inputs.
+"""First-layer step of the LayerNorm: its law given Gaussian inputs.
 
 Sublayer kind ``layernorm`` (`theory.block`): ``h = LN(x)``. Its depth map is
 `theory.depth_maps.layernorm`, its forward function ``simulate.engine.sublayers.layernorm``.

@@ -1,4 +1,4 @@
-"""Layer-1 steps of modern blocks: RMSNorm's law and the attention of QK-norm, RoPE, ALiBi, temperature layers.
+"""First-layer steps of modern blocks: RMSNorm's law and the attention of QK-norm, RoPE, ALiBi, temperature layers.
 
 The NoPE LayerNorm block's steps are `theory.steps.layernorm` and `theory.steps.attention`;
 when the first layer's attention has a variant (`theory.depth_maps.modern_attention.is_modern`)
@@ -14,15 +14,15 @@ placeholder (``definitions``), so that every number is the value of a printed ex
   normalised norms with eps, 1 at eps = 0); ALiBi adds the biases' mean and spread;
 * ``E[a_mn] = 1/m`` pooled over keys (exactly, for every variant: the weights sum to 1);
   ``S_2(m)`` from the variant's row law (`theory._modern`);
-* ``Var(z_j) = sigma_v^2 rho^2 (S_2(m) + Xi(m)/D)``: at layer 1 (i.i.d. keys) the second
+* ``Var(z_j) = sigma_v^2 rho^2 (S_2(m) + Xi(m)/D)``: at layer 0 (i.i.d. keys) the second
   moments of the weights act on ``E = nu_1 I``, so this holds for every variant, with
   ``Xi = kappa^2 cbar(m) E[sum_{n != n'} a a' x x']`` (``kappa^2`` QK-norm's coupling
   factor, ``cbar`` RoPE's pair-mean rotation cosine, both 1 otherwise) and ``D`` the sphere of
   the normalised keys (``d - 1`` LayerNorm, ``d`` RMSNorm);
 * ``Var(o_i) = sigma_o^2 d Var(z_j)``.
 
-``S_2`` and ``Xi`` are evaluated by the depth map's layer-1 rows (`theory.depth_maps.modern_attention`),
-the same numbers `theory.depth.predict` gives at layer 1.
+``S_2`` and ``Xi`` are evaluated by the depth map's first-layer rows (`theory.depth_maps.modern_attention`),
+the same numbers `theory.depth.predict` gives at layer 0.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def rmsnorm(ctx: LayerOne, level: str, tap: str = "blocks.0.ln1.hook_normalized"
         regime="all d >= 1, all eps", symbol="e_i", tolerance=0.0, tolerance_source="exact")
 
 
-# ---------------------------------------------------------------- attention of a modern layer 1
+# ---------------------------------------------------------------- attention of a modern first layer
 @lru_cache(maxsize=32)
 def _layer_one(spec_json: str, level: str):
     """The first layer's norm and attention through the depth maps: ``(nu1, nu2, S_2, Xi_eff)`` (T,) each."""
@@ -166,7 +166,7 @@ def _label(ctx: LayerOne, level: str) -> tuple[Level, str, dict]:
     if float(ctx.spec.ln_eps) == 0 and not o.get("qk_norm") and o.get("positional") != "rope":
         return Level.EXACT, "quadrature, relative error < 1e-6", {"tolerance": 0.0, "tolerance_source": "exact"}
     return Level.APPROXIMATE, "O(1/D): QK-norm's chi^2_D factor on the logit, RoPE's W_k W_k^T average, eps radii", {
-        "tolerance": 0.03, "tolerance_source": "declared (layer-1 modern attention, measured: docs/modern-blocks.md)"}
+        "tolerance": 0.03, "tolerance_source": "declared (first-layer modern attention, measured: docs/modern-blocks.md)"}
 
 
 def _assumptions(ctx: LayerOne) -> tuple[str, ...]:
@@ -177,7 +177,7 @@ def _assumptions(ctx: LayerOne) -> tuple[str, ...]:
     if o.get("positional") == "rope":
         out += ("RoPE: W_k W_k^T averaged over the rotated query directions; per-key quadratic forms to first order",)
     if o.get("positional") == "alibi":
-        out += ("ALiBi: the rows' second moments from S_2 and the mean weights (exact at layer 1: E = nu_1 I)",)
+        out += ("ALiBi: the rows' second moments from S_2 and the mean weights (exact at layer 0: E = nu_1 I)",)
     if o.get("temperature") is not None:
         out += ("temperature: the queries of row m scaled by gamma(m) = tau_T(m - 1)",)
     return out
@@ -353,7 +353,7 @@ for _s in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
 
 
 def uses_modern_steps(spec) -> bool:
-    """Whether layer 1's attention is a variant these steps cover (`theory.depth_maps.modern_attention.is_modern`)."""
+    """Whether the first layer's attention is a variant these steps cover (`theory.depth_maps.modern_attention.is_modern`)."""
     return _map.is_modern(_first_branch(spec)[1], spec)
 
 

@@ -1,4 +1,4 @@
-"""Layer-1 steps of the residual stream: the embedding entering the block, and a residual write.
+"""First-layer steps of the residual stream: the embedding entering the block, and a residual write.
 
 Sublayer kind ``residual`` (`theory.block`): ``x = x + h``. Its depth map is
 `theory.depth_maps.residual`, its forward function ``simulate.engine.sublayers.residual``.
@@ -14,7 +14,7 @@ from .attention import attention_output_variance, leading_row_step, output_varia
 
 
 def embedding(ctx: LayerOne, level: str, tap: str = "blocks.0.hook_resid_pre") -> StepResult:
-    r"""Embedding: the stream entering layer 1, ``x_m ~ N(0, sigma_e^2 I_d)`` i.i.d. over positions.
+    r"""Embedding: the stream entering the first layer (layer 0), ``x_m ~ N(0, sigma_e^2 I_d)`` i.i.d. over positions.
 
     .. math:: \mathbb{E}[x_{m,i}] = 0, \quad \operatorname{Var}[x_{m,i}] = \sigma_e^2, \quad \kappa_4 = 0
 
