@@ -21,9 +21,9 @@ keys' sphere (``d - 1`` after LayerNorm, ``d`` after RMSNorm). The row law's inp
   are averaged over heads;
 * GQA changes no second moment here (the module docstring of `theory._modern`).
 
-Levels: exact at layer 1 where the NoPE map is (eps = 0) for RMSNorm and the temperature;
-QK-norm at layer 1 replaces the row's ``chi^2_D/D`` factor by a Gamma factor of mean 1 that
-multiplies the logits (error ``O(1/D)`` of the cosine's shape); RoPE at layer 1 averages
+Levels: exact at layer 0 where the NoPE map is (eps = 0) for RMSNorm and the temperature;
+QK-norm at layer 0 replaces the row's ``chi^2_D/D`` factor by a Gamma factor of mean 1 that
+multiplies the logits (error ``O(1/D)`` of the cosine's shape); RoPE at layer 0 averages
 ``W_k W_k^T`` over the rotated query directions (error ``O(sqrt(d_head/d)/D)`` in the
 coupling). Leading level: uniform attention (ALiBi: the softmax of the biases alone).
 """
@@ -179,7 +179,7 @@ def modern_attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
             att_assume = closure + ("uniform attention a_mn = 1/m",)
     exact = at.exact_here and not qk and scheme != "rope"
     err_att = ("exact (quadrature, relative < 1e-6)" if exact else
-               "layer 1: O(1/D) (QK-norm cosine law, RoPE coupling); deeper: measured per layer by verify" if at.best else
+               "layer 0: O(1/D) (QK-norm cosine law, RoPE coupling); deeper: measured per layer by verify" if at.best else
                "relative O(tau^2) at small m, e^{tau^2} - 1 at large m")
     a_lvl = Level.EXACT if exact else Level.APPROXIMATE
     at.put("attn.hook_pattern", a_lvl, err_att, att_assume, mean=1.0 / pos, sum_sq=s2_mean)
@@ -198,7 +198,7 @@ def _assumptions(sub: Sublayer, at: Layer) -> tuple[str, ...]:
     o = sub.options
     out = at.closure + (("softmax rows: keys with the same spread about their centroid, treated as i.i.d.",
                          "off-diagonal attention terms from the mean weights (E[a_mk a_nk'] = w_mk w_nk', m != n)")
-                        if not at.first else ("given the query side, keys i.i.d. (exact at layer 1)",))
+                        if not at.first else ("given the query side, keys i.i.d. (exact at layer 0)",))
     if o.get("qk_norm"):
         out += ("QK-norm: logit s d_head cos(q, k), cos on S^{d_head-1}; the projected query's chi^2_D/D "
                 "factor multiplies the logit",)

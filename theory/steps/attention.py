@@ -1,4 +1,4 @@
-"""Layer-1 steps of causal softmax attention: projections, logits, weights, values, output.
+"""First-layer steps of causal softmax attention: projections, logits, weights, values, output.
 
 Sublayer kind ``attention`` (`theory.block`): ``h = W_o z``, ``z_m = sum_{n<=m} a_mn v_n``,
 ``a_mn = softmax_n(s q_m . k_n)``. Its depth map is `theory.depth_maps.attention`, its
