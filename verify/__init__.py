@@ -1,7 +1,7 @@
 """verify: theory against simulation (checks, calibration, property-based tests, reports).
 
 A *check* pairs a theory number (theory's `Prediction` at the best level: `theory.derive`
-for the layer-1 attention taps, `theory.depth` for every other tap of every layer) with
+for the first-layer attention taps, `theory.depth` for every other tap of every layer) with
 the simulated statistic of the same tap and position (`simulate.run`) and judges it by
 the theory's level: exact results by a z-score against the per-network Monte Carlo
 standard error, approximate ones after allowing the relative error theory declares;

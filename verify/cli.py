@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m verify",
         error_prefix="verify",
         description="Theory against simulation for every tap of every layer of a random NoPE transformer: "
-        "derive layer 1 and run the depth recursion, simulate, judge every check (Holm), measure the accuracy "
+        "derive the first layer (blocks.0) and run the depth recursion, simulate, judge every check (Holm), measure the accuracy "
         "per layer, compare the paper's leading order, calibrate verify itself, and write report.md, "
         "results.json, summary.tex, report.tex and figures.",
         epilog="Exit status: 0 all checks passed, 1 a check failed, 2 bad input.",

@@ -1,7 +1,7 @@
 """The main job: derive, simulate, compare, calibrate -- and the `Report` it produces.
 
-The theory checked is theory's prediction (`theory.predict`): the layer-1 derivation for
-the attention taps of layer 1 and the depth recursion for every other tap of every layer; `Report.depth_accuracy` sums the checks up per layer and `Report.depth_findings`
+The theory checked is theory's prediction (`theory.predict`): the first-layer derivation for
+the attention taps of layer 0 (``blocks.0``) and the depth recursion for every other tap of every layer; `Report.depth_accuracy` sums the checks up per layer and `Report.depth_findings`
 says where the error grows with depth and which assumptions the deeper layers add.
 `verify.write_report` turns a `Report` into files.
 """
@@ -67,7 +67,7 @@ class Report:
 
     @property
     def logit_variance(self) -> float:
-        """``tau_bar^2``, the mean logit variance of layer 1."""
+        """``tau_bar^2``, the mean logit variance of the first layer."""
         return logit_variance(self.spec)
 
     def best_rel_error(self, tap: str, position: int, quantity: str = "var") -> float:
@@ -109,7 +109,7 @@ class Report:
         return out
 
     def summary_taps(self) -> tuple[str, ...]:
-        """The layer-1 taps the leading-order summary follows, in this order."""
+        """The first-layer taps the leading-order summary follows, in this order."""
         return ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", attention_residual(self.spec),
                 "blocks.0.attn.hook_pattern", "blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q",
                 "blocks.0.attn.hook_attn_scores")
@@ -161,7 +161,7 @@ def run(
     dtype: str = "float32",
 ) -> Report:
     """The main job: the theory of every tap of every layer of ``spec`` at both levels
-    (`theory.predict`: layer-1 attention from the derivation, the rest from the depth recursion),
+    (`theory.predict`: first-layer attention from the derivation, the rest from the depth recursion),
     simulate it, judge every check, compare the paper's leading order, apply the formula
     mutants to the same simulation, and calibrate the checks (small spec, many seeds).
 
@@ -227,7 +227,7 @@ def _checked_inputs(spec, preset, samples, seed, threads, device) -> tuple[Model
         raise ValueError("verify needs a numeric spec (every field a number)")
     # theory's one domain check, at both levels, before any simulation (d_model = 2 once cost 41 s first)
     check_domain(spec, evaluate=True, level="best")
-    check_structure(spec)  # the layer-1 derivation refuses sigma_embed = 0
+    check_structure(spec)  # the first-layer derivation refuses sigma_embed = 0
     samples = p.samples if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")

@@ -14,7 +14,7 @@ from theory import ModelSpec
 DEFAULT_SPEC = ModelSpec(d_model=64, n_heads=4, n_layers=3, seq_len=64, sigma_q=0.09, sigma_k=0.09)
 # `--preset depth`: GPT-2 small's initialisation, six blocks at width 256, T = 256.
 DEPTH_SPEC = ModelSpec(d_model=256, n_heads=4, n_layers=6, seq_len=256)
-# GPT-2 small's width and initialisation, one attention layer, 256 positions (the layer-1 job).
+# GPT-2 small's width and initialisation, one attention layer, 256 positions (the first-layer job).
 LAYER1_SPEC = ModelSpec(n_layers=1, seq_len=256, attn_only=True)
 
 # Modern decoder blocks (docs/modern-blocks.md), from the public configs in tests/data/hf_configs/.

@@ -3,7 +3,7 @@
 Each mutant maps a correct `TheoryTable` to a wrong one: the same records (levels,
 errors, tolerances) carrying other numbers (`TheoryTable.with_values`). A verifier worth
 trusting rejects them at the sample size it is run with; `verify.calibrate` measures how
-often. The residual after layer 1's attention (``hook_resid_mid`` of a full block,
+often. The residual after the first layer's attention (``hook_resid_mid`` of a full block,
 ``hook_resid_post`` of an attention-only one) is read from the block declaration.
 
 - ``variance x1.02``: every variance 2% too large (a small, uniform error).
@@ -40,7 +40,7 @@ _ONE_FACTOR = ("blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_q", "blocks.0
 
 
 def attention_residual(spec) -> str:
-    """The residual write after layer 1's attention, by the block declaration."""
+    """The residual write after the first layer's attention, by the block declaration."""
     attention_branch = block(spec).branches()[0]
     return f"blocks.0.{attention_branch[-1].tap_suffixes[-1]}"
 

@@ -3,7 +3,7 @@
 A `TheoryTable` is a `theory.prediction.Prediction` -- tap -> `TapPrediction` with the
 level (exact / asymptotic / approximate), the numbers per quantity over the query
 positions, the stated error, the assumptions, the declared relative tolerance and the
-source (``"derive"`` for the layer-1 steps, ``"depth"`` for the kernel recursion) -- with
+source (``"derive"`` for the first-layer steps, ``"depth"`` for the kernel recursion) -- with
 the label reports give it (``"best"``, ``"leading"`` or a formula mutant's name). verify
 checks ``mean`` and ``var`` of one coordinate of every tap, and ``sum_sq`` =
 E[sum_n a_mn^2] of the attention pattern (`quantities_of`); it holds the simulation to
@@ -51,7 +51,7 @@ def quantities_of(tap: str) -> tuple[str, ...]:
 
 
 def needs_depth(spec: ModelSpec) -> bool:
-    """Whether ``spec`` has taps beyond layer 1's attention (more layers, or an MLP)."""
+    """Whether ``spec`` has taps beyond the first layer's attention (more layers, or an MLP)."""
     return int(spec.n_layers) > 1 or not spec.attn_only
 
 
@@ -116,8 +116,8 @@ def theory_table(spec: ModelSpec, positions, level: str = "best", *, progress=No
     """Theory's prediction (`theory.predict`) for every tap of every layer of ``spec`` at
     ``positions`` (1-based), labelled by ``level``.
 
-    The layer-1 attention taps come from the layer-1 derivation, every other tap -- the
-    MLP of layer 1, every tap of the deeper layers -- from the depth recursion, each with
+    The first-layer attention taps come from the first-layer derivation, every other tap -- the
+    MLP of layer 0, every tap of the deeper layers -- from the depth recursion, each with
     the level, assumptions and tolerance theory declares. ``progress`` (a callable taking
     one line) hears the depth recursion layer by layer.
     """
@@ -138,7 +138,7 @@ def relative_tolerance(table: TheoryTable, tap: str) -> float:
     return float(record.tolerance)
 
 
-# tau_bar^2, the mean logit variance of layer 1: theory's, re-exported.
+# tau_bar^2, the mean logit variance of the first layer: theory's, re-exported.
 logit_variance = layer_one_logit_variance
 
 

@@ -62,7 +62,7 @@ def save_figure(fig, out: str | Path, name: str, formats=("png", "pdf"), dpi: in
 
 
 def variance_taps(report) -> tuple[str, ...]:
-    """The layer-1 taps of the variance figure: hook_z, W_o z and the residual after attention."""
+    """The first-layer taps of the variance figure: hook_z, W_o z and the residual after attention."""
     return ("blocks.0.attn.hook_z", "blocks.0.hook_attn_out", attention_residual(report.spec))
 
 

@@ -56,8 +56,9 @@ def _summary_lines(report) -> list[str]:
         *_spec_lines(report),
         f"- Measure: {MEASURE} (a fresh network and fresh Gaussian inputs per sample); {report.samples} networks, "
         f"seed {report.seed}; query positions {', '.join(map(str, report.positions))}.",
-        f"- Theory: `theory.derive` for the attention taps of layer 0"
-        + (f", `theory.depth.predict` for the MLP and every tap of layers 2-{report.layers}" if report.layers > 1 else
+        "- Theory: `theory.derive` for the attention taps of layer 0"
+        + (", `theory.depth.predict` for the MLP and every tap of "
+           + ("layer 1" if report.layers == 2 else f"layers 1-{report.layers - 1}") if report.layers > 1 else
            ", `theory.depth.predict` for the MLP" if not report.spec.attn_only else "")
         + "; best level checked, the paper's leading order compared.",
         f"- Wall time: {t.get('total_s', float('nan')):.1f} s (theory {t.get('theory_s', 0):.1f} s, simulation "
@@ -248,9 +249,9 @@ def _depth_lines(report) -> list[str]:
     rows = report.depth_accuracy()
     findings = report.depth_findings()
     lines = [
-        "Every tap of every layer is checked; the layer-1 attention taps against `theory.derive`, the rest against "
+        "Every tap of every layer is checked; the first-layer (layer 0) attention taps against `theory.derive`, the rest against "
         "the depth recursion `theory.depth` (position kernel carried through LayerNorm, causal attention and MLP), "
-        "approximate from layer 2 on and held to the relative error it declares. Below: the largest |theory/sim - 1| "
+        "approximate from layer 1 on and held to the relative error it declares. Below: the largest |theory/sim - 1| "
         "over the recorded positions (variance of one coordinate) and the largest |z| (z = (theory - sim)/SE, "
         "before the declared error is allowed).",
         "",

@@ -239,7 +239,7 @@ def latex(rows: list[dict]) -> str:
         share = (lambda k: f"{100 * r[k] / n:.0f}\\%" if n else "--")
         wt = "--" if r["within_tolerance"] is None or not n else f"{100 * r['within_tolerance'] / n:.0f}\\%"
         worst = f"{100 * r['worst']:.1f}\\%" if math.isfinite(r["worst"]) else "--"
-        out.append(f"\\texttt{{{_tex(r['tap'])}}} (layer {r['layer'] + 1}) & {r['level']} & {n} & "
+        out.append(f"\\texttt{{{_tex(r['tap'])}}} (layer {r['layer']}) & {r['level']} & {n} & "
                    f"{share('within_0.01')} & {share('within_0.05')} & {share('within_0.2')} & {wt} & {worst} \\\\")
     out += [r"\bottomrule", r"\end{tabular}",
             r"\caption{Share of grid points where each level of the theory is within 1\%, 5\% and 20\% of the "
@@ -270,7 +270,7 @@ def _boundary(ds, x: str, fixed: dict, maps: Path) -> list[str]:
                          and abs(zz[min(k, len(zz) - 1)]) < 2.0)
             sim[tol].append((m, flag, noisy))
     values = [_plain(v) for v in ds[x].values]
-    fig = boundary_figure(f"Where the paper's 1/m picture holds: {tap} (layer {layer + 1}) var,\n"
+    fig = boundary_figure(f"Where the paper's 1/m picture holds: {tap} (layer {layer}) var,\n"
                           "leading order against the best theory (lines) and the simulation (markers)", (x, values), theory, sim,
                           _paper().get(x), _slice_note(fixed))
     return save_figure(fig, maps, "boundary")
@@ -301,7 +301,7 @@ def write_maps(folder: Path, *, maps: Path | None = None, x: str | None = None, 
             noises = {lv: noise.sel(level=lv).transpose(y, x).compute().values for lv in ("best", "leading")}
             missing = (status.transpose(y, x).values != STATUS["done"]) | ~np.isfinite(errors["best"])
             where = f"at m = {position}" if position else "largest over positions"
-            title = f"{tap} (layer {layer + 1}) {quantity_of(tap)}: |theory/sim - 1|, {where}"
+            title = f"{tap} (layer {layer}) {quantity_of(tap)}: |theory/sim - 1|, {where}"
             fig = heat_map(title, (x, [_plain(v) for v in ds[x].values]), (y, [_plain(v) for v in ds[y].values]),
                            errors, noises, missing, paper, _slice_note(fixed))
             written += [str(maps / n) for n in save_figure(fig, maps, _file_name(tap, layer))]
