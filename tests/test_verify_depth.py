@@ -131,7 +131,7 @@ def _rows(base_error, deep_error, deep_z):
                   leading_max_abs_rel_error=0.1)
     return [
         {**common, "layer": 0, "level": "exact", "rel_tol": 0.0, "max_abs_rel_error": base_error,
-         "rel_error": base_error, "rel_se": 0.005, "z": 1.0, "assumptions": ["keys i.i.d. (exact at layer 1)"]},
+         "rel_error": base_error, "rel_se": 0.005, "z": 1.0, "assumptions": ["keys i.i.d. (exact at layer 0)"]},
         {**common, "layer": 1, "level": "approximate", "rel_tol": 0.03, "max_abs_rel_error": deep_error,
          "rel_error": -deep_error, "rel_se": deep_error / abs(deep_z), "z": deep_z,
          "assumptions": ["NNGP closure", "softmax rows of correlated keys as i.i.d."]},

@@ -19,13 +19,14 @@ a short list of Wishart-form components::
   and its own sources: attention ``(1/(H d_head), K_w)`` (the values' Wishart over ``W_v``) and,
   with grouped heads, ``((H/n_kv - 1)/(H d_head), K_U)`` (heads of a group average the same
   values; ``K_U`` the write at uniform attention, the cross-head terms); MLP ``(1/d_mlp, K_w)``;
-* inheritance (linear response, coherent): a norm maps a component ``k`` (in correlation units,
-  ``k = K^c/sqrt(K_mm K_nn)``) to ``k - (rho/2)(k_mm + k_nn)`` off the diagonal, 0 on it
-  (``delta cos = delta g_mn - rho (delta g_mm + delta g_nn)/2``; exact for a component common
-  to all positions, which is what the causal average builds; the cosines' own 1/D noise of
-  independent positions is the closure's); attention maps it by the uniform causal average
-  (``U``), the MLP by its kernel map's slope ``dK_mlp/dE`` (Mehler); the write's image is added
-  to the component it came from.
+* inheritance (coherent): a norm carries a component by the congruence at its mean radii,
+  ``k = K^c sqrt(nu_m nu_n/(K_mm K_nn))`` (`normalised_images`; it neglects the radii's own
+  fluctuation, which overstates the inherited noise by about ``1/(1 - rho)^2`` at cosine rho);
+  attention maps it by the uniform causal average (``U``), the MLP by its kernel map's slope
+  ``dK_mlp/dE`` (Mehler); the write's image is added to the component it came from;
+* the softmax row reads the components as the keys' effective dimension (`effective_key_dim`:
+  the Wishart dimension that gives the keys' centred Gram its pair variance), the dimension of
+  the sphere of its row law (`attention.rows_at_key_dim`).
 
 The norm's mean cosine, by the delta method (``r = g_mn/sqrt(g_mm g_nn)``, second order)::
 
@@ -40,7 +41,7 @@ span of the components, smallest dropped).
 
 Level and error: approximate, the next order of the closure: relative ``O(1/D_eff)`` with
 ``D_eff`` the smallest effective dimension above (``n_kv d_head``), error ``O(D_eff^-2)`` and the
-linear-response inheritance (shapes beyond a common component). Neglected: the attention
+radii's fluctuation in the inheritance (above). Neglected: the attention
 weights' own per-network randomness (the keys' spread, `_fluctuation`), the MLP's non-Gaussian
 fourth moments (Wishart form for its hidden units), the radius (eps) fluctuation.
 """
@@ -121,18 +122,90 @@ def excess(K: np.ndarray, comps: list[Component], D: int) -> tuple[np.ndarray, n
     return mean, var
 
 
-def normalised_images(K: np.ndarray, comps: list[Component], nu1: np.ndarray) -> list[np.ndarray]:
-    """Each component's image after the norm (linear response), in the normalised kernel's units."""
-    scale, rho = _units(K)
+def normalised_images(K: np.ndarray, comps: list[Component], nu1: np.ndarray, *, radii: bool) -> list[np.ndarray]:
+    """Each component's kernel carried through the norm at its mean radii, in the normalised kernel's
+    units: the congruence ``K^c_mn sqrt(nu_m nu_n / (K_mm K_nn))``; ``radii=False`` sets its diagonal to 0.
+
+    A norm divides each position by its radius; at the mean radii that is a congruence of the
+    channel vectors, so a Wishart-form family ``(q, K^c)`` stays one, of kernel ``D_r K^c D_r``
+    (``D_r = diag(sqrt(nu/K))``), and the branch (its ``W_v`` or ``W_in``) inherits the input's
+    Gram noise coherently. But a Wishart-form family cannot carry the pair noise of the normalised
+    Gram without the radial noise that goes with it (``Var g_mn = q (k_mm k_nn + k_mn^2)`` comes with
+    ``Var g_mm = 2 q k_mm^2``), and the norm has none (``g_mm = nu_m`` exactly). Measured (d = 64,
+    4 heads, 4 layers, 3000 networks, the stream entering layers 1-3, in units of 1/D):
+    ``Var g_mm`` stays 2.1-2.3 (the closure's 2) while ``Var g_mn`` grows 2.0 -> 2.5 -> 2.8; the
+    congruence gives 3.9-7.4 and 1.9-4.4. So the recursion carries two views of the same
+    components (`theory.depth_maps._state.Stream`): ``radii=True`` for the keys' centred pair
+    variance (`effective_key_dim`, the pair noise), ``radii=False`` for the norm's mean cosine
+    (`excess`, where the radial noise enters through ``Cov(g_mn, g_mm)``). (The kernel's linear
+    response, ``k - rho (k_mm + k_nn)/2`` off the diagonal, is 0 for the closure's ``(1/D, K)``:
+    the branches would inherit none of the input's cosine noise.)
+
+    Neglected in both: the radii's own fluctuation in the off-diagonal (Pearson's correction,
+    ``(1 - rho)^2`` on the covariance of two disjoint pairs at uniform cosine rho).
+    """
+    scale, _ = _units(K)
     out_scale = np.sqrt(np.outer(nu1, nu1))
-    images = []
-    for c in comps:
-        k = c.K / scale
-        kd = np.diag(k)
-        e = (k - 0.5 * rho * (kd[:, None] + kd[None, :])) * out_scale
-        np.fill_diagonal(e, 0.0)
-        images.append(e)
+    images = [c.K / scale * out_scale for c in comps]
+    if not radii:
+        for e in images:
+            np.fill_diagonal(e, 0.0)
     return images
+
+
+def centred_pair_variance(A: np.ndarray) -> np.ndarray:
+    """``P_A(m)`` for m = 1..T: the mean over key pairs ``a != b <= m`` of ``B_aa B_bb + B_ab^2``,
+    ``B = C_m A C_m`` the kernel of the keys ``<= m`` centred on their centroid (``C_m = I - 11^T/m``).
+
+    A Wishart-form component ``(q, A)`` gives the centred Gram entries of a pair the variance
+    ``q (B_aa B_bb + B_ab^2)``. With ``r_a(m) = sum_{b<=m} A_ab``, ``s = sum_a r_a``::
+
+        ||B||^2 = sum A_ab^2 - (2/m) sum_a r_a^2 + s^2/m^2,   sum_a B_aa = tr A - s/m,
+        sum_a B_aa^2 = sum A_aa^2 - (4/m) sum A_aa r_a + (4/m^2) sum r_a^2 + (2s/m^2) tr A - 3 s^2/m^3
+
+    (sums over ``a, b <= m``), all prefix sums: O(T^2) for every m at once. ``P(1) = 0`` (no pair).
+    Tests hold it against the m x m centring done directly.
+    """
+    T = A.shape[0]
+    m = np.arange(1, T + 1, dtype=float)
+    upto = np.triu(np.ones((T, T), dtype=bool))  # [a, m]: a <= m
+    R = np.cumsum(A, axis=1)  # r_a(m) = R[a, m]
+    diag = np.diag(A)
+    s = np.where(upto, R, 0.0).sum(0)
+    r2 = np.where(upto, R * R, 0.0).sum(0)
+    dr = np.where(upto, diag[:, None] * R, 0.0).sum(0)
+    tr, d2 = np.cumsum(diag), np.cumsum(diag * diag)
+    a2 = np.cumsum(2.0 * np.where(upto, A * A, 0.0).sum(0) - diag * diag)  # sum_{a,b<=m} A_ab^2
+    frob = a2 - 2.0 * r2 / m + s * s / m**2
+    sum_b = tr - s / m
+    sum_b2 = d2 - 4.0 * dr / m + 4.0 * r2 / m**2 + 2.0 * s * tr / m**2 - 3.0 * s * s / m**3
+    pairs = (sum_b * sum_b - sum_b2) + (frob - sum_b2)
+    out = np.zeros(T)
+    out[1:] = pairs[1:] / (m[1:] * (m[1:] - 1.0))
+    return out
+
+
+def effective_key_dim(K: np.ndarray, comps: list[Component], nu1: np.ndarray, D: int) -> np.ndarray:
+    """``D_eff(m)``: the dimension whose Wishart gives the keys ``<= m`` their centred pair variance (T,).
+
+    The softmax row sees one sample's keys; in the closure their Gram is Wishart over the norm's
+    sphere (``D``), which `theory._row_law` carries exactly (sphere coordinates, ``chi^2_D``).
+    The components carry more: ``1/D_eff(m) = sum_c q_c P_{k_c}(m) / P_E(m)`` with ``k_c`` the
+    images (`normalised_images`), ``P`` the centred pair variance (`centred_pair_variance`) and
+    ``E`` the congruence image of the mean kernel (the closure's ``(1/D, K)`` gives ``D``).
+    Clipped to ``[MIN_EFFECTIVE_DIM, D]``: a smaller excess than the closure's (negative weights
+    outweighing) is not carried, and below `MIN_EFFECTIVE_DIM` the expansion is not small.
+    """
+    scale, _ = _units(K)
+    P_E = centred_pair_variance(K / scale * np.sqrt(np.outer(nu1, nu1)))
+    total = np.zeros(K.shape[0])
+    for c, k in zip(comps, normalised_images(K, comps, nu1, radii=True)):
+        total += c.q * centred_pair_variance(k)
+    inv = np.full(K.shape[0], 1.0 / D)
+    ok = P_E > 0
+    inv[ok] = np.maximum(total[ok] / P_E[ok], 1.0 / D)
+    inv[0] = 1.0 / D
+    return np.clip(1.0 / inv, MIN_EFFECTIVE_DIM, D)
 
 
 def attention_write(images: list[np.ndarray], K_w: np.ndarray, E: np.ndarray, gain: float,
@@ -206,5 +279,5 @@ def compress(comps: list[Component], keep: int = MAX_COMPONENTS) -> list[Compone
     return [Component(float(m), u.reshape(T, T)) for m, u in zip(mu, U)]
 
 
-__all__ = ["Component", "MAX_COMPONENTS", "MAX_EFFECTIVE_DIM", "MIN_EFFECTIVE_DIM", "effective_dim", "carried", "entry", "excess", "normalised_images", "attention_write",
+__all__ = ["Component", "MAX_COMPONENTS", "MAX_EFFECTIVE_DIM", "MIN_EFFECTIVE_DIM", "effective_dim", "carried", "entry", "excess", "normalised_images", "centred_pair_variance", "effective_key_dim", "attention_write",
            "SLOPE_ORDER", "mlp_slope", "mlp_write", "add_write", "compress"]

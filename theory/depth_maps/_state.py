@@ -33,7 +33,8 @@ FLUCTUATION = ("per-network fluctuation of the kernel (and of the pre-activation
                "about its mean neglected, O(1/sqrt(d))")
 # The best level's replacement of FLUCTUATION (`theory.depth_maps._gram`).
 GRAM_FLUCTUATION = ("per-sample Gram fluctuation of the stream to second order (Wishart-form components: the "
-                    "closure's 1/D, values over n_kv d_head, MLP over d_mlp; inherited by linear response)")
+                    "closure's 1/D, values over n_kv d_head, MLP over d_mlp; inherited through the norm at its "
+                    "mean radii; softmax rows at the keys' effective dimension)")
 
 
 @dataclass
@@ -59,6 +60,11 @@ class Stream:
     # closure's (T x T) there, and the current branch's (inherited parts, own sources)
     gram: list | None = None
     norm_images: list | None = None
+    # the same components carried with their radial noise (`_gram.normalised_images`, ``radii=True``):
+    # the view the softmax rows read (the keys' effective dimension)
+    gram_pairs: list | None = None
+    norm_images_pairs: list | None = None
+    branch_gram_pairs: tuple | None = None
     cos_var_excess: np.ndarray | None = None
     branch_gram: tuple | None = None
     writes: int = 0

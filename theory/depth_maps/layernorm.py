@@ -56,14 +56,15 @@ def with_gram_fluctuation(stream: Stream, at: Layer, dof: int) -> None:
     """The best level's second-order term of the norm (`theory.depth_maps._gram`): the mean cosine's
     excess over the closure added to ``E`` off the diagonal, the components' images kept for the branch."""
     if not at.best or not stream.gram:
-        stream.norm_images, stream.cos_var_excess = None, None
+        stream.norm_images, stream.norm_images_pairs, stream.cos_var_excess = None, None, None
         return
     nu1 = np.diag(stream.E).copy()
     mean, var = _gram.excess(stream.K, stream.gram, dof)
     bound = np.sqrt(np.outer(nu1, nu1))
     stream.E = np.clip(stream.E + mean * bound, -bound, bound)  # a cosine stays in [-1, 1]
     stream.cos_var_excess = var
-    stream.norm_images = _gram.normalised_images(stream.K, stream.gram, nu1)
+    stream.norm_images = _gram.normalised_images(stream.K, stream.gram, nu1, radii=False)
+    stream.norm_images_pairs = _gram.normalised_images(stream.K, stream.gram_pairs, nu1, radii=True)
 
 
 def put_normalised(sub: Sublayer, stream: Stream, at: Layer) -> None:

@@ -41,6 +41,7 @@ def mlp(sub: Sublayer, stream: Stream, at: Layer) -> None:
         nu = np.sqrt(np.maximum(np.diag(stream.E), 1e-300))
         slope = s_out**2 * d_mlp * _gram.mlp_slope(b, correlation(pre_cov), 0) / np.outer(nu, nu)
         stream.branch_gram = _gram.mlp_write(stream.norm_images, slope, K_mlp, d_mlp)
+        stream.branch_gram_pairs = _gram.mlp_write(stream.norm_images_pairs, slope, K_mlp, d_mlp)
     write_branch(sub, stream, at, K_mlp, (level, with_truncation(error, tail, F), assumptions))
 
 

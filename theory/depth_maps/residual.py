@@ -28,6 +28,7 @@ def entry(stream: Stream, at: Layer) -> None:
     stream.block_assumptions = ()
     if at.first and at.best and _gram.carried(at.spec):  # the Gram fluctuation starts as the embedding's Wishart
         stream.gram = _gram.entry(stream.K, sphere_dof(at.spec))
+        stream.gram_pairs = _gram.entry(stream.K, sphere_dof(at.spec))
 
 
 def sphere_dof(spec) -> int:
@@ -37,21 +38,27 @@ def sphere_dof(spec) -> int:
 
 
 def _gram_write(stream: Stream, at: Layer, K_new: np.ndarray) -> None:
-    """The stream's Gram components after this write (`theory.depth_maps._gram`)."""
+    """The stream's Gram components after this write (`theory.depth_maps._gram`), in both views
+    (without and with the radial noise, `_gram.normalised_images`)."""
     if stream.gram is None or stream.norm_images is None:
-        stream.branch_gram = None
+        stream.branch_gram = stream.branch_gram_pairs = None
         return
     spec = at.spec
-    if stream.branch_kind == "attention":
-        gain = float(spec.sigma_o_effective) ** 2 * float(spec.sigma_v) ** 2 * at.d**2
-        inherited, own = _gram.attention_write(stream.norm_images, stream.branch, stream.E, gain,
-                                               int(spec.n_heads), int(spec.kv_heads), int(spec.d_head))
-    elif stream.branch_gram is not None:
-        inherited, own = stream.branch_gram
-    else:
-        inherited, own = [np.zeros_like(K_new) for _ in stream.gram], []
-    stream.gram = _gram.add_write(stream.gram, inherited, own, stream.K, K_new, sphere_dof(spec))
-    stream.branch_gram = None
+    views = ((stream.gram, stream.norm_images, stream.branch_gram),
+             (stream.gram_pairs, stream.norm_images_pairs, stream.branch_gram_pairs))
+    updated = []
+    for comps, images, branch_gram in views:
+        if stream.branch_kind == "attention":
+            gain = float(spec.sigma_o_effective) ** 2 * float(spec.sigma_v) ** 2 * at.d**2
+            inherited, own = _gram.attention_write(images, stream.branch, stream.E, gain,
+                                                   int(spec.n_heads), int(spec.kv_heads), int(spec.d_head))
+        elif branch_gram is not None:
+            inherited, own = branch_gram
+        else:
+            inherited, own = [np.zeros_like(K_new) for _ in comps], []
+        updated.append(_gram.add_write(comps, inherited, own, stream.K, K_new, sphere_dof(spec)))
+    stream.gram, stream.gram_pairs = updated
+    stream.branch_gram = stream.branch_gram_pairs = None
 
 
 def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:

@@ -66,6 +66,7 @@ def swiglu(sub: Sublayer, stream: Stream, at: Layer) -> None:
         b = _activations.hermite_coefficients("silu", np.sqrt(var), _gram.SLOPE_ORDER)
         slope = s_out**2 * d_mlp * s_in**2 * d * _gram.mlp_slope(b, correlation(C), 1)
         stream.branch_gram = _gram.mlp_write(stream.norm_images, slope, K_mlp, d_mlp)
+        stream.branch_gram_pairs = _gram.mlp_write(stream.norm_images_pairs, slope, K_mlp, d_mlp)
     write_branch(sub, stream, at, K_mlp, (level, with_truncation(error, tail, FC), assumptions))
 
 
