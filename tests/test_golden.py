@@ -39,6 +39,12 @@ later withdrawn) sat uncommitted in the working tree; against it the committed c
 most 1.4e-3 (attn2 layer-2 ``hook_z``), 3.7e-6 (mlp3), 6.3e-5 (relu2). ``results_mlp3.json`` now
 carries the Gram term (theory values at layers >= 2 move by at most 4.8e-3); its simulated
 statistics are bit-identical to the previous golden.
+Regenerated (issue 15 items 1-2, from a clean clone at e6fbc3f): every ``predict_*.json``, the
+``derive``/``latex`` text and ``verify/results_mlp3.json``. The Gram fluctuation now reaches the
+norm by congruence in two views and the softmax rows from layer 1 on sit at the keys' effective
+dimension (`theory.depth_maps._gram`, `attention.rows_at_key_dim`), so depth values move; the
+text follows issue 21's 0-based layer wording. The text goldens were written with issue 16's
+compact spec fields stripped (``_MODERN_COMPACT``), as ``_cli`` reads them.
 """
 
 from __future__ import annotations
