@@ -1,6 +1,7 @@
 """Where the layer-l attention rows of the depth theory miss at larger logits (issue 15, item 1).
 
-For one spec and one layer l >= 2 this compares, per query m, ``A_mm = E|sum_k a_mk e_k|^2/d``
+For one spec and one layer l >= 1 (0-based, like the tap names: ``blocks.l``; layer 0's
+rows are exact) this compares, per query m, ``A_mm = E|sum_k a_mk e_k|^2/d``
 (``hook_z = sigma_v^2 d A_mm``) and ``S_2(m) = E[sum_k a_mk^2]`` from:
 
 * ``theory``: `theory.depth.predict` (best level);
@@ -9,7 +10,7 @@ For one spec and one layer l >= 2 this compares, per query m, ``A_mm = E|sum_k a
 * ``per-network``: the layer's LayerNorm outputs of ``--networks`` simulated networks
   (`simulate.engine.cache.activations`), with the exact expectation over ``W_q, W_k`` given
   them by ``--draws`` draws per network (this reproduces `simulate.run`);
-* ``sphere at D_eff``: theory's row law (`theory._row_law.row_law`, sphere-coordinate keys,
+* ``sphere at D_eff``: theory's row law (`theory.row_law.row_law`, sphere-coordinate keys,
   the same query mixture) with the sphere dimension replaced by the measured
   ``D_eff(m) = v_m^2 / mean_{k != k'} Var_net(R_kk')`` (``R = J G J``, the per-network centred
   Gram matrix of the keys ``k <= m``) in both the key law and the coupling ``Xi/D``;
@@ -61,7 +62,8 @@ def mean_kernel(spec: ModelSpec, layer: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="a ModelSpec JSON file or inline JSON")
-    parser.add_argument("--layer", type=int, default=2, help="1-based layer (>= 2)")
+    parser.add_argument("--layer", type=int, default=1,
+                        help="0-based layer, as in the tap names (blocks.LAYER); >= 1, as layer 0's rows are exact")
     parser.add_argument("--networks", type=int, default=400)
     parser.add_argument("--draws", type=int, default=8, help="W_q, W_k draws per network")
     parser.add_argument("--gaussian", type=int, default=20000, help="samples of the mean-kernel Gaussian law")
@@ -69,7 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = ModelSpec.load(args.spec) if os.path.exists(args.spec) else ModelSpec.from_dict(json.loads(args.spec))
-    layer = args.layer - 1
+    layer = args.layer
+    if not 1 <= layer < int(spec.n_layers):
+        parser.error(f"--layer must be between 1 and n_layers - 1 = {int(spec.n_layers) - 1} (0-based), got {layer}")
     E, pred = mean_kernel(spec, layer)
     T, d, dh = E.shape[0], int(spec.d_model), int(spec.d_head)
     D = d - 1
@@ -102,7 +106,7 @@ def main() -> None:
             for m in rows:
                 M[m][i] += np.outer(a[m - 1, :m], a[m - 1, :m]) / args.draws
     Gbar = G.mean(0)
-    print(f"layer {args.layer}, {S} networks x {args.draws} draws; A_mm (theory/per-network - 1), S_2")
+    print(f"layer {layer} (blocks.{layer}), {S} networks x {args.draws} draws; A_mm (theory/per-network - 1), S_2")
     print(f"{'m':>5} {'theory':>9} {'mean-kernel Gauss':>18} {'per-network':>16} {'D_eff':>6} {'sphere at D_eff':>16} "
           f"{'Cov':>8} {'S2 theory':>9} {'S2 net':>8} {'S2 D_eff':>8}")
     for m in rows:

@@ -1,4 +1,4 @@
-"""Layer-1 hook_attn_out: the quenched law of log |h_m|^2/d against many frozen networks.
+"""Layer 0 (blocks.0) hook_attn_out: the quenched law of log |h_m|^2/d against many frozen networks.
 
     python docs/evidence/probe-paper/quenched_check.py D HEADS NETWORKS SEQUENCES T
 
