@@ -68,7 +68,7 @@ def loss_figures(run: dict, out: Path) -> None:
     """``loss.png`` (training and held-out bits/byte per step, baselines) and
     ``loss_per_position.png`` (held-out bits/byte against the bytes of context)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.6))
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 3.4))
     for name, m in run["models"].items():
         c = MODEL_COLOURS.get(name, colour(6))
         y = np.asarray(m["train_loss"]) / math.log(2)
@@ -87,12 +87,12 @@ def loss_figures(run: dict, out: Path) -> None:
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("bits per byte")
     ax.set_ylim(top=min(8.5, ax.get_ylim()[1]))
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: the curves stay visible
     _save(plt, fig, out / "loss.png")
     scored = {name: m for name, m in run["models"].items() if "per_position" in m}
     if not scored:
         return
-    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.6))
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 3.0))
     for name, m in scored.items():
         y, e = np.asarray(m["per_position"]), np.asarray(m["per_position_se"])
         j = np.arange(1, y.size + 1)
@@ -107,7 +107,7 @@ def loss_figures(run: dict, out: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("bytes of context j")
     ax.set_ylabel("held-out bits per byte")
-    ax.legend(fontsize=6)
+    ax.legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     _save(plt, fig, out / "loss_per_position.png")
 
 
@@ -137,7 +137,7 @@ def _variance(plt, results: dict, positional: str, entry: dict, tap: str, dest: 
     m = np.asarray(entry["init"]["positions"], dtype=float)
     fit = np.asarray(results["fit_positions"], dtype=float)
     c = MODEL_COLOURS.get(positional, colour(6))
-    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.1), squeeze=False)
+    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.1), squeeze=False, sharey=True)  # layers compared
     for l, ax in enumerate(axes[0]):
         for which, ls, alpha in (("init", ":", 0.6), ("trained", "-", 1.0)):
             t = entry[which]["layers"][l]["taps"][tap]
@@ -159,7 +159,7 @@ def _variance(plt, results: dict, positional: str, entry: dict, tap: str, dest: 
 
 def _slopes(plt, results: dict, dest: Path) -> None:
     """Fitted slopes of ln Var (top) and ln Var across inputs (bottom) against ln m, per layer and model."""
-    fig, axes = plt.subplots(2, len(TAPS), figsize=(TWO_COLUMNS, 3.8), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(TAPS), figsize=(TWO_COLUMNS, 3.8), squeeze=False, sharex=True, sharey="row")
     for row, key in enumerate(("slope", "slope_in")):
         for ax, tap in zip(axes[row], TAPS):
             for k, (positional, entry) in enumerate(results["models"].items()):
@@ -169,14 +169,16 @@ def _slopes(plt, results: dict, dest: Path) -> None:
                     e = [lay["taps"][tap][key + "_se"] for lay in entry[which]["layers"]]
                     ax.errorbar(np.arange(len(s)) + 0.06 * k, s, yerr=e, ls=ls, marker="o", ms=2.5, color=c,
                                 mfc="none" if which == "init" else c, label=f"{_name(positional)} {which}")
-            ax.axhline(0, color="#999999", lw=0.5, marker="")
-            ax.axhline(-1, color="#999999", lw=0.5, ls="--", marker="")
-            ax.set_title(f"{tap}: {'Var' if key == 'slope' else 'Var across inputs'}")
-            if row == 1:
+            ax.axhline(0, color="#999999", lw=0.5, marker="", label="slope 0: no trend in m")
+            ax.axhline(-1, color="#999999", lw=0.5, ls="--", marker="", label="slope -1: Var like 1/m")
+            if row == 0:
+                ax.set_title(tap)
+            else:
                 ax.set_xlabel("layer")
-        axes[row][0].set_ylabel("slope of ln Var vs ln m")
-    _legend_below(fig, axes, ncol=6)
-    fig.subplots_adjust(bottom=0.17, hspace=0.35, wspace=0.3)
+                ax.set_xticks(range(len(s)))  # layers are integers (0-based, as the tap names)
+        axes[row][0].set_ylabel("slope of ln Var vs ln m" if key == "slope" else "slope of ln Var\nacross inputs vs ln m")
+    _legend_below(fig, axes, ncol=3)
+    fig.subplots_adjust(bottom=0.2, hspace=0.35, wspace=0.3)
     _save(plt, fig, dest / "slopes.png")
 
 
@@ -185,7 +187,7 @@ def _entropy(plt, results: dict, dest: Path) -> None:
     first = next(iter(results["models"].values()))
     L = len(first["init"]["layers"])
     m = np.asarray(first["init"]["positions"], dtype=float)
-    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.1), squeeze=False)
+    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.1), squeeze=False, sharey=True)
     for l, ax in enumerate(axes[0]):
         ax.plot(m, np.log(m), color="#999999", lw=0.6, ls="--", marker="", label="ln m (uniform attention)")
         for positional, entry in results["models"].items():
@@ -207,6 +209,8 @@ def _through_training(plt, results: dict, dest: Path) -> None:
     dashed m >= tail_from; line style per model), and the entropy / ln m; ± 1 se over documents."""
     styles = {"none": "-", "learned": (0, (1, 1)), "rope": (0, (4, 1, 1, 1))}
     fig, axes = plt.subplots(1, len(TAPS) + 1, figsize=(TWO_COLUMNS, 2.4), squeeze=False)
+    for ax in axes[0][1:len(TAPS)]:  # the slope panels compared on one scale; entropy / ln m has its own
+        ax.sharey(axes[0][0])
     for positional, entry in results["models"].items():
         snaps = entry.get("through_training")
         if not snaps:
@@ -230,6 +234,7 @@ def _through_training(plt, results: dict, dest: Path) -> None:
         ax.set_title(f"slope: {tap}")
     axes[0][0].set_ylabel("slope of ln Var vs ln m")
     axes[0][-1].set_title("entropy / ln m")
+    axes[0][-1].ticklabel_format(axis="y", useOffset=False)  # values near 1 at init: no '1e-5+9.999e-1' offset
     for ax in axes[0]:
         ax.set_xlabel("optimiser step")
     _legend_below(fig, axes, ncol=4)
@@ -245,7 +250,7 @@ def _beyond(plt, positional: str, far: dict, dest: Path) -> None:
     m = np.asarray(b["positions"], dtype=float)
     c = MODEL_COLOURS.get(positional, colour(6))
     init_c = PALETTE[4]
-    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.2), squeeze=False)
+    fig, axes = plt.subplots(1, L, figsize=(TWO_COLUMNS, 2.2), squeeze=False, sharey=True)
     for l, ax in enumerate(axes[0]):
         if far.get("theory"):
             ax.plot(m, far["theory"]["layers"][l]["var"], color=ROLE_COLOURS["best"], lw=1.4, marker="",
