@@ -166,3 +166,25 @@ def test_row_pair_excess_outer_products_equal_the_indexed_form():
     np.fill_diagonal(want, 0.0)
     np.fill_diagonal(want_second, 0.0)
     assert np.array_equal(excess, want) and np.array_equal(second, want_second)
+
+
+@pytest.mark.parametrize("dim", [63, 767])
+def test_row_law_many_equals_row_law_per_logit_variance(dim):
+    # all nodes of all logit variances in one batched evaluation (padded t grids, exp's argument
+    # cut at -700 where its bound holds) against one row_law call per variance: rounding only
+    from theory._row_law import chi2_mixture, row_law_many
+
+    counts = np.array([1, 2, 3, 5, 8, 32, 33, 90, 400, 1024])
+    law = sphere_key_law(64, dim)
+    mixture = chi2_mixture(64, dim, 8, 6)
+    tau2s = [0.0, 1e-4, 0.02, 0.3, 1.7, 4.0, 12.0, 40.0]  # 12, 40: t past e^75 (no cut), t^4 past e^700 (log branch)
+    many = row_law_many(counts, tau2s, law, mixture=mixture, y_step=0.16)
+    for tau2, got in zip(tau2s, many):
+        want = row_law(counts, tau2, law, mixture=mixture, y_step=0.16)
+        for q in ("sum_sq", "sum_sq_r", "sum_sq2", "sum_cube"):
+            np.testing.assert_allclose(getattr(got, q), getattr(want, q), rtol=1e-14, atol=0)
+        # the coupling is 0 at one key (the rounding of a difference there)
+        np.testing.assert_allclose(got.coupling[1:], want.coupling[1:], rtol=1e-13, atol=0)
+        assert abs(got.coupling[0]) < 1e-15
+    with pytest.raises(ValueError, match="counts"):
+        row_law_many([0, 1], [0.1], law)

@@ -244,6 +244,146 @@ def _row_integrals(counts, sd, law: KeyLaw, offsets, scales, y_step, mean_weight
     return sum_sq, sum_sq_r, coupling, sum_sq2, sum_cube, mean_weight
 
 
+
+def row_law_many(counts, tau2s, key_law: KeyLaw, *, mixture: tuple[np.ndarray, np.ndarray] | None = None,
+                 y_step: float = 0.04) -> list[RowMoments]:
+    """`row_law` of rows with one key group (NoPE: offsets 0, scales 1) at many base logit
+    variances ``tau2s`` at once: ``[row_law(counts, t, key_law, mixture=mixture, y_step=y_step) for t in tau2s]``.
+
+    The same integrals on the same t grids (each node of the mixture keeps its own range in
+    ``log t``), evaluated for all nodes of all ``tau2s`` together (`_row_integrals_many`):
+    stacked arrays and batched matrix products instead of a Python call per node. The result
+    equals the per-node evaluation up to the order of the floating-point sums (tests:
+    relative 1e-14).
+    """
+    counts = np.asarray(counts, dtype=float).reshape(-1)
+    if (counts < 1).any():
+        raise ValueError("counts must be >= 1 (one key group, at least one key per row)")
+    tau2s = [float(t) for t in tau2s]
+    for t in tau2s:
+        if not (t >= 0 and math.isfinite(t)):
+            raise ValueError(f"tau2 must be finite and >= 0, got {t!r}")
+    g_nodes, g_weights = (np.ones(1), np.ones(1)) if mixture is None else mixture
+    sds = np.array([math.sqrt(t * gn) for t in tau2s for gn in g_nodes])
+    parts = _row_integrals_many(counts, sds, key_law, y_step)  # 5 arrays (C M, P)
+    P, M = counts.size, g_nodes.size
+    out = []
+    for c in range(len(tau2s)):
+        acc = [np.zeros(P) for _ in range(5)]
+        for j, gw in enumerate(g_weights):  # the mixture's sum in row_law's order
+            for a, part in zip(acc, parts):
+                a += gw * part[c * M + j]
+        out.append(RowMoments(*acc, np.zeros((P, 1))))
+    return out
+
+
+
+def _row_integrals_many(counts: np.ndarray, sds: np.ndarray, law: KeyLaw, y_step: float):
+    """`_row_integrals` for one key group (offsets 0, scales 1, no mean weights) at many standard
+    deviations ``sds`` (B,): ``(sum_sq, sum_sq_r, coupling, sum_sq2, sum_cube)``, each (B, P).
+
+    Per node the same t grid as `_row_integrals` (``np.arange`` from its own ``y_lo`` to ``y_hi``);
+    the grids of a batch are padded to the longest with zero measure. Nodes whose ``t^4`` would
+    overflow take `_row_integrals`' logarithmic branch, one at a time.
+
+    Underflow. ``exp`` of an argument below about -708 (a subnormal or zero result) is 6-70 times
+    slower than of a normal one, and most of ``e^{-t e^l}`` and ``Phi = phi^m`` underflows at large t
+    or m. Both arguments are cut at ``_EXP_FLOOR`` (-700) where ``t <= e^75``: an entry then carries
+    at most ``e^-700`` instead of less, and every integrand is ``Phi`` times a measure of at most
+    ``t^4 <= e^300`` times a ratio of at most ``max|y|^2`` (``psi/phi``, ``chi/phi``, ... are means of
+    ``e^{jl} <= 1`` or ``y e^l`` under a probability), so a sum moves by less than ``e^-390``
+    absolute: below the rounding of any row expectation (a shifted ``phi`` moves ``log phi`` by a
+    relative ``e^-700/phi``, and where that is not negligible ``Phi`` itself is below ``e^-390``).
+    """
+    B, P = sds.size, counts.size
+    out = [np.empty((B, P)) for _ in range(5)]
+    if B == 0:
+        return out
+    x, w, r2 = law.nodes, law.weights, law.radius2
+    one = np.ones(1)
+    if (r2 != 1.0).any():  # radii: the general path
+        for b in range(B):
+            res = _row_integrals(counts[:, None], float(sds[b]), law, np.zeros(1), one, y_step, False)
+            for o, v in zip(out, res):
+                o[b] = v
+        return out
+    c_max, c_min = float(counts.max()), float(counts.min())
+    logit = sds[:, None] * x[None, :]  # (B, N)
+    shift = logit.max(1)
+    e = np.exp(logit - shift[:, None])
+    mean_e = e @ w  # (B,)
+    # per node: psi, chi, psi4, psi3 weights (phi's are w), as in `_row_integrals`
+    columns = np.stack([np.broadcast_to(w, e.shape), w * e ** 2, w * x * e, w * e ** 4, w * e ** 3], axis=2)  # (B, N, 5)
+    grids, slow = [], []
+    for b in range(B):
+        eb = e[b]
+        pos = eb > 0
+        e_min = float(eb[pos].min()) if pos.any() else 1.0
+        me = float(mean_e[b])
+        y_lo = -math.log(c_max * me) - 20.0
+        y_hi = -math.log(c_min * me) + math.log(60.0 * me / e_min) + 3.0
+        y = np.arange(y_lo, y_hi + y_step, y_step)
+        grids.append(y)
+        if not 4.0 * float(y.max()) < 700.0:
+            slow.append(b)
+    skip = set(slow)
+    for b in slow:
+        res = _row_integrals(counts[:, None], float(sds[b]), law, np.zeros(1), one, y_step, False)
+        for o, v in zip(out, res):
+            o[b] = v
+    cc = counts * counts
+    order = sorted((b for b in range(B) if b not in skip), key=lambda b: grids[b].size)  # similar lengths together
+    if not order:
+        return out
+    N = x.size
+    Y_max = max(grids[b].size for b in order)
+    n_max = max(1, min(len(order), _BATCH_ELEMENTS // (max(P, N) * Y_max)))
+    decay_buf, phi_buf = np.empty(n_max * Y_max * N), np.empty(n_max * P * Y_max)
+    start = 0
+    while start < len(order):
+        Y = grids[order[min(start + n_max, len(order)) - 1]].size
+        batch = order[start:start + n_max]
+        n = len(batch)
+        y = np.empty((n, Y))
+        live = np.zeros((n, Y), dtype=bool)
+        for i, b in enumerate(batch):
+            g = grids[b]
+            y[i, :g.size], y[i, g.size:] = g, g[0]  # padding: a finite t, zero measure below
+            live[i, :g.size] = True
+        t = np.exp(y)
+        floor = float(y.max()) <= _FLOOR_Y_MAX  # the cut's bound holds (docstring)
+        decay = np.multiply((-t)[:, :, None], e[batch][:, None, :], out=decay_buf[:n * Y * N].reshape(n, Y, N))
+        if floor:
+            np.maximum(decay, _EXP_FLOOR, out=decay)
+        np.exp(decay, out=decay)  # e^{-t e}: the sign flip is exact
+        block = decay @ columns[batch]  # (n, Y, 5)
+        phi, psi, chi, psi4, psi3 = (block[:, :, k] for k in range(5))
+        with np.errstate(divide="ignore"):
+            log_phi = np.where(phi > 0, np.log(phi), -1e10)
+        Phi = np.multiply(counts[None, :, None], log_phi[:, None, :], out=phi_buf[:n * P * Y].reshape(n, P, Y))
+        if floor:
+            np.maximum(Phi, _EXP_FLOOR, out=Phi)
+        np.exp(Phi, out=Phi)  # (n, P, Y)
+        inv = 1.0 / np.maximum(phi, 1e-300)
+        rp, rc, r4, r3 = psi * inv, chi * inv, psi4 * inv, psi3 * inv
+        m2, m3, m4 = t**2 * y_step, t**3 * y_step / 2.0, t**4 * y_step / 6.0
+        m2, m3, m4 = (np.where(live, m, 0.0) for m in (m2, m3, m4))
+        lin = Phi @ np.stack([rp * m2, r4 * m4, r3 * m3, rc * rc * m2, rp * rp * m4], axis=2)  # (n, P, 5)
+        c = counts[None, :]
+        out[0][batch] = out[1][batch] = c * lin[:, :, 0]
+        out[2][batch] = cc[None, :] * lin[:, :, 3] - c * lin[:, :, 3]
+        out[3][batch] = c * lin[:, :, 1] + cc[None, :] * lin[:, :, 4] - c * lin[:, :, 4]
+        out[4][batch] = c * lin[:, :, 2]
+        start += n
+    return out
+
+
+# `_row_integrals_many`: elements of its largest work array, the cut of exp's argument and the
+# largest log t at which the cut's bound holds.
+_BATCH_ELEMENTS = 1 << 18
+_EXP_FLOOR = -700.0
+_FLOOR_Y_MAX = 75.0
+
 # Below this size of the neglected order tau_bar^2 delta^2 the LayerNorm radii are replaced by
 # their r.m.s. inside the softmax: its error is then below the floor of every declared
 # tolerance (`theory.tolerance.APPROX_FLOOR`).
@@ -294,5 +434,5 @@ def _integrate(log_measure: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(terms), terms, 0.0).sum(1)
 
 
-__all__ = ["KeyLaw", "RowMoments", "row_law", "layer_one_rows", "RADIUS_ORDER_MIN", "sphere_key_law", "radius_key_law", "radius_rule", "product_rule",
+__all__ = ["KeyLaw", "RowMoments", "row_law", "row_law_many", "layer_one_rows", "RADIUS_ORDER_MIN", "sphere_key_law", "radius_key_law", "radius_rule", "product_rule",
            "chi2_mixture", "gamma_factor_rule", "compress_rule"]

@@ -29,7 +29,7 @@ from scipy.interpolate import CubicSpline
 from .._domain import check_logit_variance
 from .._kernel_maps import correlation, key_spread, uniform_average
 from .._quadrature import gamma_rules
-from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, layer_one_rows, row_law, sphere_key_law
+from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, layer_one_rows, row_law_many, sphere_key_law
 from .._result import Level
 from ..block import Sublayer
 from ..quantities import logit_scale_squared, radius_spread
@@ -83,7 +83,7 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     """Softmax row expectations at per-row logit variances ``tau2`` (T,), averaged over ``W``.
 
     ``W`` has mean 1 and relative variance ``kappa`` (T,) per row (Gamma law, 6 Gauss nodes;
-    a point mass where ``kappa = 0``). Exact quadrature (`theory._row_law.row_law`, the
+    a point mass where ``kappa = 0``). Exact quadrature (`theory._row_law.row_law_many`, the
     first-layer law) at m <= 32 and on 48 log-spaced rows beyond, a cubic spline in log m in
     between; the logit variances ``tau2_m W`` needed are reached by polynomial
     interpolation through 5-13 Chebyshev nodes in tau^2 (in log tau^2 past a ratio of 8).
@@ -98,8 +98,11 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     mixture = chi2_mixture(d_head, sphere_dim, 8, n_sphere)
     law = sphere_key_law(64, sphere_dim)
 
-    def on_grid(t2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rows = row_law(grid, t2, law, mixture=mixture, y_step=_Y_STEP)
+    def on_grid(t2s) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """The rows at each logit variance of ``t2s`` (one batched quadrature), interpolated to m = 1..T."""
+        return [_to_positions(rows) for rows in row_law_many(grid, t2s, law, mixture=mixture, y_step=_Y_STEP)]
+
+    def _to_positions(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         xi = rows.coupling
         if grid.size == T:
             return rows.sum_sq, xi, rows.sum_sq2, rows.sum_cube
@@ -127,7 +130,7 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     lo, hi = float(active.min()), float(active.max())
     plain = None
     if hi <= lo * (1 + _TAU_RTOL) or hi == 0:
-        s2, xi, s2sq, s3 = (np.broadcast_to(v[:, None], targets.shape) for v in on_grid(0.5 * (lo + hi)))
+        s2, xi, s2sq, s3 = (np.broadcast_to(v[:, None], targets.shape) for v in on_grid([0.5 * (lo + hi)])[0])
     else:
         lo = max(lo, hi * 1e-8)
         ratio = hi / lo
@@ -139,7 +142,7 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
             x, a, b = np.log(np.maximum(targets, lo)), np.log(lo), np.log(hi)
         k = np.arange(count)
         nodes = 0.5 * (a + b) + 0.5 * (b - a) * np.cos((2 * k + 1) * np.pi / (2 * count))
-        tables = [on_grid(float(t if x is targets else np.exp(t))) for t in nodes]
+        tables = on_grid([float(t if x is targets else np.exp(t)) for t in nodes])
         weights = _lagrange(x, nodes)  # (T, J, count)
         s2, xi, s2sq, s3 = (np.einsum("tjc,ct->tj", weights, np.array([tab[i] for tab in tables])) for i in range(4))
         if w_nodes.shape[1] > 1:  # the same tables at W = 1
