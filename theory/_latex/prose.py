@@ -16,20 +16,29 @@ from .notation import ALIASES, Notation
 
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "kappa", "lambda", "mu", "nu",
           "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega", "Gamma", "Delta", "Xi", "Phi", "Psi", "Omega"}
-_MATH_WORDS = {"O", "N", "E", "Var", "Cov", "Beta", "sum", "exp", "log", "sqrt", "oo", "inf", "eps", "d_head", "tau_bar",
+_MATH_WORDS = {"O", "N", "E", "Var", "Cov", "Beta", "sum", "exp", "log", "sqrt", "cos", "sin", "oo", "inf", "eps", "d_head", "tau_bar",
                "l_mn", "a_mn", "e_i", "e_n", "e_m", "q_m", "k_n", "v_n", "nu_1", "nu_2", "S_2", "Xi", "W", "X"} | _GREEK
 _TOKEN = re.compile(
-    r"(?P<word>[A-Za-z]+(?:_(?:\{[^}]*\}|[A-Za-z0-9]+))*(?:\^(?:\{[^}]*\}|[A-Za-z0-9]+))?(?:_(?:\{[^}]*\}|[A-Za-z0-9]+))?)"
+    r"(?P<word>[A-Za-z]+(?:_(?:\{[^}]*\}|[A-Za-z0-9]+))*(?:\^(?:\{[^}]*\}|[A-Za-z0-9]+))?(?:_(?:\{[^}]*\}|[A-Za-z0-9]+))?"
+    r"(?:'(?![A-Za-z]))*)"
     r"|(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
     r"|(?P<op>->|<<|>>|<=|>=|!=|==|[-+*/=<>|^~])"
     r"|(?P<open>[(\[])|(?P<close>[)\]])"
     r"|(?P<space>\s+)|(?P<other>.)"
 )
 _ENGLISH_SINGLE = {"a", "A", "I"}
+#: Names of laws that read as a Greek letter: text when a word such as "law" follows ("Gamma law").
+_LAW_NAMES = {"Gamma", "Beta"}
+_LAW_WORDS = {"law", "laws", "distribution", "distributions", "mixture", "function"}
 
 
 def _math_ident(word: str, notation: Notation) -> str:
-    """One ASCII identifier (``tau_bar^2``, ``sigma_e``, ``a_mn``) as LaTeX."""
+    """One ASCII identifier (``tau_bar^2``, ``sigma_e``, ``a_mn``, ``a_nk'``) as LaTeX."""
+    stripped = word.rstrip("'")
+    if stripped != word:  # primes: on the subscript's last index (a_nk' -> a_{nk'}), else on the symbol
+        primes = "'" * (len(word) - len(stripped))
+        tex = _math_ident(stripped, notation)
+        return tex[:-1] + primes + "}" if "_" in stripped and "^" not in stripped and tex.endswith("}") else tex + primes
     if word == "sum_sq":
         return notation["S_2"]
     sup = ""
@@ -52,8 +61,9 @@ def _math_ident(word: str, notation: Notation) -> str:
         tex = table[key]
     elif core in ("oo", "inf"):
         tex = r"\infty"
-    elif core in ("sum", "exp", "log", "sqrt", "chi"):
-        tex = {"sum": r"\sum", "exp": r"\exp", "log": r"\log", "sqrt": r"\sqrt", "chi": r"\chi"}[core]
+    elif core in ("sum", "exp", "log", "sqrt", "chi", "cos", "sin"):
+        tex = {"sum": r"\sum", "exp": r"\exp", "log": r"\log", "sqrt": r"\sqrt", "chi": r"\chi", "cos": r"\cos",
+               "sin": r"\sin"}[core]
     elif core in ("Var", "Cov", "E"):
         tex = table[core]
     elif core == "Beta":
@@ -89,16 +99,24 @@ _OPS = {".": r"\cdot", "->": r"\to", "<<": r"\ll", ">>": r"\gg", "<=": r"\le", "
 def _math_text(text: str, notation: Notation) -> str:
     """ASCII math (``O(tau_bar^2 delta^2)``) as LaTeX math, without delimiters."""
     out = []
+    parens: list[bool] = []  # per open bracket: whether it is sqrt's argument (printed as braces)
+    after_sqrt = False
     for tok in _TOKEN.finditer(text):
         kind, value = tok.lastgroup, tok.group()
-        if kind == "word":
-            out.append(_math_ident(value, notation) + " ")
+        if kind == "space":
+            continue
+        if kind == "open":
+            parens.append(after_sqrt and value == "(")
+            out.append("{" if parens[-1] else value)
+        elif kind == "close" and parens:
+            out.append("}" if parens.pop() and value == ")" else value)
+        elif kind == "word":
+            out.append(_math_ident(value, notation) + ("" if value == "sqrt" else " "))
         elif kind == "op":
             out.append(_OPS.get(value, value) + " ")
-        elif kind == "space":
-            continue
         else:
             out.append(_OPS.get(value, value) + (" " if value == "." else ""))
+        after_sqrt = kind == "word" and value == "sqrt"
     tex = "".join(out).strip()
     tex = re.sub(r"\\lvert\s*([^|]*?)\\lvert", r"\\lvert \1\\rvert", tex)
     return tex
@@ -138,6 +156,7 @@ def prose(text: str, notation: Notation) -> str:
         return tokens[j] if 0 <= j < len(tokens) else ("space", " ")
 
     def is_math_word(value: str) -> bool:
+        value = value.rstrip("'")
         core = re.split(r"[\^]", value)[0]
         if english_identifier(value) or core in _ENGLISH_SINGLE:
             return False
@@ -146,6 +165,12 @@ def prose(text: str, notation: Notation) -> str:
     def is_math(i: int) -> bool:
         kind, value = tokens[i]
         if kind == "word":
+            if i and tokens[i - 1] == ("other", "'"):
+                return False  # the s of a possessive (query's)
+            if value in _LAW_NAMES and neighbour(i, 1)[1] in _LAW_WORDS:
+                return False  # "Gamma law": the name of a law, not the letter
+            if value == "I" and neighbour(i, -1)[0] == "word" and is_math_word(neighbour(i, -1)[1]):
+                return True  # the identity after a symbol (nu_1 I)
             if len(value) == 1 and i + 1 < len(tokens) and tokens[i + 1][1] == "." \
                     and not (i + 2 < len(tokens) and "_" in tokens[i + 2][1]):
                 return False  # r.m.s.
@@ -169,6 +194,8 @@ def prose(text: str, notation: Notation) -> str:
     out, run = [], []
 
     def flush():
+        while run and run[0] in "([" and sum(r in "([" for r in run) > sum(r in ")]" for r in run):
+            out.append(run.pop(0))  # a bracket the run does not close stays text: "(W_o is ..., mean 0)"
         if run:
             # trailing spaces/commas out of the run
             body = "".join(run).rstrip()
@@ -177,10 +204,10 @@ def prose(text: str, notation: Notation) -> str:
             run.clear()
 
     for i, (kind, value) in enumerate(tokens):
-        if flags[i]:
+        depth = sum(1 for r in run if r in "([") - sum(1 for r in run if r in ")]")
+        if flags[i] and not (kind == "close" and depth <= 0):  # a bracket the run did not open stays text
             run.append(value)
             continue
-        depth = sum(1 for r in run if r in "([") - sum(1 for r in run if r in ")]")
         if run and kind == "other" and value == "," and depth > 0:
             run.append(value)
             continue

@@ -66,9 +66,22 @@ _MATH = [
 ]
 
 
-def sentence_tex(text: str) -> str:
+def sentence_tex(text: str, phrases=()) -> str:
     """A sentence of the report (Markdown-ish: `code`, ASCII math) as LaTeX running text: code
-    spans in ``\\texttt``, the rest escaped, its bits of math in math mode."""
+    spans in ``\\texttt``, the rest escaped, its bits of math in math mode.
+
+    ``phrases``: the parts of ``text`` that theory wrote in ASCII math (the assumptions a
+    finding quotes, e.g. ``E[a_mk a_nk'] = w_mk w_nk', m != n``), printed by theory's own
+    prose printer (`theory._latex.prose`: identifiers, operators and ``O(1/sqrt(d))`` in math
+    mode, English as text)."""
+    phrases = sorted({p for p in phrases if p and p in text}, key=len, reverse=True)
+    if phrases:
+        rx = re.compile("|".join(re.escape(p) for p in phrases))
+        out, last = [], 0
+        for m in rx.finditer(text):
+            out += [sentence_tex(text[last:m.start()]), prose(m.group(0), Notation())]
+            last = m.end()
+        return "".join(out) + sentence_tex(text[last:])
     out = []
     for i, part in enumerate(text.split("`")):
         if i % 2:
@@ -90,7 +103,8 @@ def depth_section(report) -> tuple[str, str] | None:
     """report.tex's "Accuracy through depth" section (title, LaTeX body); None for one attention layer."""
     if not has_depth(report):
         return None
-    findings = "\n".join(r"\item " + sentence_tex(f["sentence"]) for f in report.depth_findings())
+    findings = "\n".join(r"\item " + sentence_tex(f["sentence"], f.get("new_assumptions", ()))
+                         for f in report.depth_findings())
     return (
         "Accuracy through depth",
         "Largest relative error $|\\text{theory}/\\text{sim} - 1|$ over the recorded positions of the variance of "
