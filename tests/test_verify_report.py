@@ -2,6 +2,7 @@
 series (matplotlib objects, not pixels), and the report states the leading-order misses."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -231,7 +232,7 @@ def _running_text(tex: str) -> str:
 
     tex = re.sub(r"(?m)%.*$", "", tex)
     tex = re.sub(r"\$[^$]*\$", "", tex)
-    for command in ("texttt", "label", "ref", "eqref", "input", "includegraphics", "tt"):
+    for command in ("texttt", "label", "ref", "eqref", "input", "includegraphics", "reportfigure", "tt"):
         tex = re.sub(r"\\" + command + r"(\[[^\]]*\])?\{[^{}]*(\{[^{}]*\}[^{}]*)*\}", "", tex)
     return tex
 
@@ -273,3 +274,18 @@ def test_written_report_tex_compiles(written, tmp_path):
     shutil.copytree(out, copy)
     pdf = compile_pdf(copy / "report.tex", runs=1)
     assert pdf.read_bytes()[:5] == b"%PDF-"
+    # every figure at its own size (drawn at a paper's column widths, so its 8 pt fonts print at 8 pt)
+    log = (copy / "report.log").read_text(errors="replace")
+    natural = [float(w) for w in re.findall(r"<[^<>]*\.pdf, id=\d+, ([\d.]+)pt x [\d.]+pt>", log)]
+    requested = [float(w) for w in re.findall(r"Requested size: ([\d.]+)pt x", log)]
+    assert natural and len(natural) == len(requested)
+    assert all(abs(n - r) < 1 for n, r in zip(natural, requested)), (natural, requested)
+    assert "Overfull \\hbox" not in log
+
+
+def test_report_tex_sets_figures_at_print_size(written):
+    from verify.report.report_tex import FIGURE_PREAMBLE
+
+    out, _ = written
+    tex = (out / "report.tex").read_text()
+    assert FIGURE_PREAMBLE in tex and "\\reportfigure{variance.pdf}" in tex and "width=0.85" not in tex
