@@ -188,3 +188,66 @@ def test_row_law_many_equals_row_law_per_logit_variance(dim):
         assert abs(got.coupling[0]) < 1e-15
     with pytest.raises(ValueError, match="counts"):
         row_law_many([0, 1], [0.1], law)
+
+
+@pytest.mark.parametrize("T", [1, 2, 45, 100])
+def test_pair_corrected_blocks_equal_the_full_matrices(T):
+    # A = U + sqrt(v v^T) row_pair_excess(correlation(E)) with its diagonal set, and the size of the
+    # second-order part, a block of rows at a time: bit for bit the T x T composition
+    import importlib
+    from types import SimpleNamespace
+
+    attention = importlib.import_module("theory.depth_maps.attention")
+    rng = np.random.default_rng(T)
+    r = np.arange(1, T + 1, dtype=float)
+    s2 = (1 + 0.2 * rng.random(T)) / r
+    s2[0] = 1.0
+    rows = SimpleNamespace(sum_sq=s2, sum_cube=s2**2 * (1 + 0.2 * rng.random(T)))
+    E = _kernel(T, rng) if T > 2 else np.eye(T) + 0.1
+    E[0, 1:] *= 1 + 1e-16 * rng.standard_normal(T - 1)  # not exactly symmetric, as the recursion's kernels
+    U = km.uniform_average(E)
+    tau2, spread = 0.1 + rng.random(T), 0.01 + rng.random(T)
+    diag = np.diag(U) + spread * 0.01
+    pair, second = attention.row_pair_excess(rows, tau2, km.correlation(E), 16, 63)
+    want = U.copy()
+    want += np.sqrt(np.outer(spread, spread)) * pair
+    want[np.diag_indices(T)] = diag
+    scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
+    want_size = float(np.max(np.abs(np.sqrt(np.outer(spread, spread)) * second) / np.where(scale > 0, scale, np.inf)))
+    for block in (32, 7):
+        attention._PAIR_BLOCK, saved = block, attention._PAIR_BLOCK
+        try:
+            A, size = attention.pair_corrected(U, E, rows, tau2, spread, diag, 16, 63)
+        finally:
+            attention._PAIR_BLOCK = saved
+        np.testing.assert_array_equal(A, want)
+        assert size == want_size
+
+
+@pytest.mark.parametrize("dof", [3, 255, 767])
+def test_cosine_kernel_blocks_equal_the_full_form(dof):
+    # layernorm_kernel's off-diagonal a block of rows at a time: bit for bit the T x T form,
+    # with a zero-variance position, |r| = 1 entries and (dof = 3) the hyp2f1 fallback
+    T = 70
+    K = _kernel(T, np.random.default_rng(dof))
+    K[5, :] = K[:, 5] = 0.0
+    K[9, 10] = K[10, 9] = math.sqrt(K[9, 9] * K[10, 10]) * 1.5  # clipped to 1
+    g = 1.0 + 0.01 * np.random.default_rng(1).random(T)
+    want = km.gaussian_cosine_mean(km.correlation(K), dof) * np.outer(g, g)
+    for block in (32, 5):
+        saved, km._COSINE_BLOCK = km._COSINE_BLOCK, block
+        try:
+            got = km._cosine_kernel(K, dof, g)
+        finally:
+            km._COSINE_BLOCK = saved
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("T", [1, 2, 63, 64, 65, 150])
+def test_uniform_average_diagonal_is_the_diagonal(T):
+    # the diagonal alone (block boundaries at 64), bit for bit; key_spread without U reads it
+    E = _kernel(T, np.random.default_rng(T)) if T > 1 else np.full((1, 1), 0.3)
+    E[0, -1] *= 1 + 1e-15  # not exactly symmetric
+    U = km.uniform_average(E)
+    np.testing.assert_array_equal(km.uniform_average_diagonal(E), np.diag(U))
+    np.testing.assert_array_equal(km.key_spread(E), km.key_spread(E, U))

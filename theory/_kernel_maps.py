@@ -14,6 +14,7 @@ channels of the layer below).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import gammaln, hyp2f1
@@ -124,10 +125,48 @@ def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) 
     dof = d - 1 if dof is None else dof
     var = np.diag(K).copy()
     nu1, nu2, g = layernorm_radius_moments(var, d, eps, dof=dof)
-    corr = correlation(K)
-    E = gaussian_cosine_mean(corr, dof) * np.outer(g, g)
+    E = _cosine_kernel(K, dof, g)
     np.fill_diagonal(E, nu1)
     return E, nu2
+
+
+# Rows per block of `_cosine_kernel` (32 x T float64 work arrays, in cache).
+_COSINE_BLOCK = 32
+
+
+def _cosine_kernel(K: np.ndarray, dof: int, g: np.ndarray) -> np.ndarray:
+    """``gaussian_cosine_mean(correlation(K), dof) * outer(g, g)``, a block of rows at a time.
+
+    The same operations on each element as the T x T form (bit-identical, tested): a first pass
+    makes the clipped correlations and their largest square below 1 (which fixes the series'
+    length), a second sums the series by Horner's rule and scales each block while it is in cache.
+    """
+    T = K.shape[0]
+    s = np.sqrt(np.diag(K))
+    r = np.zeros((T, T))
+    z_max = 0.0
+    for r0 in range(0, T, _COSINE_BLOCK):
+        blk = slice(r0, min(T, r0 + _COSINE_BLOCK))
+        scale = np.outer(s[blk], s)
+        np.divide(K[blk], scale, out=r[blk], where=scale > 0)  # `correlation`
+        np.clip(r[blk], -1.0, 1.0, out=r[blk])
+        z = r[blk] * r[blk]
+        z_max = max(z_max, float(np.max(z, where=z < 1.0, initial=0.0)))
+    c = dof / 2.0 + 1.0
+    coefficients = _cosine_series(c, z_max)
+    if coefficients is None:
+        return gaussian_cosine_mean(r, dof) * np.outer(g, g)
+    ratio = math.exp(2.0 * (gammaln((dof + 1) / 2.0) - gammaln(dof / 2.0))) * 2.0 / dof
+    for r0 in range(0, T, _COSINE_BLOCK):
+        blk = slice(r0, min(T, r0 + _COSINE_BLOCK))
+        rb = r[blk]
+        z = rb * rb
+        out = rb * ratio * _horner(coefficients, z)
+        edge = z >= 1.0
+        out[edge] = rb[edge]  # |r| = 1: +-1 exactly (`gaussian_cosine_mean`)
+        out *= np.outer(g[blk], g)
+        r[blk] = out
+    return r
 
 
 # ---------------------------------------------------------------- attention
@@ -138,24 +177,64 @@ def uniform_average(E: np.ndarray) -> np.ndarray:
     for i in range(1, T):  # numpy's cumsum along axis 0 walks the columns with a stride, a row at a time is ~3x faster
         np.add(C[i], C[i - 1], out=C[i])
     np.cumsum(C, axis=1, out=C)
+    return np.divide(C, _position_products(T), out=C)
+
+
+@lru_cache(maxsize=4)
+def _position_products(T: int) -> np.ndarray:
+    """``outer(pos, pos)``, ``pos = 1..T`` (exact integers; cached read-only, the recursion divides by it per layer)."""
     pos = np.arange(1, T + 1, dtype=float)
-    return C / np.outer(pos, pos)
+    out = np.outer(pos, pos)
+    out.flags.writeable = False
+    return out
 
 
-def key_spread(E: np.ndarray, U: np.ndarray) -> np.ndarray:
+# Rows per block of `uniform_average_diagonal`.
+_DIAGONAL_BLOCK = 64
+
+
+def uniform_average_diagonal(E: np.ndarray) -> np.ndarray:
+    """``diag(uniform_average(E))`` without the T x T result: the same additions in the same order
+    (bit-identical, tested), the row sums along each row only up to the diagonal."""
+    T = E.shape[0]
+    E = np.asarray(E, dtype=float)
+    diag = np.empty(T)
+    buf = np.empty((_DIAGONAL_BLOCK, T))
+    prev = None
+    for r0 in range(0, T, _DIAGONAL_BLOCK):
+        r1 = min(T, r0 + _DIAGONAL_BLOCK)
+        for i in range(r0, r1):  # the column cumsum, a row at a time (as `uniform_average`)
+            if prev is None:
+                buf[0] = E[0]
+            else:
+                np.add(E[i], prev, out=buf[i - r0])
+            prev = buf[i - r0]
+        rows = np.cumsum(buf[:r1 - r0, :r1], axis=1)  # row m summed to column r1 > m only
+        k = np.arange(r1 - r0)
+        diag[r0:r1] = rows[k, r0 + k]
+        if r1 < T:
+            buf[0] = prev  # the carry into the next block (its first row adds to it)
+            prev = buf[0]
+    pos = np.arange(1, T + 1, dtype=float)
+    return diag / (pos * pos)
+
+
+def key_spread(E: np.ndarray, U: np.ndarray | None = None) -> np.ndarray:
     """Per query m: the variance of the keys ``k <= m`` about their centroid, per coordinate.
 
     ``v_m = (m/(m-1)) [ (1/m) sum_{k<=m} E[k,k] - U[m,m] ]`` (unbiased, so that for keys
     ``e_k = g + h_k`` with a shared part ``g`` and i.i.d. parts ``h_k`` it is
     ``E|h|^2/d`` for every m). The shared part shifts all logits of a row alike and
     leaves the softmax unchanged; only this spread makes attention non-uniform. ``v_1``
-    is set to ``E[1,1]`` (one key: the weight is 1 whatever the logits).
+    is set to ``E[1,1]`` (one key: the weight is 1 whatever the logits). ``U``: `uniform_average` of
+    ``E`` where the caller has it (only its diagonal is read; computed, `uniform_average_diagonal`, when None).
     """
     T = E.shape[0]
     pos = np.arange(1, T + 1, dtype=float)
     mean_diag = np.cumsum(np.diag(E)) / pos
+    u_diag = uniform_average_diagonal(E) if U is None else np.diag(U)
     spread = np.empty(T)
     spread[0] = E[0, 0]
     m = pos[1:]
-    spread[1:] = m / (m - 1) * (mean_diag[1:] - np.diag(U)[1:])
+    spread[1:] = m / (m - 1) * (mean_diag[1:] - u_diag[1:])
     return np.maximum(spread, 0.0)

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from .._domain import check_logit_variance
-from .._kernel_maps import correlation, key_spread, uniform_average
+from .._kernel_maps import key_spread, uniform_average
 from .._quadrature import gamma_rules
 from .._row_law import RADIUS_ORDER_MIN, chi2_mixture, layer_one_rows, row_law_many, sphere_key_law
 from .._result import Level
@@ -250,6 +250,75 @@ def _symmetric_from_upper(upper: np.ndarray) -> np.ndarray:
     return np.triu(upper) + np.triu(upper, 1).T
 
 
+
+# Rows per block of `pair_corrected` (32 x T float64 work arrays: a few hundred kB at T = 1024, in cache).
+_PAIR_BLOCK = 32
+
+
+def pair_corrected(U: np.ndarray, E: np.ndarray, rows: RowAverages, tau2: np.ndarray, spread: np.ndarray,
+                   diag: np.ndarray, d_head: int, D: int) -> tuple[np.ndarray, float]:
+    """``A = U + sqrt(v_m v_n) excess`` off the diagonal and ``diag`` on it (`row_pair_excess` on the
+    cosines ``correlation(E)``), and the largest relative size of the second-order part,
+    ``max |sqrt(v_m v_n) second| / sqrt(A_mm A_nn)``.
+
+    The same products in the same order as forming `row_pair_excess`'s T x T matrices and
+    combining them (bit-identical, tested), a block of rows at a time: every work array stays in
+    cache and no T x T temporary is made.
+    """
+    T = tau2.size
+    r = np.arange(1, T + 1, dtype=float)
+    S2, S3 = rows.sum_sq, rows.sum_cube
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1 = (1.0 - S2) / r
+        b2 = np.where(r > 1, -(1.0 - S2) / (r * (r - 1.0)), 0.0)
+        c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
+        c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
+        c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
+    f1 = ((r * b1, b1), (r * (r - 1.0) * b2, b2))
+    f2 = ((r * c1, c1), (3.0 * r * (r - 1.0) * c2, c2), (r * (r - 1.0) * (r - 2.0) * c3, c3))
+    tau = np.sqrt(tau2)
+    q = 1.0 / d_head + 1.0 / D
+    s = np.sqrt(np.diag(E))
+    A = np.empty((T, T))
+    size = 0.0
+    for r0 in range(0, T, _PAIR_BLOCK):
+        r1 = min(T, r0 + _PAIR_BLOCK)
+        blk = slice(r0, r1)
+        scale = np.outer(s[blk], s)
+        cosine = np.zeros((r1 - r0, T))
+        np.divide(E[blk], scale, out=cosine, where=scale > 0)  # `correlation`
+        F1, F2 = _min_max_block(f1, r0, r1), _min_max_block(f2, r0, r1)
+        cos2 = cosine**2
+        rho2 = cos2 + (1.0 - cos2) ** 2 * q
+        second = 0.5 * np.outer(tau2[blk], tau2) * rho2 * F2
+        excess = np.outer(tau[blk], tau) * cosine * F1 + second
+        on = (np.arange(r1 - r0), np.arange(r0, r1))
+        excess[on] = 0.0
+        second[on] = 0.0
+        root = np.sqrt(np.outer(spread[blk], spread))
+        A[blk] = U[blk] + root * excess
+        A[on[0] + r0, on[1]] = diag[blk]
+        scale_a = np.sqrt(np.outer(diag[blk], diag))
+        size = max(size, float(np.max(np.abs(root * second) / np.where(scale_a > 0, scale_a, np.inf))))
+    return A, size
+
+
+def _min_max_block(terms, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the symmetric ``X[m, n] = sum_i u_i[min] v_i[max]`` (the sum in the order of
+    ``terms``, each product as ``u[min] * v[max]``): `_symmetric_from_upper` of the sum of outer products."""
+    T = terms[0][0].size
+    upper = np.multiply.outer(terms[0][0][r0:r1], terms[0][1][r0:])  # columns r0.. (n >= r0)
+    lower = np.multiply.outer(terms[0][1][r0:r1], terms[0][0][:r1])  # columns ..r1: u[n] v[m], as v[m] u[n]
+    for u, v in terms[1:]:
+        upper += np.multiply.outer(u[r0:r1], v[r0:])
+        lower += np.multiply.outer(v[r0:r1], u[:r1])
+    out = np.empty((r1 - r0, T))
+    out[:, r1:] = upper[:, r1 - r0:]
+    out[:, :r0] = lower[:, :r0]
+    mask = np.arange(r0, r1)[None, :] >= np.arange(r0, r1)[:, None]  # n >= m in the diagonal block
+    out[:, r0:r1] = np.where(mask, upper[:, :r1 - r0], lower[:, r0:r1])
+    return out
+
 def _radius_order(at: Layer, tau2_bar: float) -> float:
     """The neglected order of the first layer's joint radius average, ``tau_bar^2 delta^2 / 2`` (m = 2), + 3e-4 (its rule)."""
     return tau2_bar * radius_spread(at.d, at.eps, float(at.spec.sigma_embed)) ** 2 / 2.0 + 3e-4
@@ -305,13 +374,11 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
         s2 = rows.sum_sq
         at.say(f"layer {at.layer}: effective logit variance {tau2[1:].min():.4g}..{tau2[1:].max():.4g}, "
                f"spread fluctuation {kappa.max():.3g}")
-        A = U.copy()
-        pair, second = row_pair_excess(rows, tau2, correlation(E), d_head, D)
-        A += np.sqrt(np.outer(spread, spread)) * pair
-        A[np.diag_indices(T)] = np.diag(U) + spread * rows.diag + spread * rows.coupling / D
-        # the size of the second-order corrections (their next order taken as large; theory.tolerance)
-        scale = np.sqrt(np.outer(np.diag(A), np.diag(A)))
-        sizes = [float(np.max(np.abs(np.sqrt(np.outer(spread, spread)) * second) / np.where(scale > 0, scale, np.inf)))]
+        # A = U + sqrt(v v^T) row_pair_excess off the diagonal; with the size of the second-order
+        # corrections (their next order taken as large; theory.tolerance)
+        A, second_size = pair_corrected(U, E, rows, tau2, spread, np.diag(U) + spread * rows.diag + spread * rows.coupling / D,
+                                        d_head, D)
+        sizes = [second_size]
         if rows.plain is not None:
             s2_plain, diag_plain = rows.plain
             a_plain = np.diag(U) + spread * diag_plain

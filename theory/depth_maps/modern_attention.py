@@ -88,7 +88,7 @@ def _rows(sub: Sublayer, stream: Stream, at: Layer):
     if scheme == "rope":
         c = _modern.rope_mean_cosine(T, d_head, float(o.get("rope_theta", 10000.0)))
         EL = _modern.rope_logit_kernel(E, c)
-        spread_l = key_spread(EL, uniform_average(EL))
+        spread_l = key_spread(EL)  # only the diagonal of its uniform average
         cbar = _modern.rope_pair_mean(c)
         shared = _modern.rope_scale_sharing(T, d_head, float(o.get("rope_theta", 10000.0)))
     else:
@@ -150,7 +150,7 @@ def modern_attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
     at.put("attn.hook_attn_scores", level, error, assumptions, mean=score_mean, var=score_var)
 
     closure = at.closure
-    spread = key_spread(E, uniform_average(E))
+    spread = key_spread(E)
     if at.best:
         heads, coupling_factor, U = _rows(sub, stream, at)
         A = np.zeros((T, T))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernel_maps import key_spread, uniform_average
+from .._kernel_maps import key_spread
 from .._result import Level
 from . import _gram
 from ._fluctuation import combine
@@ -68,7 +68,7 @@ def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
         # the per-network fluctuation of the keys' spread (`_fluctuation.combine`); an MLP write follows its input
         T = stream.K.shape[0]
         before = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
-        v, w = key_spread(stream.K, uniform_average(stream.K)), key_spread(stream.branch, uniform_average(stream.branch))
+        v, w = key_spread(stream.K), key_spread(stream.branch)  # (the diagonals of their uniform averages only)
         stream.spread_rel_var = combine(before, v, w, stream.branch_spread_rel_var)
     K_new = stream.K + stream.branch
     _gram_write(stream, at, K_new)
