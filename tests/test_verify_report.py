@@ -210,6 +210,9 @@ def test_distribution_figure(report):
         np.testing.assert_allclose(sim_diff.get_ydata(), empirical - law.cdf(x), atol=1e-12)
         assert np.abs(sim_diff.get_ydata()).max() <= 1.36 / np.sqrt(check.n) + 1 / check.n   # the checks passed
         assert diff.get_ylabel() == "CDF difference"
+    fig.draw_without_rendering()  # tick labels and offset texts are made at draw time
+    for ax in axes:  # no '1e-2' offset under the axis, where it collides with the label
+        assert ax.xaxis.get_offset_text().get_text() == "", (ax.get_title(), ax.xaxis.get_offset_text().get_text())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["simulation (300 networks)", "theory (exact law)", "Gaussian (paper)", "KS 95% band",
                       "simulation - exact", "Gaussian - exact"]

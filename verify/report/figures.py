@@ -27,7 +27,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from scipy.special import ndtr
 
 from theory._outputs import atomic_savefig
@@ -314,13 +314,20 @@ def distribution_figure(report) -> Figure:
         diff.plot(ordered, empirical - exact_cdf, "-", color=SIM, lw=0.8, label="simulation - exact")
         diff.plot(ordered, ndtr(ordered / sd) - exact_cdf, "--", color=LEADING, label="Gaussian - exact")
         diff.axhline(0.0, color=BEST, lw=0.8)
-        diff.set_xlabel("value of one coordinate")
         diff.set_ylabel("CDF difference")
         diff.set_xlim(ax.get_xlim())
+        # a power of ten in the label, not as an offset text that collides with it (1e-2 under 0.02-scale values)
+        span = max(abs(v) for v in ax.get_xlim())
+        power = math.floor(math.log10(span)) if span > 0 and math.isfinite(span) else 0
+        scaled = not -2 <= power <= 3
+        diff.set_xlabel("value of one coordinate" + (f" ($\\times 10^{{{power}}}$)" if scaled else ""))
         for axis in (ax, diff):
             axis.xaxis.set_major_locator(MaxNLocator(3))   # no overlapping tick labels in narrow panels
             axis.yaxis.set_major_locator(MaxNLocator(4))
-            axis.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            if scaled:
+                axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _, k=power: f"{v / 10**k:g}"))
+            else:
+                axis.ticklabel_format(axis="x", style="plain", useOffset=False)
     if checks:
         handles, labels = [], []
         for axis in (grid[0, 0], grid[1, 0]):
