@@ -158,6 +158,13 @@ def test_notation_applies_everywhere(symbolic):
         assert theirs in doc
 
 
+def test_symbolic_constants_are_not_written_twice(symbolic):
+    # a symbolic spec's D and rho^2 are their definitions: "D = d - 1", not "D = d - 1 = d - 1"
+    doc = latex(symbolic)
+    assert r"D &= d - 1 \label{eq:constants:D}" in doc
+    assert r"= d \nu_{1} \label{eq:constants:rho}" in doc and r"d \nu_{1} = d \nu_{1}" not in doc
+
+
 # ============================================================================ documents and the CLI
 def test_document_structure(numeric):
     doc = latex(numeric)

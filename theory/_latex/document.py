@@ -105,6 +105,11 @@ def constants_section(derivation, notation: Notation) -> str:
         if not value.free_symbols and not value.is_Integer and not value.is_Rational:
             value = sp.N(value, 6)
         lines = break_lines(value, printer, LINE_WIDTH - 0.5 * visible_width(lhs.split("&")[1]))
+        if len(lines) == 1 and "".join(lines[0].split()) == "".join(lhs.rsplit("=", 1)[-1].split()):
+            lines = []  # a symbolic spec's value is the definition itself (D = d - 1): not written twice
+        if not lines:
+            out.append(lhs + f" \\label{{eq:constants:{name}}}")
+            continue
         first = f"{lhs} = {lines[0]}"
         rest = [f"&\\quad {l}" for l in lines[1:]]
         block = [first] + rest
