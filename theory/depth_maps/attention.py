@@ -99,19 +99,17 @@ def row_averages(tau2: np.ndarray, d_head: int, sphere_dim: int, kappa: np.ndarr
     law = sphere_key_law(64, sphere_dim)
 
     def on_grid(t2s) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """The rows at each logit variance of ``t2s`` (one batched quadrature), interpolated to m = 1..T."""
-        return [_to_positions(rows) for rows in row_law_many(grid, t2s, law, mixture=mixture, y_step=_Y_STEP)]
-
-    def _to_positions(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        xi = rows.coupling
+        """The rows at each logit variance of ``t2s`` (one batched quadrature), interpolated to m = 1..T
+        (one spline through every column: the same per-column splines, bit for bit)."""
+        tables = row_law_many(grid, t2s, law, mixture=mixture, y_step=_Y_STEP)
         if grid.size == T:
-            return rows.sum_sq, xi, rows.sum_sq2, rows.sum_cube
+            return [(rows.sum_sq, rows.coupling, rows.sum_sq2, rows.sum_cube) for rows in tables]
         lm, lp = np.log(grid), np.log(pos)
         g2, p2 = grid.astype(float) ** 2, pos.astype(float) ** 2
-        s2 = CubicSpline(lm, grid * rows.sum_sq)(lp) / pos
-        s2sq = CubicSpline(lm, g2 * rows.sum_sq2)(lp) / p2
-        s3 = CubicSpline(lm, g2 * rows.sum_cube)(lp) / p2
-        return s2, CubicSpline(lm, xi)(lp), s2sq, s3
+        columns = [c for rows in tables for c in (grid * rows.sum_sq, rows.coupling, g2 * rows.sum_sq2, g2 * rows.sum_cube)]
+        at_pos = CubicSpline(lm, np.stack(columns, axis=1))(lp)  # (T, 4 len(t2s))
+        return [(at_pos[:, 4 * i] / pos, at_pos[:, 4 * i + 1], at_pos[:, 4 * i + 2] / p2, at_pos[:, 4 * i + 3] / p2)
+                for i in range(len(tables))]
 
     # the per-row rule of W
     w_nodes = np.ones((T, 1))
