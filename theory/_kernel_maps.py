@@ -14,12 +14,13 @@ channels of the layer below).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy.special import gammaln, hyp2f1
 
-from ._quadrature import gamma_rule
+from ._quadrature import gamma_rule, gamma_rules
 
 
 # ---------------------------------------------------------------- LayerNorm
@@ -32,7 +33,8 @@ def correlation(cov: np.ndarray) -> np.ndarray:
     return out
 
 
-def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48, dof: int | None = None):
+def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48, dof: int | None = None,
+                             *, radial: RadialLaw | None = None):
     """Per position ``(nu_1, nu_2, g) = (E[R], E[R^2], E[sqrt(R)])``, ``R = |e|^2/d``.
 
     With the ``D = d - 1`` centred channels Gaussian of variance ``var``,
@@ -40,18 +42,71 @@ def layernorm_radius_moments(var: np.ndarray, d: int, eps: float, n: int = 48, d
     (LayerNorm divides by ``sqrt(|P x|^2/d + eps)``). Gauss rule for the chi-square law
     (Golub–Welsch); ``R = 1`` exactly when ``eps = 0``. RMSNorm removes no mean: ``dof = d``
     (``|x|^2 = var chi^2_d``), the same formula otherwise.
+
+    ``radial`` (`RadialLaw`, the depth recursion's best level): the per-sample norm fluctuates
+    more than ``chi^2_D``. ``X = D Y (1 - s + s W)``: ``Y`` Gamma of mean 1 and relative variance
+    ``2/D + excess`` (the stream's Gram diagonal, `theory.depth_maps._gram`), ``W`` Gamma of mean 1
+    and relative variance ``kappa`` on the share ``s`` of the variance that the attention rows
+    of one network scale (one row may average many keys or copy one). Only the mean of the
+    concave ``R`` moves, by ``(1/2) R''(X) Var X`` to leading order: this matters where
+    ``c = d eps/var`` is not small (eps comparable to the stream's variance).
     """
     var = np.asarray(var, dtype=float)
     if eps == 0:
         one = np.ones_like(var)
         return one, one, one
-    x, w = gamma_rule(n, ((d - 1) if dof is None else dof) / 2.0)
-    X = 2.0 * x  # chi^2_D nodes
+    D = (d - 1) if dof is None else dof
     # A zero input (var = 0) has LayerNorm output 0 when eps > 0: c = inf, R = 0.
     with np.errstate(divide="ignore"):
         c = np.where(var > 0, d * eps / var, np.inf)[:, None]
-    R = X / (X + c)  # (T, n)
-    return R @ w, (R * R) @ w, np.sqrt(R) @ w
+    if radial is None:
+        x, w = gamma_rule(n, D / 2.0)
+        X = 2.0 * x  # chi^2_D nodes
+        R = X / (X + c)  # (T, n)
+        return R @ w, (R * R) @ w, np.sqrt(R) @ w
+    return _radius_moments_mixed(c, D, n, radial)
+
+
+@dataclass(frozen=True)
+class RadialLaw:
+    """The per-sample law of a norm's input radius beyond ``chi^2_D`` (`layernorm_radius_moments`).
+
+    ``excess`` (T,): relative variance of ``|P x|^2`` beyond the closure's ``2/D``;
+    ``share`` (T,) in [0, 1] and ``kappa`` (T,) >= 0: the part of the variance scaled by a
+    per-network factor of mean 1 and relative variance ``kappa`` (the attention rows).
+    """
+
+    excess: np.ndarray
+    share: np.ndarray
+    kappa: np.ndarray
+
+
+# Gauss nodes of the rows' factor W (Gamma law): its second moment is matched exactly from 2 nodes on,
+# the rest of the law is a modelling choice (the next order, E[W^3], is not derived)
+_W_NODES = 8
+
+
+def _radius_moments_mixed(c: np.ndarray, D: int, n: int, radial: RadialLaw):
+    """`layernorm_radius_moments` with a `RadialLaw`: the Gamma rules of ``Y`` and ``W`` per position."""
+    T = c.shape[0]
+    rel = np.maximum(2.0 / D + np.asarray(radial.excess, dtype=float), 1.0 / D)  # never below chi^2_{2D}'s spread
+    shape = 1.0 / rel
+    y, wy = gamma_rules(n, shape)
+    Y = D * y / shape[:, None]  # (T, n), mean D
+    share = np.clip(np.asarray(radial.share, dtype=float), 0.0, 1.0)
+    kappa = np.asarray(radial.kappa, dtype=float)
+    W, ww = np.ones((T, _W_NODES)), np.zeros((T, _W_NODES))
+    ww[:, 0] = 1.0
+    sel = np.nonzero((kappa > 1e-12) & (share > 0))[0]
+    if sel.size:
+        a = 1.0 / kappa[sel]
+        x, w = gamma_rules(_W_NODES, a)
+        W[sel], ww[sel] = x / a[:, None], w
+    X = Y[:, :, None] * (1.0 - share[:, None, None] + share[:, None, None] * W[:, None, :])  # (T, n, J)
+    R = X / (X + c[:, :, None])
+    weight = wy[:, :, None] * ww[:, None, :]
+    total = lambda f: (f * weight).sum(axis=(1, 2))  # noqa: E731
+    return total(R), total(R * R), total(np.sqrt(R))
 
 
 def gaussian_cosine_mean(r: np.ndarray, dim: int) -> np.ndarray:
@@ -112,7 +167,8 @@ def _horner(coefficients: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None,
+                     *, radial: RadialLaw | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``E[e_m . e_n]/d`` of the LayerNorm outputs, and ``nu_2`` per position.
 
     ``e_m . e_n / d = cos(Px_m, Px_n) sqrt(R_m R_n)``. The diagonal is ``nu_1`` (exact
@@ -124,7 +180,7 @@ def layernorm_kernel(K: np.ndarray, d: int, eps: float, dof: int | None = None) 
     """
     dof = d - 1 if dof is None else dof
     var = np.diag(K).copy()
-    nu1, nu2, g = layernorm_radius_moments(var, d, eps, dof=dof)
+    nu1, nu2, g = layernorm_radius_moments(var, d, eps, dof=dof, radial=radial)
     E = _cosine_kernel(K, dof, g)
     np.fill_diagonal(E, nu1)
     return E, nu2

@@ -43,7 +43,8 @@ Level and error: approximate, the next order of the closure: relative ``O(1/D_ef
 ``D_eff`` the smallest effective dimension above (``n_kv d_head``), error ``O(D_eff^-2)`` and the
 radii's fluctuation in the inheritance (above). Neglected: the attention
 weights' own per-network randomness (the keys' spread, `_fluctuation`), the MLP's non-Gaussian
-fourth moments (Wishart form for its hidden units), the radius (eps) fluctuation.
+fourth moments (Wishart form for its hidden units). The components' diagonal also widens the norm's
+radius law where eps > 0 (`theory.depth_maps.layernorm.radial_law`).
 """
 
 from __future__ import annotations

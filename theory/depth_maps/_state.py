@@ -34,7 +34,8 @@ FLUCTUATION = ("per-network fluctuation of the kernel (and of the pre-activation
 # The best level's replacement of FLUCTUATION (`theory.depth_maps._gram`).
 GRAM_FLUCTUATION = ("per-sample Gram fluctuation of the stream to second order (Wishart-form components: the "
                     "closure's 1/D, values over n_kv d_head, MLP over d_mlp; inherited through the norm at its "
-                    "mean radii; softmax rows at the keys' effective dimension)")
+                    "mean radii; softmax rows at the keys' effective dimension; with eps > 0 the norm's radius law widened by "
+                    "the Gram diagonal and by the attention rows' per-network scale)")
 
 
 @dataclass
@@ -67,6 +68,12 @@ class Stream:
     branch_gram_pairs: tuple | None = None
     cos_var_excess: np.ndarray | None = None
     branch_gram: tuple | None = None
+    # the per-network fluctuation of each position's squared norm from the attention rows (best level,
+    # `layernorm.radial_law`): the variance ``b_m`` written by attention (T,) and the variance of its
+    # per-network scale (T,), in the stream's units squared; the current attention branch's own pair
+    row_radial_mean: np.ndarray | None = None
+    row_radial_var: np.ndarray | None = None
+    branch_row_radial: tuple | None = None
     writes: int = 0
     writes_per_block: int = 1
     correction: float = 0.0

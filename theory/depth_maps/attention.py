@@ -386,6 +386,11 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
             sizes.append(_radius_order(at, float(tau2[-1])))
         stream.correction = max(stream.correction, *sizes)
         stream.branch_spread_rel_var = attention_spread_rel_var(rows.sum_sq, rows.sum_sq2, int(spec.n_heads))
+        # one position's write scales with its rows' sum a^2 (``spread (S - 1/m)`` of ``A_mm``), which
+        # fluctuates per network; the H heads' rows are independent given the keys (`layernorm.radial_law`)
+        gain = so**2 * sv**2 * d**2
+        var_s = np.maximum(rows.sum_sq2 - rows.sum_sq**2, 0.0)
+        stream.branch_row_radial = (gain * np.diag(A), gain**2 * spread**2 * var_s / int(spec.n_heads))
         att_assume = closure + (
             "softmax rows: keys with the same spread about their centroid, treated as i.i.d.; the spread's "
             "per-network fluctuation (attention randomness over the heads) by its relative variance, Gamma law",
@@ -396,6 +401,7 @@ def attention(sub: Sublayer, stream: Stream, at: Layer) -> None:
         s2 = 1.0 / pos
         A = U
         stream.branch_spread_rel_var = None
+        stream.branch_row_radial = None
         att_assume = closure + ("uniform attention a_mn = 1/m",)
     err_att = ("exact (quadrature, relative < 1e-6)" if at.exact_here else
                "layer 0: the radius order; deeper: closure O(1/d) per block + next order of the softmax corrections" if at.best else

@@ -70,6 +70,13 @@ def residual(sub: Sublayer, stream: Stream, at: Layer) -> None:
         before = stream.spread_rel_var if stream.spread_rel_var is not None else np.zeros(T)
         v, w = key_spread(stream.K), key_spread(stream.branch)  # (the diagonals of their uniform averages only)
         stream.spread_rel_var = combine(before, v, w, stream.branch_spread_rel_var)
+    if stream.branch_kind == "attention" and stream.branch_row_radial is not None:
+        # the rows' per-network scale of this write adds to each position's norm (an MLP write adds none)
+        mean, var = stream.branch_row_radial
+        T = stream.K.shape[0]
+        stream.row_radial_mean = (stream.row_radial_mean if stream.row_radial_mean is not None else np.zeros(T)) + mean
+        stream.row_radial_var = (stream.row_radial_var if stream.row_radial_var is not None else np.zeros(T)) + var
+    stream.branch_row_radial = None
     K_new = stream.K + stream.branch
     _gram_write(stream, at, K_new)
     stream.K = K_new

@@ -19,18 +19,19 @@ import numpy as np
 from .._kernel_maps import correlation, layernorm_kernel
 from ..block import Sublayer
 from ._state import Layer, Stream
-from .layernorm import put_normalised, with_gram_fluctuation
+from .layernorm import put_normalised, radial_law, with_gram_fluctuation
 
 
-def rms_normalise(K: np.ndarray, at: Layer) -> tuple[np.ndarray, np.ndarray]:
-    """``(E, nu2)``: the RMS-normalised kernel and ``E|e|^4/d^2`` per position."""
+def rms_normalise(K: np.ndarray, at: Layer, stream: Stream | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(E, nu2)``: the RMS-normalised kernel and ``E|e|^4/d^2`` per position (the radius law as
+    LayerNorm's, `theory.depth_maps.layernorm.radial_law`, on the sphere of all d dimensions)."""
     if at.best:
-        return layernorm_kernel(K, at.d, at.eps, dof=at.d)
+        return layernorm_kernel(K, at.d, at.eps, dof=at.d, radial=radial_law(K, stream, at.d, at.eps))
     return correlation(K), np.ones(K.shape[0])
 
 
 def rmsnorm(sub: Sublayer, stream: Stream, at: Layer) -> None:
     """``h = x / rms(x)``: ``E, nu2 = RMSNorm(K)``; the tap's variance is ``nu_1 = diag(E)``."""
-    stream.E, stream.nu2 = rms_normalise(stream.K, at)
+    stream.E, stream.nu2 = rms_normalise(stream.K, at, stream)
     with_gram_fluctuation(stream, at, at.d)
     put_normalised(sub, stream, at)
