@@ -296,12 +296,12 @@ def test_mlp_norm_radius_at_large_eps_against_simulation(monkeypatch):
     norm): ``ln2.hook_normalized`` and the MLP write within 1.5% or 4 SE at every position. With
     chi^2_D radii (the closure) the norm is 3-4% high at m >= 16: the per-token norm then
     fluctuates 3-10x more than chi^2_D, through W_v, W_o and the rows' sum a^2 (measured)."""
-    import sys
+    import importlib
 
     import simulate
-    import theory.depth_maps.layernorm  # noqa: F401  (the package re-exports a function of that name)
 
-    ln_map = sys.modules["theory.depth_maps.layernorm"]
+    # the module, not the function of the same name that theory.depth_maps re-exports
+    ln_map = importlib.import_module("theory.depth_maps.layernorm")
 
     spec = ModelSpec(d_model=64, n_heads=2, n_layers=1, seq_len=64, sigma_embed=0.002, sigma_q=0.3, sigma_k=0.3,
                      ln_eps=1e-5)
