@@ -45,6 +45,10 @@ norm by congruence in two views and the softmax rows from layer 1 on sit at the 
 dimension (`theory.depth_maps._gram`, `attention.rows_at_key_dim`), so depth values move; the
 text follows issue 21's 0-based layer wording. The text goldens were written with issue 16's
 compact spec fields stripped (``_MODERN_COMPACT``), as ``_cli`` reads them.
+Regenerated (issue 15 item 3, from a clean clone): the ``predict_*_best.json``, the ``latex``
+files and ``verify/results_mlp3.json``. The norm's radius law carries the per-sample fluctuation of
+each position's norm where eps > 0 (`theory.kernel_maps.RadialLaw`), and the LaTeX prose follows
+issue 21's wording (parentheses outside the math); the text goldens are unchanged.
 """
 
 from __future__ import annotations
