@@ -221,14 +221,7 @@ def row_pair_excess(rows: RowAverages, tau2: np.ndarray, cosine: np.ndarray, d_h
     and its second-order part.
     """
     T = tau2.size
-    r = np.arange(1, T + 1, dtype=float)
-    S2, S3 = rows.sum_sq, rows.sum_cube
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b1 = (1.0 - S2) / r
-        b2 = np.where(r > 1, -(1.0 - S2) / (r * (r - 1.0)), 0.0)
-        c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
-        c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
-        c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
+    r, (b1, b2), (c1, c2, c3) = _row_moment_coefficients(rows, T)
     # On and above the diagonal (row m = the shorter one) each term is an outer product; below it,
     # the mirror image. Same products in the same order as indexing by min/max of the pair.
     F1 = _symmetric_from_upper(np.outer(r * b1, b1) + np.outer(r * (r - 1.0) * b2, b2))
@@ -241,6 +234,21 @@ def row_pair_excess(rows: RowAverages, tau2: np.ndarray, cosine: np.ndarray, d_h
     np.fill_diagonal(excess, 0.0)
     np.fill_diagonal(second, 0.0)
     return excess, second
+
+
+def _row_moment_coefficients(rows: RowAverages, T: int):
+    """Positions ``r = 1..T`` and the row moments of `row_pair_excess`'s docstring: ``E[d_j a_k]``
+    for j = k and j != k (``b1, b2``), ``E[d_i d_j a_k]`` for all equal, two equal, all distinct
+    (``c1, c2, c3``); 0 where the pattern of indices needs more keys than the row has."""
+    r = np.arange(1, T + 1, dtype=float)
+    S2, S3 = rows.sum_sq, rows.sum_cube
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1 = (1.0 - S2) / r
+        b2 = np.where(r > 1, -(1.0 - S2) / (r * (r - 1.0)), 0.0)
+        c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
+        c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
+        c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
+    return r, (b1, b2), (c1, c2, c3)
 
 
 def _symmetric_from_upper(upper: np.ndarray) -> np.ndarray:
@@ -264,14 +272,7 @@ def pair_corrected(U: np.ndarray, E: np.ndarray, rows: RowAverages, tau2: np.nda
     cache and no T x T temporary is made.
     """
     T = tau2.size
-    r = np.arange(1, T + 1, dtype=float)
-    S2, S3 = rows.sum_sq, rows.sum_cube
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b1 = (1.0 - S2) / r
-        b2 = np.where(r > 1, -(1.0 - S2) / (r * (r - 1.0)), 0.0)
-        c1 = (1.0 - 3.0 * S2 + 2.0 * S3) / r
-        c2 = np.where(r > 1, (3.0 * S2 - 2.0 * S3 - 1.0) / (r * (r - 1.0)), 0.0)
-        c3 = np.where(r > 2, 2.0 * (1.0 - 3.0 * S2 + 2.0 * S3) / (r * (r - 1.0) * (r - 2.0)), 0.0)
+    r, (b1, b2), (c1, c2, c3) = _row_moment_coefficients(rows, T)
     f1 = ((r * b1, b1), (r * (r - 1.0) * b2, b2))
     f2 = ((r * c1, c1), (3.0 * r * (r - 1.0) * c2, c2), (r * (r - 1.0) * (r - 2.0) * c3, c3))
     tau = np.sqrt(tau2)
